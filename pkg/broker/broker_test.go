@@ -1,0 +1,69 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/natstest"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPublishDedupesByEventID(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := context.Background()
+	pub := broker.NewPublisher(env.JS, "test")
+	data := events.GuardrailFired{Agent: "a1", Rule: "price-floor", FiredAt: time.Now()}
+	_, s1, err := pub.Emit(ctx, "ev-1", events.TypeGuardrailFired, "a1", data)
+	require.NoError(t, err)
+	_, s2, err := pub.Emit(ctx, "ev-1", events.TypeGuardrailFired, "a1", data)
+	require.NoError(t, err)
+	require.Equal(t, s1, s2, "a republished event is stored once")
+	msgs := env.AuditEvents(t, "guardrail.fired.>")
+	require.Len(t, msgs, 1)
+	require.Equal(t, "guardrail.fired.a1", msgs[0].Subject)
+	e, err := broker.FromMsg(msgs[0].Header, msgs[0].Data)
+	require.NoError(t, err)
+	got, err := events.DataAs[events.GuardrailFired](e)
+	require.NoError(t, err)
+	require.Equal(t, "price-floor", got.Rule)
+}
+
+func TestPutKeepTTLKeepsExpiry(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := context.Background()
+	w, err := env.Buckets.Grants.WatchAll(ctx, jetstream.UpdatesOnly())
+	require.NoError(t, err)
+	defer w.Stop()
+	rev, err := env.Buckets.Grants.Create(ctx, "a1.g1", []byte(`{"status":"active"}`), jetstream.KeyTTL(time.Second))
+	require.NoError(t, err)
+	_, err = broker.PutKeepTTL(ctx, env.JS, broker.BucketGrants, "a1.g1", []byte(`{"status":"revoked"}`), rev+100, time.Second)
+	require.ErrorIs(t, err, broker.ErrConflict)
+	_, err = broker.PutKeepTTL(ctx, env.JS, broker.BucketGrants, "a1.g1", []byte(`{"status":"revoked"}`), rev, time.Second)
+	require.NoError(t, err)
+	var ops []jetstream.KeyValueOp
+	deadline := time.After(5 * time.Second)
+	for len(ops) < 3 {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				ops = append(ops, e.Operation())
+			}
+		case <-deadline:
+			t.Fatalf("no expiry marker; saw %v", ops)
+		}
+	}
+	require.Equal(t, jetstream.KeyValuePurge, ops[2], "the rewritten key still expires by TTL")
+}
+
+func TestTTLFor(t *testing.T) {
+	now := time.Unix(1000, 0)
+	require.Equal(t, time.Second, broker.TTLFor(now.Add(10*time.Millisecond), now))
+	require.Equal(t, 2*time.Second, broker.TTLFor(now.Add(1500*time.Millisecond), now))
+	require.Equal(t, time.Second, broker.TTLFor(now.Add(-time.Hour), now))
+	_ = json.Valid
+}

@@ -1,0 +1,179 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// ErrPermanent marks a handler error that no retry can fix (bad input). The
+// consume loop terminates such a message instead of redelivering it; the
+// handler is expected to have put an audit event on the stream saying why.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err so that errors.Is(err, ErrPermanent) holds.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Delivery describes the message an event arrived on.
+type Delivery struct {
+	Subject      string
+	StreamSeq    uint64
+	NumDelivered uint64
+	Header       nats.Header
+	// Op is the KV operation for messages of a bucket's stream: "" for a
+	// put, otherwise the KV-Operation header or the marker reason (MaxAge,
+	// Purge, Remove).
+	Op string
+}
+
+// ConsumerConfig names a durable consumer and how its messages are handled.
+type ConsumerConfig struct {
+	// Stream defaults to AuditStream.
+	Stream string
+	// Durable is the consumer's durable name: the service resumes from it
+	// after a restart.
+	Durable        string
+	FilterSubjects []string
+	// AckWait defaults to 30s.
+	AckWait time.Duration
+	// HandlerTimeout bounds each handler call (default 10s).
+	HandlerTimeout time.Duration
+	// MaxAckPending defaults to 10,000.
+	MaxAckPending int
+}
+
+// RawHandler handles one message; nil acks, ErrPermanent terminates, any
+// other error naks with a growing delay.
+type RawHandler func(ctx context.Context, data []byte, d Delivery) error
+
+// Handler handles one decoded event with the same ack rules as RawHandler.
+type Handler func(ctx context.Context, e events.Event, d Delivery) error
+
+// MalformedFunc is told of a message that does not decode as a valid event.
+// It should publish a jit.rejected audit event; if it returns an error the
+// message is redelivered, otherwise terminated.
+type MalformedFunc func(ctx context.Context, d Delivery, err error) error
+
+// Consumer is a running consume loop.
+type Consumer struct {
+	cc  jetstream.ConsumeContext
+	log zerolog.Logger
+}
+
+// Stop stops fetching new messages and waits for the handler in flight.
+func (c *Consumer) Stop() {
+	c.cc.Drain()
+	<-c.cc.Closed()
+}
+
+// Consume runs h for every valid event matching cfg, from where the durable
+// consumer left off. Undecodable messages go to onMalformed. It returns once
+// the loop runs; Stop ends it.
+func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, onMalformed MalformedFunc, log zerolog.Logger) (*Consumer, error) {
+	return ConsumeRaw(ctx, js, cfg, func(ctx context.Context, data []byte, d Delivery) error {
+		e, err := FromMsg(d.Header, data)
+		if err != nil {
+			if onMalformed == nil {
+				return Permanent(err)
+			}
+			if herr := onMalformed(ctx, d, err); herr != nil {
+				return herr
+			}
+			return Permanent(err)
+		}
+		return h(ctx, e, d)
+	}, log)
+}
+
+// ConsumeRaw runs h for every message matching cfg (used for buckets'
+// streams, whose messages are not CloudEvents).
+func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h RawHandler, log zerolog.Logger) (*Consumer, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = AuditStream
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.HandlerTimeout == 0 {
+		cfg.HandlerTimeout = 10 * time.Second
+	}
+	if cfg.MaxAckPending == 0 {
+		cfg.MaxAckPending = 10_000
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		FilterSubjects: cfg.FilterSubjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxAckPending:  cfg.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	log = log.With().Str("consumer", cfg.Durable).Logger()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		handle(ctx, m, cfg, h, log)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			log.Warn().Err(err).Msg("consume")
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
+	}
+	return &Consumer{cc: cc, log: log}, nil
+}
+
+func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, log zerolog.Logger) {
+	d := Delivery{Subject: m.Subject(), Header: m.Headers()}
+	if md, err := m.Metadata(); err == nil {
+		d.StreamSeq = md.Sequence.Stream
+		d.NumDelivered = md.NumDelivered
+	}
+	if op := d.Header.Get("KV-Operation"); op != "" {
+		d.Op = op
+	} else if r := d.Header.Get(jetstream.MarkerReasonHeader); r != "" {
+		d.Op = r
+	}
+	hctx, cancel := context.WithTimeout(ctx, cfg.HandlerTimeout)
+	defer cancel()
+	err := h(hctx, m.Data(), d)
+	l := log.With().Str("subject", d.Subject).Uint64("seq", d.StreamSeq).Uint64("delivery", d.NumDelivered).Logger()
+	switch {
+	case err == nil:
+		if aerr := m.Ack(); aerr != nil {
+			l.Warn().Err(aerr).Msg("ack failed; the message will be redelivered and handled idempotently")
+		}
+	case errors.Is(err, ErrPermanent):
+		l.Warn().Err(err).Msg("terminated bad message")
+		_ = m.TermWithReason(truncate(err.Error(), 200))
+	default:
+		delay := Backoff(d.NumDelivered)
+		l.Error().Err(err).Dur("retry_in", delay).Msg("handler failed; will retry")
+		_ = m.NakWithDelay(delay)
+	}
+}
+
+// Backoff is the redelivery delay after the n-th failed delivery: 100 ms
+// doubling to at most 10 s.
+func Backoff(n uint64) time.Duration {
+	d := 100 * time.Millisecond
+	for i := uint64(1); i < n && d < 10*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 10*time.Second)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,50 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// ErrConflict means a KV write lost a compare-and-set race.
+var ErrConflict = errors.New("conflicting write")
+
+// PutKeepTTL writes value to key in bucket with a fresh per-key TTL, only if
+// the key's last revision is rev (0: only if the key does not exist). Put and
+// Update would drop a key's TTL; this keeps one, atomically. A lost race
+// returns ErrConflict.
+func PutKeepTTL(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
+	m := nats.NewMsg("$KV." + bucket + "." + key)
+	m.Data = value
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return 0, ErrConflict
+		}
+		return 0, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+	}
+	return ack.Sequence, nil
+}
+
+// GetJSON reads key from kv into v and returns its revision. It returns
+// jetstream.ErrKeyNotFound for a missing or deleted key.
+func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("decode %s/%s: %w", kv.Bucket(), key, err)
+	}
+	return e.Revision(), nil
+}

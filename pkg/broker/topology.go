@@ -1,0 +1,146 @@
+// Package broker is how the JIT system sits on NATS JetStream: the names of
+// its stream, buckets and API subjects, their creation, the adapter that
+// carries CloudEvents on NATS messages, a publisher, a consume loop with the
+// house ack rules, and the request-reply API's wire types.
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the audit stream and of the KV buckets.
+const (
+	// AuditStream holds every event (jit.> and guardrail.>) as a CloudEvent.
+	AuditStream = "JIT_AUDIT"
+	// BucketGrants holds one key "<agent>.<grant_id>" per grant, created with
+	// a per-key TTL that drives expiry revocation.
+	BucketGrants = "jit_grants"
+	// BucketLeases is the revoker's ledger: one record per grant with its
+	// lifecycle state, kept after the grant's TTL so that each grant is
+	// revoked exactly once.
+	BucketLeases = "jit_leases"
+	// BucketSuspensions holds one key per suspended agent.
+	BucketSuspensions = "jit_suspensions"
+	// BucketPending holds requests waiting for a human, each with a TTL equal
+	// to the approval window.
+	BucketPending = "jit_pending"
+	// BucketConfig holds the active configuration.
+	BucketConfig = "jit_config"
+)
+
+// AuditSubjects are the subjects the audit stream captures.
+var AuditSubjects = []string{"jit.>", "guardrail.>"}
+
+// Options tune the topology for a deployment.
+type Options struct {
+	// Replicas for the stream and buckets (1 on a single server; 3 in
+	// production clusters).
+	Replicas int
+	// DuplicateWindow is the audit stream's de-duplication window: a
+	// republished event with the same id within it is stored once.
+	DuplicateWindow time.Duration
+	// MarkerTTL is how long TTL expiry markers stay in the grants and pending
+	// buckets, so that a revoker that was down sees them when it returns.
+	MarkerTTL time.Duration
+	// LeaseRetention is how long lease records outlive their last change.
+	LeaseRetention time.Duration
+}
+
+// DefaultOptions suit a single server.
+func DefaultOptions() Options {
+	return Options{
+		Replicas:        1,
+		DuplicateWindow: 10 * time.Minute,
+		MarkerTTL:       24 * time.Hour,
+		LeaseRetention:  7 * 24 * time.Hour,
+	}
+}
+
+// Ensure creates the audit stream and the buckets, or updates them to the
+// expected configuration. It is safe to call from every service at start.
+func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
+	if o.Replicas == 0 {
+		o = DefaultOptions()
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        AuditStream,
+		Description: "JIT access audit trail: every event as a CloudEvent",
+		Subjects:    AuditSubjects,
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    o.Replicas,
+		Duplicates:  o.DuplicateWindow,
+		MaxMsgSize:  1 << 20,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: BucketGrants, Description: "live JIT grants; per-key TTL drives expiry", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL},
+		{Bucket: BucketLeases, Description: "revoker ledger: one record per grant", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseRetention},
+		{Bucket: BucketSuspensions, Description: "suspended agents", History: 5, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: BucketPending, Description: "requests waiting for a human; per-key TTL is the approval window", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL},
+		{Bucket: BucketConfig, Description: "active JIT configuration", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+	}
+	for _, b := range buckets {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Buckets are handles to every bucket.
+type Buckets struct {
+	Grants, Leases, Suspensions, Pending, Config jetstream.KeyValue
+}
+
+// OpenBuckets binds to the buckets that Ensure created.
+func OpenBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
+	var b Buckets
+	for name, dst := range map[string]*jetstream.KeyValue{
+		BucketGrants: &b.Grants, BucketLeases: &b.Leases, BucketSuspensions: &b.Suspensions,
+		BucketPending: &b.Pending, BucketConfig: &b.Config,
+	} {
+		kv, err := js.KeyValue(ctx, name)
+		if err != nil {
+			return Buckets{}, fmt.Errorf("open bucket %s: %w", name, err)
+		}
+		*dst = kv
+	}
+	return b, nil
+}
+
+// GrantKey is the grants bucket key of a grant: "<agent>.<grant_id>", so
+// that a watch or a permission can be scoped to one agent.
+func GrantKey(agent, grantID string) string { return agent + "." + grantID }
+
+// PendingKey is the pending bucket key of a request.
+func PendingKey(agent, requestID string) string { return agent + "." + requestID }
+
+// SplitKey splits "<agent>.<id>" keys; ok is false for any other shape.
+func SplitKey(key string) (agent, id string, ok bool) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '.' {
+			return key[:i], key[i+1:], i > 0 && i < len(key)-1
+		}
+	}
+	return "", "", false
+}
+
+// TTLFor returns the per-key TTL that keeps a key until at least deadline:
+// whole seconds rounded up, at least one second (the server rounds TTLs down
+// to whole seconds).
+func TTLFor(deadline, now time.Time) time.Duration {
+	d := deadline.Sub(now)
+	s := (d + time.Second - 1) / time.Second
+	if s < 1 {
+		s = 1
+	}
+	return s * time.Second
+}

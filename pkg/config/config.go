@@ -1,0 +1,280 @@
+// Package config is the JIT system's configuration: service accounts
+// (agents), decision rules, approvers, guardrails and risk weights. It loads
+// and validates YAML, and stores the active configuration in a KV bucket so
+// that every service and replica applies the same version.
+package config
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Roles an approver can hold.
+const (
+	RoleOrgAdmin      = "org-admin"
+	RoleSecurityAdmin = "security-admin"
+	RoleOperator      = "operator"
+)
+
+// KnownRoles lists every approver role.
+var KnownRoles = []string{RoleOrgAdmin, RoleSecurityAdmin, RoleOperator}
+
+// ReinstateRoles may lift a suspension.
+var ReinstateRoles = []string{RoleOrgAdmin, RoleSecurityAdmin}
+
+// Rule modes.
+const (
+	ModeAutoApprove     = "auto-approve"
+	ModePolicy          = "policy"
+	ModeRequireApproval = "require-approval"
+	ModeDeny            = "deny"
+)
+
+// DefaultApprovalWindow is how long a request waits for a human when the
+// configuration does not say.
+const DefaultApprovalWindow = 15 * time.Minute
+
+// MaxGrantDuration bounds any agent's maxJitDuration.
+const MaxGrantDuration = 24 * time.Hour
+
+// Config is a validated configuration. Treat it as immutable once loaded:
+// services share one *Config between goroutines.
+type Config struct {
+	// Timezone names the IANA zone in which policy hours are read.
+	Timezone string `yaml:"timezone" json:"timezone"`
+	// ApprovalWindow is how long a request may wait for a human.
+	ApprovalWindow Duration    `yaml:"approval_window" json:"approval_window"`
+	Agents         []Agent     `yaml:"agents" json:"agents"`
+	Rules          []Rule      `yaml:"rules" json:"rules"`
+	Approvers      []Approver  `yaml:"approvers" json:"approvers"`
+	Guardrails     []Guardrail `yaml:"guardrails" json:"guardrails"`
+	Risk           Risk        `yaml:"risk" json:"risk"`
+
+	loc       *time.Location
+	lines     lineIndex
+	agents    map[string]*Agent
+	approvers map[string]*Approver
+}
+
+// Agent is a service account: a non-human identity with base permissions
+// and the permissions it may ask for just in time.
+type Agent struct {
+	ID    string `yaml:"id" json:"id"`
+	Owner string `yaml:"owner" json:"owner,omitempty"`
+	// Base permissions are standing; everything else must be granted.
+	Base []string `yaml:"base" json:"base"`
+	// Eligible permissions may be requested; anything else is refused at the
+	// edge.
+	Eligible []string `yaml:"eligible" json:"eligible"`
+	// MaxJitDuration caps every grant of this agent.
+	MaxJitDuration Duration          `yaml:"max_jit_duration" json:"max_jit_duration"`
+	Labels         map[string]string `yaml:"labels" json:"labels,omitempty"`
+}
+
+// Rule decides requests for some agents and permissions.
+type Rule struct {
+	Name string `yaml:"name" json:"name"`
+	// Agents the rule applies to; "*" or empty means every agent.
+	Agents []string `yaml:"agents" json:"agents,omitempty"`
+	// Permissions the rule applies to; "area:*" matches every permission of
+	// an area, "*" every permission.
+	Permissions []string `yaml:"permissions" json:"permissions"`
+	Mode        string   `yaml:"mode" json:"mode"`
+	// MaxDuration, if set, caps a grant under this rule below the agent's
+	// maxJitDuration.
+	MaxDuration Duration `yaml:"max_duration" json:"max_duration,omitempty"`
+	// Policy holds the conditions of a policy-mode rule.
+	Policy *Policy `yaml:"policy" json:"policy,omitempty"`
+	// ApproverRoles, for require-approval, are the roles of which an
+	// approver must hold one.
+	ApproverRoles []string `yaml:"approver_roles" json:"approver_roles,omitempty"`
+
+	line int
+}
+
+// Policy is the condition of a policy-mode rule: every set condition must
+// hold for the rule to approve; otherwise it denies, saying which failed.
+type Policy struct {
+	// Hours is a window "HH:MM-HH:MM" in the configured time zone.
+	Hours string `yaml:"hours" json:"hours,omitempty"`
+	// Weekdays lists allowed days (mon … sun); empty means every day.
+	Weekdays []string `yaml:"weekdays" json:"weekdays,omitempty"`
+	// MaxRisk is the highest risk score approved; 0 means no limit.
+	MaxRisk int `yaml:"max_risk" json:"max_risk,omitempty"`
+	// MaxDuration is the longest duration approved.
+	MaxDuration Duration `yaml:"max_duration" json:"max_duration,omitempty"`
+}
+
+// Approver is a human who may answer requests that need approval.
+type Approver struct {
+	Name  string   `yaml:"name" json:"name"`
+	Roles []string `yaml:"roles" json:"roles"`
+	// TokenSHA256 is the hex SHA-256 of the approver's bearer token. The
+	// token itself is never stored.
+	TokenSHA256 string `yaml:"token_sha256" json:"token_sha256"`
+}
+
+// Guardrail names a guardrail rule that may fire against agents.
+type Guardrail struct {
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description" json:"description,omitempty"`
+}
+
+// Risk holds the weights of the risk score. Every part is documented in
+// docs/configuration.md.
+type Risk struct {
+	// Sensitivity gives points per permission; "default" applies to the rest.
+	Sensitivity map[string]int `yaml:"sensitivity" json:"sensitivity,omitempty"`
+	// Duration is the most points a request at the agent's maxJitDuration
+	// scores; shorter requests score proportionally less.
+	Duration int `yaml:"duration" json:"duration"`
+	// OffHours is scored outside BusinessHours (in the configured zone).
+	OffHours      int    `yaml:"off_hours" json:"off_hours"`
+	BusinessHours string `yaml:"business_hours" json:"business_hours,omitempty"`
+	// Breadth is scored for each permission beyond the first.
+	Breadth int `yaml:"breadth" json:"breadth"`
+}
+
+// Named errors.
+var (
+	ErrInvalid = errors.New("invalid configuration")
+)
+
+// Location returns the configured time zone.
+func (c *Config) Location() *time.Location {
+	if c.loc == nil {
+		return time.UTC
+	}
+	return c.loc
+}
+
+// Agent returns the agent with id, or false.
+func (c *Config) Agent(id string) (*Agent, bool) {
+	a, ok := c.agents[id]
+	return a, ok
+}
+
+// Approver returns the approver named name, or false.
+func (c *Config) Approver(name string) (*Approver, bool) {
+	a, ok := c.approvers[name]
+	return a, ok
+}
+
+// Guardrail returns the guardrail named name, or false.
+func (c *Config) Guardrail(name string) (*Guardrail, bool) {
+	for i := range c.Guardrails {
+		if c.Guardrails[i].Name == name {
+			return &c.Guardrails[i], true
+		}
+	}
+	return nil, false
+}
+
+// Authenticate returns the approver whose token hashes to the configured
+// digest. It compares in constant time and checks every approver, so its
+// timing does not reveal which approver nearly matched.
+func (c *Config) Authenticate(token string) (*Approver, bool) {
+	if token == "" {
+		return nil, false
+	}
+	sum := sha256.Sum256([]byte(token))
+	var found *Approver
+	for i := range c.Approvers {
+		want, err := hex.DecodeString(c.Approvers[i].TokenSHA256)
+		if err != nil || len(want) != len(sum) {
+			continue
+		}
+		if subtle.ConstantTimeCompare(want, sum[:]) == 1 {
+			found = &c.Approvers[i]
+		}
+	}
+	return found, found != nil
+}
+
+// HashToken returns the hex SHA-256 of a token, as token_sha256 expects.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// HasRole reports whether the approver holds any of roles.
+func (a *Approver) HasRole(roles ...string) bool {
+	for _, r := range roles {
+		if slices.Contains(a.Roles, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsEligible reports whether the agent may request p.
+func (a *Agent) IsEligible(p string) bool { return slices.Contains(a.Eligible, p) }
+
+// HasBase reports whether p is one of the agent's standing permissions.
+func (a *Agent) HasBase(p string) bool { return slices.Contains(a.Base, p) }
+
+// Matches reports whether the rule applies to agent and permission p.
+func (r *Rule) Matches(agent, p string) bool {
+	return matchAgent(r.Agents, agent) && matchPerm(r.Permissions, p)
+}
+
+func matchAgent(list []string, agent string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, a := range list {
+		if a == "*" || a == agent {
+			return true
+		}
+	}
+	return false
+}
+
+func matchPerm(list []string, p string) bool {
+	for _, pat := range list {
+		if PermissionMatches(pat, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// PermissionMatches reports whether pattern matches permission p: equal,
+// "*", or "area:*" for any permission "area:…".
+func PermissionMatches(pattern, p string) bool {
+	if pattern == "*" || pattern == p {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(p, prefix)
+	}
+	return false
+}
+
+// Line returns the line of the rule in its source file (0 if unknown).
+func (r *Rule) Line() int { return r.line }
+
+// Duration is a time.Duration that reads and writes as "30m", "1h".
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalText writes the duration as Go's duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads a Go duration string such as "30m" or "1h30m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,272 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Actor is who or what caused an event. It is set in one place per service,
+// from what the transport or an authenticated token says, never copied from
+// an untrusted payload.
+type Actor struct {
+	// Kind is one of ActorAgent, ActorApprover, ActorRule, ActorGuardrail,
+	// ActorSystem.
+	Kind string `json:"kind"`
+	// ID names the actor: the agent id, approver name, rule name, guardrail
+	// rule or system component.
+	ID string `json:"id"`
+	// Roles are the approver's roles at the time of the action.
+	Roles []string `json:"roles,omitempty"`
+}
+
+// Actor kinds.
+const (
+	ActorAgent     = "agent"
+	ActorApprover  = "approver"
+	ActorRule      = "rule"
+	ActorGuardrail = "guardrail"
+	ActorSystem    = "system"
+)
+
+func (a Actor) String() string {
+	if a.Kind == "" {
+		return "unknown"
+	}
+	return a.Kind + ":" + a.ID
+}
+
+// Request is the data of jit.requested: a request that passed validation at
+// the edge (known agent, eligible permissions, duration within the agent's
+// maxJitDuration, not suspended, a reason).
+type Request struct {
+	RequestID   string            `json:"request_id"`
+	Agent       string            `json:"agent"`
+	Permissions []string          `json:"permissions"`
+	DurationMS  int64             `json:"duration_ms"`
+	Reason      string            `json:"reason"`
+	Context     map[string]string `json:"context,omitempty"`
+	RequestedBy Actor             `json:"requested_by"`
+	RequestedAt time.Time         `json:"requested_at"`
+}
+
+// Duration returns the requested duration.
+func (r Request) Duration() time.Duration { return time.Duration(r.DurationMS) * time.Millisecond }
+
+// Decision outcomes.
+const (
+	OutcomeApproved = "approved"
+	OutcomeDenied   = "denied"
+	OutcomePending  = "pending" // waits for a human approver
+)
+
+// Decision modes: how the outcome was reached.
+const (
+	ModeAutoApprove     = "auto-approve"
+	ModePolicy          = "policy"
+	ModeRequireApproval = "require-approval"
+	ModeDeny            = "deny"
+	ModeDefaultDeny     = "default-deny" // no rule matched
+	ModeHuman           = "human"        // a human approver answered
+	ModeTimeout         = "timeout"      // nobody answered within the approval window
+	ModeSuspended       = "suspended"    // the agent was suspended before the grant
+)
+
+// RiskPart is one explained contribution to a risk score.
+type RiskPart struct {
+	Name   string `json:"name"`
+	Points int    `json:"points"`
+	Detail string `json:"detail"`
+}
+
+// Risk is a deterministic, explainable score from 0 to 100.
+type Risk struct {
+	Score int        `json:"score"`
+	Parts []RiskPart `json:"parts"`
+}
+
+// Decision is the data of jit.decided.
+type Decision struct {
+	RequestID   string   `json:"request_id"`
+	Agent       string   `json:"agent"`
+	Outcome     string   `json:"outcome"`
+	Mode        string   `json:"mode"`
+	Rule        string   `json:"rule,omitempty"`
+	Reason      string   `json:"reason"`
+	Permissions []string `json:"permissions"`
+	DurationMS  int64    `json:"duration_ms"`
+	Risk        *Risk    `json:"risk,omitempty"`
+	// ApproverRoles, for a pending decision, are the roles of which an
+	// approver must hold at least one.
+	ApproverRoles []string `json:"approver_roles,omitempty"`
+	// ApprovalDeadline, for a pending decision, is when an unanswered
+	// request is denied as timed out.
+	ApprovalDeadline *time.Time `json:"approval_deadline,omitempty"`
+	Comment          string     `json:"comment,omitempty"`
+	DecidedBy        Actor      `json:"decided_by"`
+	DecidedAt        time.Time  `json:"decided_at"`
+	// Request is the request decided on, so that a decision can be acted on
+	// (granted) from this event alone.
+	Request Request `json:"request"`
+}
+
+// Grant is the data of jit.granted and the value stored in the grants bucket.
+type Grant struct {
+	GrantID     string            `json:"grant_id"`
+	RequestID   string            `json:"request_id"`
+	Agent       string            `json:"agent"`
+	Permissions []string          `json:"permissions"`
+	Reason      string            `json:"reason"`
+	Context     map[string]string `json:"context,omitempty"`
+	Rule        string            `json:"rule,omitempty"`
+	Mode        string            `json:"mode"`
+	ApprovedBy  Actor             `json:"approved_by"`
+	GrantedAt   time.Time         `json:"granted_at"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+	// Status is "active" or "revoked" in the grants bucket; a revoked grant
+	// stays as a tombstone until its TTL so it cannot be granted again.
+	Status string `json:"status,omitempty"`
+}
+
+// Grant statuses in the grants bucket.
+const (
+	GrantActive  = "active"
+	GrantRevoked = "revoked"
+)
+
+// ActiveAt reports whether the grant counts at t: status active and t before
+// expires_at. Presence of a key alone never makes a grant count.
+func (g Grant) ActiveAt(t time.Time) bool {
+	return (g.Status == "" || g.Status == GrantActive) && t.Before(g.ExpiresAt)
+}
+
+// Has reports whether the grant includes permission p.
+func (g Grant) Has(p string) bool {
+	for _, q := range g.Permissions {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// Revocation reasons.
+const (
+	RevokedExpired   = "expired"
+	RevokedCompleted = "completed"
+	RevokedGuardrail = "guardrail"
+	RevokedAdmin     = "admin"
+)
+
+// Revocation is the data of jit.revoked. Exactly one is published per grant.
+type Revocation struct {
+	GrantID     string    `json:"grant_id"`
+	RequestID   string    `json:"request_id"`
+	Agent       string    `json:"agent"`
+	Permissions []string  `json:"permissions"`
+	Reason      string    `json:"reason"`
+	Detail      string    `json:"detail,omitempty"`
+	RevokedBy   Actor     `json:"revoked_by"`
+	RevokedAt   time.Time `json:"revoked_at"`
+	GrantedAt   time.Time `json:"granted_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// GuardrailFired is the data of guardrail.fired, published by guardrail
+// systems.
+type GuardrailFired struct {
+	Agent   string    `json:"agent"`
+	Rule    string    `json:"rule"`
+	Detail  string    `json:"detail,omitempty"`
+	FiredAt time.Time `json:"fired_at"`
+}
+
+// Suspension is the data of jit.suspended and the value stored in the
+// suspensions bucket.
+type Suspension struct {
+	Agent         string    `json:"agent"`
+	Rule          string    `json:"rule"`
+	Detail        string    `json:"detail,omitempty"`
+	GuardrailID   string    `json:"guardrail_event_id"`
+	SuspendedBy   Actor     `json:"suspended_by"`
+	SuspendedAt   time.Time `json:"suspended_at"`
+	RevokedGrants []string  `json:"revoked_grants"`
+}
+
+// Reinstatement is the data of jit.reinstated.
+type Reinstatement struct {
+	Agent        string    `json:"agent"`
+	Comment      string    `json:"comment,omitempty"`
+	ReinstatedBy Actor     `json:"reinstated_by"`
+	ReinstatedAt time.Time `json:"reinstated_at"`
+	// Suspension is the suspension that was lifted.
+	Suspension Suspension `json:"suspension"`
+}
+
+// Rejection stages: where the bad input arrived.
+const (
+	StageRequest    = "request"
+	StageApproval   = "approval"
+	StageCompletion = "completion"
+	StageGuardrail  = "guardrail"
+	StageReinstate  = "reinstate"
+	StageEvent      = "event" // a malformed event on a stream
+	StageConfig     = "config"
+)
+
+// Rejection codes.
+const (
+	CodeMalformed        = "malformed"
+	CodeTooLarge         = "too_large"
+	CodeUnknownAgent     = "unknown_agent"
+	CodeNotEligible      = "not_eligible"
+	CodeDurationExceeded = "duration_exceeded"
+	CodeInvalidDuration  = "invalid_duration"
+	CodeEmptyReason      = "empty_reason"
+	CodeSuspended        = "suspended"
+	CodeUnauthenticated  = "unauthenticated"
+	CodeForbidden        = "forbidden"
+	CodeNotFound         = "not_found"
+	CodeStale            = "stale"
+	CodeConflict         = "conflict"
+	CodeInvalidConfig    = "invalid_config"
+)
+
+// Rejection is the data of jit.rejected: input that was refused, with the
+// reason given to its sender.
+type Rejection struct {
+	Stage      string    `json:"stage"`
+	Code       string    `json:"code"`
+	Message    string    `json:"message"`
+	Agent      string    `json:"agent,omitempty"`
+	RequestID  string    `json:"request_id,omitempty"`
+	GrantID    string    `json:"grant_id,omitempty"`
+	Actor      Actor     `json:"actor"`
+	Subject    string    `json:"subject,omitempty"` // where a malformed event arrived
+	RejectedAt time.Time `json:"rejected_at"`
+}
+
+// ConfigApplied is the data of jit.config.
+type ConfigApplied struct {
+	Outcome   string    `json:"outcome"` // applied | unchanged | refused
+	Digest    string    `json:"digest"`
+	Source    string    `json:"source"`
+	Error     string    `json:"error,omitempty"`
+	Revision  uint64    `json:"revision,omitempty"`
+	AppliedBy Actor     `json:"applied_by"`
+	AppliedAt time.Time `json:"applied_at"`
+}
+
+// Validate checks a GuardrailFired from an untrusted publisher.
+func (g GuardrailFired) Validate() error {
+	if !ValidID(g.Agent) {
+		return fmt.Errorf("%w: agent %q is not a valid id", ErrInvalid, g.Agent)
+	}
+	if strings.TrimSpace(g.Rule) == "" || len(g.Rule) > 128 {
+		return fmt.Errorf("%w: rule must be 1-128 characters", ErrInvalid)
+	}
+	if len(g.Detail) > 4096 {
+		return fmt.Errorf("%w: detail longer than 4096 characters", ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+// Package natstest starts a real, embedded nats-server with JetStream for
+// tests, with the JIT topology in place. No broker is mocked.
+package natstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/embedded"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// Env is a running broker with the topology created and a connection.
+type Env struct {
+	Server   *server.Server
+	StoreDir string
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Buckets  broker.Buckets
+	Log      zerolog.Logger
+}
+
+// RunServer starts a server on a free port with its store in storeDir (a new
+// t.TempDir() if empty) and shuts it down at cleanup.
+func RunServer(t testing.TB, storeDir string) *server.Server {
+	t.Helper()
+	if storeDir == "" {
+		storeDir = t.TempDir()
+	}
+	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: storeDir, ServerName: "test"})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect connects to s and closes the connection at cleanup.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
+}
+
+// Setup starts a server, connects, and creates the JIT stream and buckets.
+func Setup(t testing.TB) *Env {
+	t.Helper()
+	return SetupAt(t, t.TempDir())
+}
+
+// SetupAt is Setup with the store in dir, so a test can restart a server on
+// the same data.
+func SetupAt(t testing.TB, dir string) *Env {
+	t.Helper()
+	s := RunServer(t, dir)
+	nc, js := Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, broker.Ensure(ctx, js, broker.DefaultOptions()))
+	b, err := broker.OpenBuckets(ctx, js)
+	require.NoError(t, err)
+	return &Env{Server: s, StoreDir: dir, NC: nc, JS: js, Buckets: b, Log: Logger(t)}
+}
+
+// Logger returns a zerolog logger writing to the test's log.
+func Logger(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+}
+
+// ApplyConfig parses yml, stores it as the active configuration, and returns
+// a Source that follows it.
+func (e *Env) ApplyConfig(t testing.TB, yml string) *config.Source {
+	t.Helper()
+	c, err := config.Parse("test.yaml", []byte(yml))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err = config.Apply(ctx, e.Buckets.Config, c)
+	require.NoError(t, err)
+	wctx, wcancel := context.WithCancel(context.Background())
+	t.Cleanup(wcancel)
+	src, err := config.Watch(wctx, e.Buckets.Config, e.Log)
+	require.NoError(t, err)
+	return src
+}
+
+// AuditEvents reads every event on the audit stream whose subject matches
+// filter (e.g. "jit.revoked.>"), in order, without consuming durably.
+func (e *Env) AuditEvents(t testing.TB, filter string) []jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.JS.Stream(ctx, broker.AuditStream)
+	require.NoError(t, err)
+	var out []jetstream.RawStreamMsg
+	var seq uint64 = 1
+	for {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if err != nil {
+			return out
+		}
+		out = append(out, *m)
+		seq = m.Sequence + 1
+	}
+}

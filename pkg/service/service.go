@@ -1,0 +1,142 @@
+// Package service is the start-up every JIT service shares: connect to
+// NATS, make sure the stream and buckets exist, apply a configuration file
+// if one is given, and follow the active configuration.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Deps is what a service needs from its environment.
+type Deps struct {
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Buckets broker.Buckets
+	Config  *config.Source
+	Log     zerolog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Clock returns d.Now or time.Now.
+func (d Deps) Clock() func() time.Time {
+	if d.Now != nil {
+		return d.Now
+	}
+	return time.Now
+}
+
+// Service is a JIT service: Start returns once it is running; Stop waits for
+// in-flight work.
+type Service interface {
+	Start(ctx context.Context) error
+	Stop()
+}
+
+// Connect dials NATS with reconnects that never give up.
+func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("nats disconnected")
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrl()).Msg("nats reconnected") }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// Prepare ensures the topology, applies configFile if set, and waits for an
+// active configuration.
+func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log zerolog.Logger) (Deps, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return Deps{}, err
+	}
+	// The broker may still be coming up: retry topology creation for a while.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = broker.Ensure(ctx, js, broker.DefaultOptions())
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		log.Warn().Err(err).Msg("waiting for JetStream")
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return Deps{}, err
+	}
+	b, err := broker.OpenBuckets(ctx, js)
+	if err != nil {
+		return Deps{}, err
+	}
+	if configFile != "" {
+		if err := ApplyFile(ctx, js, b.Config, configFile, source, events.Actor{Kind: events.ActorSystem, ID: source}); err != nil {
+			return Deps{}, err
+		}
+	}
+	src, err := config.Watch(ctx, b.Config, log)
+	if err != nil {
+		return Deps{}, err
+	}
+	return Deps{NC: nc, JS: js, Buckets: b, Config: src, Log: log}, nil
+}
+
+// ApplyFile validates the configuration at path and stores it as the active
+// one. Both a change and a refusal are put on the audit stream; an unchanged
+// configuration is not.
+func ApplyFile(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, path, source string, by events.Actor) error {
+	pub := broker.NewPublisher(js, source)
+	c, err := config.LoadFile(path)
+	if err != nil {
+		data := events.ConfigApplied{Outcome: "refused", Source: path, Error: err.Error(), AppliedBy: by, AppliedAt: time.Now().UTC()}
+		if _, _, perr := pub.Emit(ctx, events.NewID("cfg"), events.TypeConfigApplied, "", data); perr != nil {
+			err = errors.Join(err, perr)
+		}
+		return err
+	}
+	rev, changed, err := config.Apply(ctx, kv, c)
+	if err != nil {
+		return err
+	}
+	if changed {
+		data := events.ConfigApplied{Outcome: "applied", Digest: c.Digest(), Source: path, Revision: rev, AppliedBy: by, AppliedAt: time.Now().UTC()}
+		if _, _, err := pub.Emit(ctx, fmt.Sprintf("cfg_%s_%d", c.Digest(), rev), events.TypeConfigApplied, "", data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Logger builds the process's one logger, JSON on stderr.
+func Logger(name, level string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", name).Logger()
+}
+
+// Log is the logger type services use.
+type Log = zerolog.Logger
