@@ -1,0 +1,47 @@
+// Command jitd runs the whole JIT system in one process: an embedded NATS
+// server with JetStream and the requester, policy, approval and revoker
+// services.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agentjit/jit/cmd/internal/allinone"
+	"github.com/agentjit/jit/pkg/service"
+)
+
+func main() {
+	var o allinone.Options
+	fs := flag.NewFlagSet("jitd", flag.ExitOnError)
+	fs.StringVar(&o.ConfigFile, "config", os.Getenv("JIT_CONFIG"), "configuration file to apply at start (env JIT_CONFIG)")
+	fs.StringVar(&o.DataDir, "data-dir", envOr("JIT_DATA_DIR", "./data"), "directory for JetStream's files (env JIT_DATA_DIR)")
+	fs.StringVar(&o.NATSListen, "nats-listen", envOr("JIT_NATS_LISTEN", "127.0.0.1:4222"), "embedded NATS client address host:port")
+	fs.StringVar(&o.HTTPListen, "http-listen", envOr("JIT_HTTP_LISTEN", "127.0.0.1:8080"), "HTTP address for /healthz (empty disables)")
+	fs.BoolVar(&o.SyncAlways, "sync-always", false, "fsync every JetStream write (survives power loss, slower)")
+	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	_ = fs.Parse(os.Args[1:])
+
+	log := service.Logger("jitd", *level)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := allinone.New(o, log)
+	if err := app.Run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: %v\n", err)
+		os.Exit(2)
+	}
+	<-ctx.Done()
+	log.Info().Msg("shutting down")
+	app.Close()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
