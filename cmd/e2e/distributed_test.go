@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDistributed runs the four service binaries as separate processes
+// against a standalone nats-server process (built from the Go module), as
+// deploy/docker-compose.yml does, and kills each service with SIGKILL at an
+// awkward moment to show that it resumes from its durable consumer and
+// finishes the work exactly once.
+func TestDistributed(t *testing.T) {
+	bin := bins(t)
+	port := freePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
+		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t), "LOG_LEVEL=debug"}
+	svc := map[string]*proc{}
+	for _, name := range []string{"revoker", "approval", "policy", "requester"} {
+		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
+	}
+	c := cli{t: t, bin: bin, url: url}
+	waitFor(t, "services answer", 30*time.Second, func() bool {
+		return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "warm up").Code == 0
+	})
+
+	t.Run("policy killed while a request waits", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		svc["policy"].kill()
+		wait := c.background("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "policy down", "--json")
+		waitFor(t, "request stored", 10*time.Second, func() bool { return countRequests(t, url, "policy down") == 1 })
+		svc["policy"].start()
+		r := wait()
+		require.Equal(t, 0, r.Code, r.Stderr)
+	})
+
+	t.Run("approval killed before granting", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		svc["approval"].kill()
+		wait := c.background("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "approval down", "--json")
+		waitFor(t, "request decided", 10*time.Second, func() bool { return countDecided(t, url, "approval down") == 1 })
+		svc["approval"].start()
+		r := wait()
+		require.Equal(t, 0, r.Code, r.Stderr)
+		grant := r.JSON(t)["grant_id"].(string)
+		require.Len(t, grantedOf(t, url, grant), 1, "one jit.granted")
+	})
+
+	t.Run("revoker down when a grant expires", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		svc["revoker"].kill()
+		r := c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1s", "--reason", "revoker down", "--json")
+		require.Equal(t, 0, r.Code, r.Stderr)
+		grant := r.JSON(t)["grant_id"].(string)
+		// Enforcement does not wait for the revoker: past expires_at the grant
+		// no longer counts (other grants of the agent may still be live).
+		waitFor(t, "grant no longer listed after expiry", 10*time.Second, func() bool {
+			return !strings.Contains(c.run("grants", "--agent", "market-intel", "--json").Stdout, grant)
+		})
+		require.Empty(t, revocationsOf(t, url, grant))
+		svc["revoker"].start()
+		waitFor(t, "revocation after restart", 20*time.Second, func() bool { return len(revocationsOf(t, url, grant)) == 1 })
+		require.Equal(t, events.RevokedExpired, revocationsOf(t, url, grant)[0].Reason)
+	})
+
+	t.Run("requester restarted", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		svc["requester"].kill()
+		r := c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "nobody listens")
+		require.Equal(t, 2, r.Code, "no requester: a clear error, not a hang")
+		svc["requester"].start()
+		waitFor(t, "requester back", 20*time.Second, func() bool {
+			return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "requester back").Code == 0
+		})
+	})
+
+	t.Run("human approval and guardrail across processes", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		wait := c.background("request", "--agent", "svc-price-optimizer", "--perm", "integrations:write", "--duration", "5m", "--reason", "distributed approval", "--json")
+		var reqID string
+		waitFor(t, "pending", 20*time.Second, func() bool {
+			for _, p := range c.as("dev-alice").run("pending", "--json").JSONLines(t) {
+				if id, _ := p["request_id"].(string); id != "" {
+					reqID = id
+					return true
+				}
+			}
+			return false
+		})
+		require.Equal(t, 0, c.as("dev-alice").run("approve", reqID).Code)
+		r := wait()
+		require.Equal(t, 0, r.Code, r.Stderr)
+		grant := r.JSON(t)["grant_id"].(string)
+
+		require.Equal(t, 0, c.run("guardrail", "fire", "--agent", "svc-price-optimizer", "--rule", "price-floor").Code)
+		waitFor(t, "guardrail revocation", 10*time.Second, func() bool { return len(revocationsOf(t, url, grant)) == 1 })
+		require.Equal(t, events.RevokedGuardrail, revocationsOf(t, url, grant)[0].Reason)
+		require.Equal(t, 0, c.as("dev-alice").run("reinstate", "--agent", "svc-price-optimizer").Code)
+	})
+
+	// Every grant ever made has at most one revocation.
+	counts := map[string]int{}
+	for _, e := range audit(t, url, "jit.revoked.>") {
+		counts[events.GrantID(e)]++
+	}
+	for g, n := range counts {
+		require.Equal(t, 1, n, fmt.Sprintf("grant %s", g))
+	}
+}
+
+func countRequests(t *testing.T, url, reason string) int {
+	n := 0
+	for _, e := range audit(t, url, "jit.requested.>") {
+		if r, err := events.DataAs[events.Request](e); err == nil && r.Reason == reason {
+			n++
+		}
+	}
+	return n
+}
+
+func countDecided(t *testing.T, url, reason string) int {
+	n := 0
+	for _, e := range audit(t, url, "jit.decided.>") {
+		if d, err := events.DataAs[events.Decision](e); err == nil && d.Request.Reason == reason {
+			n++
+		}
+	}
+	return n
+}
+
+func grantedOf(t *testing.T, url, grantID string) []events.Event {
+	var out []events.Event
+	for _, e := range audit(t, url, "jit.granted.>") {
+		if events.GrantID(e) == grantID {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,269 @@
+// Package e2e runs the JIT system as a user would: the real binaries, the
+// real broker, jitctl's exit codes and JSON output.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	binDir   string
+	buildErr error
+	once     sync.Once
+)
+
+// bins builds jitctl, the four services and nats-server once per test run.
+func bins(t *testing.T) string {
+	t.Helper()
+	once.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "jit-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/",
+			"github.com/agentjit/jit/cmd/jitctl",
+			"github.com/agentjit/jit/services/requester/cmd/requester",
+			"github.com/agentjit/jit/services/policy/cmd/policy",
+			"github.com/agentjit/jit/services/approval/cmd/approval",
+			"github.com/agentjit/jit/services/revoker/cmd/revoker",
+			"github.com/nats-io/nats-server/v2",
+		)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func exampleConfig(t *testing.T) string {
+	p, err := filepath.Abs("../../examples/jit.yaml")
+	require.NoError(t, err)
+	return p
+}
+
+// result of one jitctl run.
+type result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// JSON decodes the last JSON line of stdout.
+func (r result) JSON(t *testing.T) map[string]any {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &m), "stdout: %s", r.Stdout)
+	return m
+}
+
+// JSONLines decodes every line of stdout.
+func (r result) JSONLines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m), sc.Text())
+		out = append(out, m)
+	}
+	return out
+}
+
+type cli struct {
+	t     *testing.T
+	bin   string
+	url   string
+	token string
+}
+
+func (c cli) as(token string) cli { c.token = token; return c }
+
+func (c cli) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "jitctl"), args...)
+	cmd.Env = append(os.Environ(), "NATS_URL="+c.url, "JIT_TOKEN="+c.token)
+	return cmd
+}
+
+func (c cli) run(args ...string) result {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := c.cmd(ctx, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("jitctl %v: %v", args, err)
+	}
+	c.t.Logf("jitctl %s → %d\n%s%s", strings.Join(args, " "), code, so.String(), se.String())
+	return result{Code: code, Stdout: so.String(), Stderr: se.String()}
+}
+
+// background starts jitctl and returns a function that waits for it.
+func (c cli) background(args ...string) func() result {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	cmd := c.cmd(ctx, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	require.NoError(c.t, cmd.Start())
+	var once sync.Once
+	var res result
+	wait := func() result {
+		once.Do(func() {
+			defer cancel()
+			err := cmd.Wait()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			res = result{Code: code, Stdout: so.String(), Stderr: se.String()}
+			c.t.Logf("jitctl %s (background) → %d\n%s%s", strings.Join(args, " "), code, res.Stdout, res.Stderr)
+		})
+		return res
+	}
+	c.t.Cleanup(func() { cancel(); wait() })
+	return wait
+}
+
+// audit reads the events stored on subjects matching filter, in order.
+func audit(t *testing.T, url, filter string) []events.Event {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, broker.AuditStream)
+	require.NoError(t, err)
+	var out []events.Event
+	var seq uint64 = 1
+	for {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if err != nil {
+			return out
+		}
+		e, err := broker.FromMsg(m.Header, m.Data)
+		require.NoError(t, err)
+		out = append(out, e)
+		seq = m.Sequence + 1
+	}
+}
+
+// revocationsOf returns the jit.revoked events of a grant.
+func revocationsOf(t *testing.T, url, grantID string) []events.Revocation {
+	var out []events.Revocation
+	for _, e := range audit(t, url, "jit.revoked.>") {
+		r, err := events.DataAs[events.Revocation](e)
+		require.NoError(t, err)
+		if r.GrantID == grantID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a child process the test can kill and restart.
+type proc struct {
+	t    *testing.T
+	name string
+	path string
+	args []string
+	env  []string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func startProc(t *testing.T, name, path string, env []string, args ...string) *proc {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	require.NoError(t, err)
+	p := &proc{t: t, name: name, path: path, args: args, env: env, log: f}
+	p.start()
+	t.Cleanup(func() {
+		p.kill()
+		_ = f.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(f.Name())
+			t.Logf("---- %s log ----\n%s", name, tail(string(b), 6000))
+		}
+	})
+	return p
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.path, p.args...)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	require.NoError(p.t, p.cmd.Start())
+}
+
+// kill sends SIGKILL: no clean shutdown, no drain.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// waitFor polls cond until it holds (no fixed sleeps: it returns as soon as
+// the system is there).
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, timeout, 50*time.Millisecond, what)
+}
