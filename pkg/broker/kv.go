@@ -19,16 +19,20 @@ func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 var ErrConflict = errors.New("conflicting write")
 
 // PutKeepTTL writes value to key in bucket with a fresh per-key TTL, only if
-// the key's last revision is rev (0: only if the key does not exist). Put and
-// Update would drop a key's TTL; this keeps one, atomically. A lost race
-// returns ErrConflict.
+// the key's last revision is rev. With rev 0 it writes only if the subject
+// holds no message at all, not even a delete or expiry marker: unlike
+// KeyValue.Create, which succeeds over a deleted or expired key, it can never
+// bring back a key that existed. Put and Update would drop a key's TTL; this
+// keeps one, atomically. A lost race returns ErrConflict (both the server's
+// single-server and replicated error codes).
 func PutKeepTTL(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
 	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = value
 	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
 	if err != nil {
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return 0, ErrConflict
 		}
 		return 0, fmt.Errorf("put %s/%s: %w", bucket, key, err)

@@ -1,0 +1,520 @@
+// Package approval is the approval service: it owns the humans of the JIT
+// system and turns an approved decision into a grant.
+//
+// It consumes jit.decided events (durable "approval"): an approved decision
+// becomes a lease, a grant key with a TTL and a jit.granted event; a pending
+// decision waits in the pending bucket for an approver. Approvers list,
+// approve and deny over the jitapi.pending, jitapi.approve and jitapi.deny
+// endpoints; their answer is a jit.decided event that flows back through the
+// same consumer. A request nobody answers times out when its pending key's
+// TTL marker arrives (durable "approval-timeouts").
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+)
+
+// Name is the service's name: the source of its events and the actor of its
+// system decisions.
+const Name = "approval"
+
+// Durable consumer names (docs/architecture.md).
+const (
+	DurableDecisions = "approval"          // jit.decided.>
+	DurableTimeouts  = "approval-timeouts" // the pending bucket's stream
+)
+
+// MaxCommentLength bounds an approver's comment.
+const MaxCommentLength = 1024
+
+// Service is the approval service. Build it with New, run it with Start,
+// end it with Stop.
+type Service struct {
+	d   service.Deps
+	now func() time.Time
+	log zerolog.Logger
+	pub *broker.Publisher
+
+	pendingStream jetstream.Stream
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	decisions *broker.Consumer
+	timeouts  *broker.Consumer
+	api       micro.Service
+
+	mu       sync.Mutex
+	stopping bool
+	inflight sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New returns the approval service on d. It does nothing until Start.
+func New(d service.Deps) *Service {
+	return &Service{
+		d:   d,
+		now: d.Clock(),
+		log: d.Log.With().Str("component", Name).Logger(),
+		pub: broker.NewPublisher(d.JS, Name),
+	}
+}
+
+func (s *Service) system() events.Actor {
+	return events.Actor{Kind: events.ActorSystem, ID: Name}
+}
+
+// decide handles one valid jit.decided event. It is idempotent: handling the
+// same decision again (or another event with the same request) makes no
+// second grant, pending record or event.
+func (s *Service) decide(ctx context.Context, dec events.Decision) error {
+	switch dec.Outcome {
+	case events.OutcomeApproved:
+		return s.grant(ctx, dec)
+	case events.OutcomePending:
+		return s.hold(ctx, dec)
+	default:
+		return nil // denied: the request ends here
+	}
+}
+
+// grant turns an approved decision into a grant: lease (active), then the
+// grant key with its TTL, then jit.granted. The grant id is derived from the
+// request id and expires_at from the decision, so a redelivery or a
+// republished decision reaches the same lease and the same grant.
+func (s *Service) grant(ctx context.Context, dec events.Decision) error {
+	log := zerolog.Ctx(ctx)
+	grantID := events.GrantIDFor(dec.RequestID)
+	key := broker.GrantKey(dec.Agent, grantID)
+
+	var lease broker.Lease
+	_, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease)
+	switch {
+	case err == nil:
+		// An earlier delivery created the lease: finish what it started, with
+		// the grant it recorded.
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		susp, err := s.suspension(ctx, dec.Agent)
+		if err != nil {
+			return err
+		}
+		if susp != nil {
+			return s.denySuspended(ctx, dec, susp)
+		}
+		lease = broker.Lease{Grant: s.newGrant(dec, grantID), State: broker.LeaseActive}
+		b, err := json.Marshal(lease)
+		if err != nil {
+			return fmt.Errorf("encode lease %s: %w", key, err)
+		}
+		if _, err := s.d.Buckets.Leases.Create(ctx, key, b); err != nil {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return fmt.Errorf("create lease %s: %w", key, err)
+			}
+			if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
+				return fmt.Errorf("read lease %s: %w", key, err)
+			}
+		}
+	default:
+		return fmt.Errorf("read lease %s: %w", key, err)
+	}
+
+	if lease.State != broker.LeaseActive {
+		log.Info().Str("grant_id", grantID).Str("state", lease.State).Msg("grant already ended; nothing to do")
+		return nil
+	}
+	g := lease.Grant
+	now := s.now()
+	if !now.Before(g.ExpiresAt) {
+		// Too late to grant: the revoker ends the lease.
+		log.Warn().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("approved decision handled after its grant would have expired; no grant made")
+		return nil
+	}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return fmt.Errorf("encode grant %s: %w", key, err)
+	}
+	// Only if the key never existed: a revoked grant's tombstone or its expiry
+	// marker must never be overwritten by a redelivered decision.
+	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !isConflict(err) {
+		return fmt.Errorf("create grant %s: %w", key, err)
+	}
+	if _, _, err := s.pub.Emit(ctx, broker.GrantedEventID(grantID), events.TypeGranted, g.Agent, g,
+		events.WithRequestID(g.RequestID), events.WithGrantID(grantID)); err != nil {
+		return err
+	}
+	log.Info().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("granted")
+	return nil
+}
+
+func (s *Service) newGrant(dec events.Decision, grantID string) events.Grant {
+	return events.Grant{
+		GrantID:     grantID,
+		RequestID:   dec.RequestID,
+		Agent:       dec.Agent,
+		Permissions: dec.Permissions,
+		Reason:      dec.Request.Reason,
+		Context:     dec.Request.Context,
+		Rule:        dec.Rule,
+		Mode:        dec.Mode,
+		ApprovedBy:  dec.DecidedBy,
+		GrantedAt:   s.now().UTC(),
+		ExpiresAt:   dec.DecidedAt.Add(time.Duration(dec.DurationMS) * time.Millisecond).UTC(),
+		Status:      events.GrantActive,
+	}
+}
+
+// suspension returns the agent's suspension, or nil if it is not suspended.
+func (s *Service) suspension(ctx context.Context, agent string) (*events.Suspension, error) {
+	e, err := s.d.Buckets.Suspensions.Get(ctx, agent)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read suspension of %s: %w", agent, err)
+	}
+	var susp events.Suspension
+	if err := json.Unmarshal(e.Value(), &susp); err != nil {
+		// Present but unreadable still means suspended: fail closed.
+		zerolog.Ctx(ctx).Warn().Err(err).Str("agent", agent).Msg("unreadable suspension record; treating the agent as suspended")
+		susp = events.Suspension{Agent: agent}
+	}
+	return &susp, nil
+}
+
+func suspendedReason(agent string, susp *events.Suspension) string {
+	r := "agent " + agent + " is suspended"
+	if susp.Rule != "" {
+		r += " after guardrail " + susp.Rule + " fired"
+	}
+	if !susp.SuspendedAt.IsZero() {
+		r += " at " + susp.SuspendedAt.UTC().Format(time.RFC3339)
+	}
+	return r + "; nothing is granted until an admin reinstates it"
+}
+
+// denial builds a denial of the request dec is about, carrying its request.
+func (s *Service) denial(dec events.Decision, mode, reason string) events.Decision {
+	return events.Decision{
+		RequestID:     dec.RequestID,
+		Agent:         dec.Agent,
+		Outcome:       events.OutcomeDenied,
+		Mode:          mode,
+		Rule:          dec.Rule,
+		Reason:        reason,
+		Permissions:   dec.Permissions,
+		DurationMS:    dec.DurationMS,
+		Risk:          dec.Risk,
+		ApproverRoles: dec.ApproverRoles,
+		DecidedBy:     s.system(),
+		DecidedAt:     s.now().UTC(),
+		Request:       dec.Request,
+	}
+}
+
+func (s *Service) denySuspended(ctx context.Context, dec events.Decision, susp *events.Suspension) error {
+	d := s.denial(dec, events.ModeSuspended, suspendedReason(dec.Agent, susp))
+	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, "suspended"), d); err != nil {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Msg("agent suspended; approved decision denied")
+	return nil
+}
+
+func (s *Service) publishDecision(ctx context.Context, id string, d events.Decision) error {
+	_, _, err := s.pub.Emit(ctx, id, events.TypeDecided, d.Agent, d, events.WithRequestID(d.RequestID))
+	return err
+}
+
+// hold stores a pending decision until a human answers or its deadline
+// passes. The key is written only if it never existed, so a redelivered
+// pending decision cannot bring back a request that was already answered or
+// timed out.
+func (s *Service) hold(ctx context.Context, dec events.Decision) error {
+	deadline := dec.DecidedAt.Add(s.d.Config.Current().ApprovalWindow.D())
+	if dec.ApprovalDeadline != nil {
+		deadline = *dec.ApprovalDeadline
+	}
+	key := broker.PendingKey(dec.Agent, dec.RequestID)
+	now := s.now()
+	if !now.Before(deadline) {
+		seen, err := s.everPending(ctx, key)
+		if err != nil || seen {
+			return err // seen: its answer or its time-out marker ends it
+		}
+		return s.timeOut(ctx, dec.Agent, dec.RequestID, &dec)
+	}
+	b, err := json.Marshal(pendingRecord{Pending: broker.Pending{Decision: dec, Deadline: deadline.UTC()}})
+	if err != nil {
+		return fmt.Errorf("encode pending %s: %w", key, err)
+	}
+	_, err = broker.PutKeepTTL(ctx, s.d.JS, broker.BucketPending, key, b, 0, broker.TTLFor(deadline, now))
+	switch {
+	case err == nil:
+		zerolog.Ctx(ctx).Info().Time("deadline", deadline).Msg("waiting for an approver")
+		return nil
+	case isConflict(err):
+		return nil // stored before (and maybe answered or timed out since)
+	default:
+		return fmt.Errorf("store pending %s: %w", key, err)
+	}
+}
+
+// timeOut publishes the time-out denial of a request. dec, if known, is the
+// pending decision, whose request the denial carries.
+func (s *Service) timeOut(ctx context.Context, agent, requestID string, dec *events.Decision) error {
+	base := events.Decision{RequestID: requestID, Agent: agent}
+	if dec != nil {
+		base = *dec
+	}
+	d := s.denial(base, events.ModeTimeout, "approval timed out")
+	if err := s.publishDecision(ctx, broker.DecisionEventID(requestID, "timeout"), d); err != nil {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Str("agent", agent).Str("request_id", requestID).Msg("approval timed out")
+	return nil
+}
+
+// listPending returns the requests waiting for a human whose deadline is
+// still ahead, soonest deadline first. Every approver sees every request.
+func (s *Service) listPending(ctx context.Context) (broker.PendingList, error) {
+	entries, err := s.pendingEntries(ctx, ">")
+	if err != nil {
+		return broker.PendingList{}, err
+	}
+	now := s.now()
+	out := broker.PendingList{Pending: []broker.PendingItem{}}
+	for _, e := range entries {
+		// Key presence is not enough: TTLs run in whole seconds and expired
+		// keys stay readable briefly after a restart.
+		if e.rec.Answer != nil || !now.Before(e.rec.Deadline) {
+			continue
+		}
+		out.Pending = append(out.Pending, broker.PendingItem{Decision: e.rec.Decision, Deadline: e.rec.Deadline})
+	}
+	slices.SortFunc(out.Pending, func(a, b broker.PendingItem) int { return a.Deadline.Compare(b.Deadline) })
+	return out, nil
+}
+
+// answer records an approver's answer to a pending request and publishes it
+// as jit.decided. outcome is events.OutcomeApproved or OutcomeDenied. The
+// returned *broker.APIError values are also put on the audit stream as
+// jit.rejected.
+func (s *Service) answer(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (broker.ActionResult, error) {
+	actor := approverActor(approver)
+	rej := events.Rejection{Actor: actor}
+	verb := "approve"
+	if outcome == events.OutcomeDenied {
+		verb = "deny"
+	}
+	if !events.ValidID(in.RequestID) {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"request_id %q is not a valid request id (1-64 letters, digits, '-' or '_')", truncate(in.RequestID, 80)), rej)
+	}
+	rej.RequestID = in.RequestID
+	if len(in.Comment) > MaxCommentLength {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"comment is %d bytes; the limit is %d", len(in.Comment), MaxCommentLength), rej)
+	}
+	comment := strings.TrimSpace(in.Comment)
+	if outcome == events.OutcomeDenied && comment == "" {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeEmptyReason,
+			"a denial needs a comment saying why"), rej)
+	}
+
+	entries, err := s.pendingEntries(ctx, "*."+in.RequestID)
+	if err != nil {
+		return broker.ActionResult{}, err
+	}
+	if len(entries) == 0 {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(404, events.CodeNotFound,
+			"no request %s is waiting for approval: it was decided, timed out, or never needed approval", in.RequestID),
+			withCode(rej, events.CodeStale))
+	}
+	e := entries[0]
+	p := e.rec.Decision
+	rej.Agent = p.Agent
+	result := broker.ActionResult{RequestID: p.RequestID, Agent: p.Agent, Outcome: outcome}
+
+	if a := e.rec.Answer; a != nil {
+		// Already answered; the answer may not be published yet (a failed
+		// publish or a crash). The same approver's retry finishes it.
+		if a.Mode == events.ModeHuman && a.DecidedBy.ID == approver.Name && a.Outcome == outcome {
+			if err := s.finish(ctx, e); err != nil {
+				return broker.ActionResult{}, err
+			}
+			return result, nil
+		}
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
+			"request %s was already answered (%s by %s)", p.RequestID, a.Outcome, a.DecidedBy.ID), rej)
+	}
+	if now := s.now(); !now.Before(e.rec.Deadline) {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
+			"approval window closed at %s", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
+	}
+	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"to %s request %s an approver needs one of the roles %v; %s holds %v",
+			verb, p.RequestID, p.ApproverRoles, approver.Name, approver.Roles), rej)
+	}
+	if approver.Name == p.Agent {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"%s may not answer its own request", approver.Name), rej)
+	}
+
+	if outcome == events.OutcomeApproved {
+		susp, err := s.suspension(ctx, p.Agent)
+		if err != nil {
+			return broker.ActionResult{}, err
+		}
+		if susp != nil {
+			reason := suspendedReason(p.Agent, susp)
+			d := s.denial(p, events.ModeSuspended, reason)
+			if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "suspended")); err != nil {
+				if isConflict(err) {
+					return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+				}
+				return broker.ActionResult{}, err
+			}
+			if err := s.finish(ctx, e); err != nil {
+				return broker.ActionResult{}, err
+			}
+			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
+				"cannot approve request %s: %s; the request is denied", p.RequestID, reason), rej)
+		}
+	}
+
+	d := events.Decision{
+		RequestID:     p.RequestID,
+		Agent:         p.Agent,
+		Outcome:       outcome,
+		Mode:          events.ModeHuman,
+		Rule:          p.Rule,
+		Reason:        "approved by " + approver.Name,
+		Permissions:   p.Permissions,
+		DurationMS:    p.DurationMS,
+		Risk:          p.Risk,
+		ApproverRoles: p.ApproverRoles,
+		Comment:       comment,
+		DecidedBy:     actor,
+		DecidedAt:     s.now().UTC(),
+		Request:       p.Request,
+	}
+	if outcome == events.OutcomeDenied {
+		d.Reason = "denied by " + approver.Name + ": " + comment
+	}
+	if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "human")); err != nil {
+		if isConflict(err) {
+			return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+		}
+		return broker.ActionResult{}, err
+	}
+	if err := s.finish(ctx, e); err != nil {
+		return broker.ActionResult{}, err
+	}
+	if outcome == events.OutcomeApproved {
+		result.Message = "approved; grant " + events.GrantIDFor(p.RequestID) + " follows on " + events.Subject(events.TypeGranted, p.Agent)
+	}
+	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", outcome).Msg("answered")
+	return result, nil
+}
+
+func (s *Service) conflict(ctx context.Context, requestID string, rej events.Rejection) error {
+	return s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
+		"request %s was answered by someone else or timed out a moment ago", requestID), rej)
+}
+
+// record writes the answer d into the pending record by compare-and-set on
+// the revision read. The write has no TTL: an answered request cannot time
+// out. A lost race returns a conflict (see isConflict).
+func (s *Service) record(ctx context.Context, e *pendingEntry, d events.Decision, id string) error {
+	rec := e.rec
+	rec.Answer, rec.AnswerID = &d, id
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode pending %s: %w", e.key, err)
+	}
+	rev, err := s.d.Buckets.Pending.Update(ctx, e.key, b, e.rev)
+	if err != nil {
+		return fmt.Errorf("record answer in %s: %w", e.key, err)
+	}
+	e.rec, e.rev = rec, rev
+	return nil
+}
+
+// finish publishes an answered record's decision and deletes its key. Both
+// steps are safe to repeat.
+func (s *Service) finish(ctx context.Context, e pendingEntry) error {
+	if err := s.publishDecision(ctx, e.rec.AnswerID, *e.rec.Answer); err != nil {
+		return err
+	}
+	err := s.d.Buckets.Pending.Delete(ctx, e.key, jetstream.LastRevision(e.rev))
+	if err != nil && !isConflict(err) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete answered %s: %w", e.key, err)
+	}
+	return nil
+}
+
+// recoverAnswers finishes answers that were recorded but maybe not published
+// (the service stopped between the two).
+func (s *Service) recoverAnswers(ctx context.Context) error {
+	entries, err := s.pendingEntries(ctx, ">")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.rec.Answer == nil || e.rec.AnswerID == "" {
+			continue
+		}
+		if err := s.finish(ctx, e); err != nil {
+			return fmt.Errorf("finish answer of %s: %w", e.key, err)
+		}
+		s.log.Info().Str("key", e.key).Str("event_id", e.rec.AnswerID).Msg("published an answer recorded before a restart")
+	}
+	return nil
+}
+
+// refuse puts a jit.rejected event (stage approval) on the audit stream for
+// an API refusal and returns ae. A failure to publish is logged: the caller
+// still gets its answer.
+func (s *Service) refuse(ctx context.Context, ae *broker.APIError, r events.Rejection) error {
+	r.Stage = events.StageApproval
+	if r.Code == "" {
+		r.Code = ae.Code
+	}
+	r.Message = ae.Message
+	r.RejectedAt = s.now().UTC()
+	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Str("code", r.Code).Msg("could not publish jit.rejected")
+	}
+	return ae
+}
+
+func withCode(r events.Rejection, code string) events.Rejection {
+	r.Code = code
+	return r
+}
+
+func approverActor(a *config.Approver) events.Actor {
+	return events.Actor{Kind: events.ActorApprover, ID: a.Name, Roles: slices.Clone(a.Roles)}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,98 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pendingStream is the stream behind the pending bucket: its TTL markers
+// time requests out.
+const pendingStream = "KV_" + broker.BucketPending
+
+// pendingSubjectPrefix prefixes every key of the pending bucket on its stream.
+const pendingSubjectPrefix = "$KV." + broker.BucketPending + "."
+
+// pendingRecord is the value of a key in the pending bucket: broker.Pending
+// plus, once a human (or a suspension) has answered, the answer.
+//
+// Answering is three steps: write the answer into the record by
+// compare-and-set (an Update, which also drops the key's TTL so the request
+// can no longer time out), publish it, delete the key. The compare-and-set
+// picks the one winner; a crash after it leaves an answered record that
+// Start publishes and deletes, so an answer is never lost between deleting
+// the key and publishing the decision.
+type pendingRecord struct {
+	broker.Pending
+	// Answer is the jit.decided data that ends the request.
+	Answer *events.Decision `json:"answer,omitempty"`
+	// AnswerID is the event id Answer is published with.
+	AnswerID string `json:"answer_id,omitempty"`
+}
+
+// pendingEntry is one key of the pending bucket, read with its revision.
+type pendingEntry struct {
+	key string
+	rev uint64
+	rec pendingRecord
+}
+
+// pendingEntries reads every live key of the pending bucket matching filter
+// ("*.<request_id>" or ">"), values included, in one pass. Deleted and
+// expired keys are skipped. A value that does not decode is an error.
+func (s *Service) pendingEntries(ctx context.Context, filter string) ([]pendingEntry, error) {
+	w, err := s.d.Buckets.Pending.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read pending %s: %w", filter, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []pendingEntry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read pending %s: %w", filter, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("read pending %s: watcher closed", filter)
+			}
+			if e == nil {
+				return out, nil
+			}
+			var rec pendingRecord
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				return nil, fmt.Errorf("decode pending %s: %w", e.Key(), err)
+			}
+			out = append(out, pendingEntry{key: e.Key(), rev: e.Revision(), rec: rec})
+		}
+	}
+}
+
+// everPending reports whether the pending bucket's stream holds anything for
+// key: a record, an answer's delete marker or a time-out marker. Such a
+// request was stored once and ends through its answer or its marker.
+func (s *Service) everPending(ctx context.Context, key string) (bool, error) {
+	_, err := s.pendingStream.GetLastMsgForSubject(ctx, pendingSubjectPrefix+key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("read pending history of %s: %w", key, err)
+	}
+}
+
+// isConflict reports whether err is a lost compare-and-set on a key.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, broker.ErrConflict) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
