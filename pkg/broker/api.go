@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -161,10 +162,17 @@ func DecodeInput(data []byte, v any) error {
 	if len(data) > MaxAPIBody {
 		return Errorf(413, events.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), MaxAPIBody)
 	}
-	dec := json.NewDecoder(bytesReader(data))
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Errorf(400, events.CodeMalformed, "malformed request body: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return Errorf(400, events.CodeMalformed, "malformed request body: %v", err)
+	}
+	if dec.More() {
+		return Errorf(400, events.CodeMalformed, "malformed request body: data after the JSON object")
 	}
 	return nil
 }

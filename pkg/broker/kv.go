@@ -1,19 +1,15 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // ErrConflict means a KV write lost a compare-and-set race.
 var ErrConflict = errors.New("conflicting write")

@@ -52,8 +52,10 @@ func SuspendedEventID(guardrailEventID string) string { return guardrailEventID 
 
 // RejectedEventID is the id of a jit.rejected event about a malformed
 // message at stream sequence seq read by consumer durable.
+// The '/' keeps it out of the space of ids a client may choose (ValidID), so
+// no request id can collide with it in the de-duplication window.
 func RejectedEventID(durable string, seq uint64) string {
-	return "rej_" + durable + "_" + uitoa(seq)
+	return "rej/" + durable + "/" + uitoa(seq)
 }
 
 func uitoa(v uint64) string {

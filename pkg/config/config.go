@@ -13,6 +13,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+	// Zone data is compiled in, so the configured timezone loads in minimal
+	// containers without /usr/share/zoneinfo.
+	_ "time/tzdata"
 )
 
 // Roles an approver can hold.

@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -50,8 +51,23 @@ type Request struct {
 	RequestedAt time.Time         `json:"requested_at"`
 }
 
-// Duration returns the requested duration.
-func (r Request) Duration() time.Duration { return time.Duration(r.DurationMS) * time.Millisecond }
+// Duration returns the requested duration. A duration_ms too large for a
+// time.Duration saturates at the largest one instead of wrapping around, so
+// a crafted value can never read as a short duration.
+func (r Request) Duration() time.Duration { return MSDuration(r.DurationMS) }
+
+// MSDuration converts milliseconds to a time.Duration, saturating instead of
+// overflowing; negative values give 0.
+func MSDuration(ms int64) time.Duration {
+	const maxMS = int64(math.MaxInt64 / int64(time.Millisecond))
+	switch {
+	case ms <= 0:
+		return 0
+	case ms > maxMS:
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // Decision outcomes.
 const (
@@ -230,6 +246,7 @@ const (
 	CodeStale            = "stale"
 	CodeConflict         = "conflict"
 	CodeInvalidConfig    = "invalid_config"
+	CodeUnavailable      = "unavailable" // the service is stopping or a dependency is down: retry
 )
 
 // Rejection is the data of jit.rejected: input that was refused, with the

@@ -122,7 +122,7 @@ func ApplyFile(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValu
 	}
 	if changed {
 		data := events.ConfigApplied{Outcome: "applied", Digest: c.Digest(), Source: path, Revision: rev, AppliedBy: by, AppliedAt: time.Now().UTC()}
-		if _, _, err := pub.Emit(ctx, fmt.Sprintf("cfg_%s_%d", c.Digest(), rev), events.TypeConfigApplied, "", data); err != nil {
+		if _, _, err := pub.Emit(ctx, fmt.Sprintf("cfg/%s/%d", c.Digest(), rev), events.TypeConfigApplied, "", data); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,346 @@
+// Package checker is the JIT system's enforcement point: it keeps the grants
+// and suspensions buckets in memory through KV watches and answers "may
+// agent A use permission P now?" without a round trip to the broker.
+//
+// A permission is allowed when the agent is known to the configuration, is
+// not suspended, and either holds it as a base permission or has a grant
+// whose status is active and whose expires_at is after the checker's clock.
+// The mere presence of a grant key never counts: the server's TTL runs in
+// whole seconds, and after a restart expired keys stay readable briefly.
+package checker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Result explains one decision of Check.
+type Result struct {
+	Allowed bool `json:"allowed"`
+	// Reason says why, in words fit for a log line or an operator.
+	Reason string `json:"reason"`
+	// GrantID and ExpiresAt name the grant that allowed the permission (the
+	// one that lasts longest, if several do).
+	GrantID   string    `json:"grant_id,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Base is true when the permission is one of the agent's standing ones.
+	Base bool `json:"base,omitempty"`
+}
+
+// Option configures a Checker.
+type Option func(*Checker)
+
+// WithClock sets the clock grants are compared with (default time.Now).
+func WithClock(now func() time.Time) Option { return func(c *Checker) { c.now = now } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(log zerolog.Logger) Option { return func(c *Checker) { c.log = log } }
+
+// Checker answers permission checks from an in-memory copy of the grants and
+// suspensions buckets. It is safe for concurrent use.
+type Checker struct {
+	js  jetstream.JetStream
+	cfg *config.Source
+	now func() time.Time
+	log zerolog.Logger
+
+	mu sync.RWMutex
+	// grants maps agent → grant id → grant, as read from the bucket. Entries
+	// may be expired: every read compares expires_at with the clock.
+	grants map[string]map[string]*events.Grant
+	// suspended maps agent → its suspension record.
+	suspended map[string]*events.Suspension
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a Checker reading the buckets through js and base permissions
+// and known agents from cfg. A nil cfg knows no agent: Allowed refuses
+// everything, while Grants still lists the bucket's grants.
+func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
+	c := &Checker{
+		js:        js,
+		cfg:       cfg,
+		now:       time.Now,
+		log:       zerolog.Nop(),
+		grants:    map[string]map[string]*events.Grant{},
+		suspended: map[string]*events.Suspension{},
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Start watches the grants and suspensions buckets and returns once both
+// watches delivered the buckets' current contents, so that a check right
+// after Start sees every grant and suspension stored before it. The watches
+// run until Stop is called or ctx ends; the watchers recreate their
+// consumers after a reconnect.
+func (c *Checker) Start(ctx context.Context) error {
+	grants, err := c.js.KeyValue(ctx, broker.BucketGrants)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", broker.BucketGrants, err)
+	}
+	susp, err := c.js.KeyValue(ctx, broker.BucketSuspensions)
+	if err != nil {
+		return fmt.Errorf("open bucket %s: %w", broker.BucketSuspensions, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	gw, err := grants.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("watch %s: %w", broker.BucketGrants, err)
+	}
+	sw, err := susp.WatchAll(wctx)
+	if err != nil {
+		_ = gw.Stop()
+		cancel()
+		return fmt.Errorf("watch %s: %w", broker.BucketSuspensions, err)
+	}
+	gready, sready := make(chan struct{}), make(chan struct{})
+	c.wg.Add(2)
+	go c.follow(wctx, gw, gready, c.applyGrant)
+	go c.follow(wctx, sw, sready, c.applySuspension)
+	for _, ready := range []chan struct{}{gready, sready} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			c.Stop()
+			return fmt.Errorf("waiting for the initial grants and suspensions: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Stop ends the watches and waits for them. The checker keeps answering
+// from what it last saw.
+func (c *Checker) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+}
+
+func (c *Checker) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, apply func(jetstream.KeyValueEntry)) {
+	defer c.wg.Done()
+	defer func() { _ = w.Stop() }()
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				c.log.Warn().Msg("checker watch closed")
+				return
+			}
+			if e == nil {
+				if initial {
+					initial = false
+					close(ready)
+				}
+				continue
+			}
+			apply(e)
+		}
+	}
+}
+
+func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
+	agent, id, ok := broker.SplitKey(e.Key())
+	if !ok {
+		c.log.Warn().Str("key", e.Key()).Msg("ignoring grant key of unexpected shape")
+		return
+	}
+	var g *events.Grant
+	if e.Operation() == jetstream.KeyValuePut {
+		var v events.Grant
+		switch err := json.Unmarshal(e.Value(), &v); {
+		case err != nil:
+			// Failing closed: an unreadable grant grants nothing.
+			c.log.Error().Err(err).Str("key", e.Key()).Msg("ignoring undecodable grant")
+		case v.Agent != agent:
+			c.log.Error().Str("key", e.Key()).Str("grant_agent", v.Agent).Msg("ignoring grant stored under another agent's key")
+		case v.Status != "" && v.Status != events.GrantActive:
+			// A tombstone (revoked): the grant is gone.
+		default:
+			g = &v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g == nil {
+		if m := c.grants[agent]; m != nil {
+			delete(m, id)
+			if len(m) == 0 {
+				delete(c.grants, agent)
+			}
+		}
+		return
+	}
+	m := c.grants[agent]
+	if m == nil {
+		m = map[string]*events.Grant{}
+		c.grants[agent] = m
+	}
+	m[id] = g
+}
+
+func (c *Checker) applySuspension(e jetstream.KeyValueEntry) {
+	agent := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		c.mu.Lock()
+		delete(c.suspended, agent)
+		c.mu.Unlock()
+		return
+	}
+	var s events.Suspension
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		// Failing closed: a suspension we cannot read still suspends.
+		c.log.Error().Err(err).Str("agent", agent).Msg("undecodable suspension record; treating the agent as suspended")
+		s = events.Suspension{Agent: agent, Rule: "unknown (unreadable record)"}
+	}
+	c.mu.Lock()
+	c.suspended[agent] = &s
+	c.mu.Unlock()
+}
+
+// Allowed reports whether agent may use perm now: the agent is known and not
+// suspended, and perm is a base permission or in one of its active,
+// unexpired grants. It does not allocate.
+func (c *Checker) Allowed(agent, perm string) bool {
+	return c.decide(agent, perm, c.now()).allowed()
+}
+
+// Check is Allowed with the reason, and the grant that allowed it.
+func (c *Checker) Check(agent, perm string) Result {
+	d := c.decide(agent, perm, c.now())
+	switch d.kind {
+	case refusedSuspended:
+		return Result{Reason: fmt.Sprintf("agent %s is suspended by guardrail %s", agent, d.susp.Rule)}
+	case refusedUnknown:
+		return Result{Reason: fmt.Sprintf("unknown agent %q", agent)}
+	case allowedBase:
+		return Result{Allowed: true, Base: true, Reason: fmt.Sprintf("%s is a base permission of %s", perm, agent)}
+	case allowedGrant:
+		return Result{Allowed: true, GrantID: d.grant.GrantID, ExpiresAt: d.grant.ExpiresAt,
+			Reason: fmt.Sprintf("granted by %s until %s", d.grant.GrantID, d.grant.ExpiresAt.UTC().Format(time.RFC3339))}
+	default:
+		return Result{Reason: fmt.Sprintf("%s has no active grant of %s", agent, perm)}
+	}
+}
+
+// Suspended returns the agent's suspension, if it is suspended.
+func (c *Checker) Suspended(agent string) (events.Suspension, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s, ok := c.suspended[agent]
+	if !ok {
+		return events.Suspension{}, false
+	}
+	return *s, true
+}
+
+// Grants returns the grants active now (status active, expires_at after the
+// clock) of agent, or of every agent if agent is "", sorted by expires_at.
+func (c *Checker) Grants(agent string) []events.Grant {
+	now := c.now()
+	var out []events.Grant
+	c.mu.RLock()
+	for a, m := range c.grants {
+		if agent != "" && a != agent {
+			continue
+		}
+		for _, g := range m {
+			if g.ActiveAt(now) {
+				out = append(out, *g)
+			}
+		}
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(x, y events.Grant) int {
+		if n := x.ExpiresAt.Compare(y.ExpiresAt); n != 0 {
+			return n
+		}
+		if x.Agent != y.Agent {
+			if x.Agent < y.Agent {
+				return -1
+			}
+			return 1
+		}
+		if x.GrantID < y.GrantID {
+			return -1
+		}
+		if x.GrantID > y.GrantID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+type kind int
+
+const (
+	refusedNoGrant kind = iota
+	refusedSuspended
+	refusedUnknown
+	allowedBase
+	allowedGrant
+)
+
+type decision struct {
+	kind  kind
+	grant *events.Grant
+	susp  *events.Suspension
+}
+
+func (d decision) allowed() bool { return d.kind == allowedBase || d.kind == allowedGrant }
+
+// decide is the one place the rule lives; it returns pointers into the
+// checker's maps (never mutated after insertion) so that it allocates
+// nothing.
+func (c *Checker) decide(agent, perm string, now time.Time) decision {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if s, ok := c.suspended[agent]; ok {
+		return decision{kind: refusedSuspended, susp: s}
+	}
+	var cfg *config.Config
+	if c.cfg != nil {
+		cfg = c.cfg.Current()
+	}
+	if cfg == nil {
+		return decision{kind: refusedUnknown}
+	}
+	a, ok := cfg.Agent(agent)
+	if !ok {
+		return decision{kind: refusedUnknown}
+	}
+	if a.HasBase(perm) {
+		return decision{kind: allowedBase}
+	}
+	var best *events.Grant
+	for _, g := range c.grants[agent] {
+		if g.ActiveAt(now) && g.Has(perm) && (best == nil || g.ExpiresAt.After(best.ExpiresAt)) {
+			best = g
+		}
+	}
+	if best != nil {
+		return decision{kind: allowedGrant, grant: best}
+	}
+	return decision{kind: refusedNoGrant}
+}

@@ -1,0 +1,99 @@
+// Package policy is the JIT system's decision: it reads every jit.requested
+// event from its durable consumer, decides it with the active configuration
+// (Decide) and publishes one jit.decided event per request.
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Durable is the name of the policy service's durable consumer on the audit
+// stream.
+const Durable = "policy"
+
+// DecisionHow is the "how" of the policy's decision event ids:
+// broker.DecisionEventID(requestID, DecisionHow) = "<request_id>/policy".
+const DecisionHow = "policy"
+
+// Service is the policy service.
+type Service struct {
+	d   service.Deps
+	pub *broker.Publisher
+	now func() time.Time
+	log zerolog.Logger
+
+	mu       sync.Mutex
+	consumer *broker.Consumer
+}
+
+// New returns a policy service that consumes and publishes with d.JS,
+// decides with d.Config and reads suspensions from d.Buckets.Suspensions.
+// It does nothing until Start.
+func New(d service.Deps) *Service {
+	return &Service{
+		d:   d,
+		pub: broker.NewPublisher(d.JS, "policy"),
+		now: d.Clock(),
+		log: d.Log.With().Str("component", "policy").Logger(),
+	}
+}
+
+// decide decides one request and publishes the decision with the derived
+// id "<request_id>/policy", so that a redelivered request is stored once
+// (within the audit stream's duplicate window). An error is transient: the
+// caller naks and the request is decided again.
+func (s *Service) decide(ctx context.Context, req events.Request, log zerolog.Logger) error {
+	cfg := s.d.Config.Current()
+	if cfg == nil {
+		return errors.New("no active configuration")
+	}
+	suspended, err := s.suspended(ctx, req.Agent, log)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	dec := Decide(cfg, req, now, suspended)
+	id := broker.DecisionEventID(req.RequestID, DecisionHow)
+	_, seq, err := s.pub.Emit(ctx, id, events.TypeDecided, req.Agent, dec,
+		events.WithRequestID(req.RequestID), events.WithTime(now.UTC()))
+	if err != nil {
+		return fmt.Errorf("publish decision %s: %w", id, err)
+	}
+	l := log.Info()
+	if dec.Risk != nil {
+		l = l.Int("risk", dec.Risk.Score)
+	}
+	l.Str("outcome", dec.Outcome).Str("mode", dec.Mode).Str("rule", dec.Rule).Uint64("decision_seq", seq).Msg(dec.Reason)
+	return nil
+}
+
+// suspended reads the agent's suspension. A record that exists but cannot
+// be decoded counts as a suspension: fail closed.
+func (s *Service) suspended(ctx context.Context, agent string, log zerolog.Logger) (bool, error) {
+	var sus events.Suspension
+	_, err := broker.GetJSON(ctx, s.d.Buckets.Suspensions, agent, &sus)
+	var syntaxErr *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
+		log.Warn().Err(err).Msg("unreadable suspension record; treating the agent as suspended")
+		return true, nil
+	default:
+		return false, fmt.Errorf("read suspension of %s: %w", agent, err)
+	}
+}
