@@ -1,0 +1,222 @@
+package revoker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// apiTimeout bounds one API call's work.
+const apiTimeout = 10 * time.Second
+
+// ErrStarted is returned by Start on a Service that was started before: a
+// stopped revoker is replaced by a new one (New), not restarted.
+var ErrStarted = errors.New("revoker already started")
+
+// Start runs the revoker: the lease watch (timers, restored from the ledger
+// first), the revoker-expiry and revoker-guardrail durable consumers, and the
+// jitapi.done and jitapi.reinstate endpoints. It returns once they run. The
+// work outlives ctx's cancellation until Stop, so that Stop can let work in
+// flight finish.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ctx != nil {
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.quit = make(chan struct{})
+	s.watchDone = make(chan struct{})
+	s.mu.Unlock()
+
+	s.sched.start(workers, s.runJob)
+	err := s.startParts(ctx)
+	if err != nil {
+		s.Stop()
+		return err
+	}
+	s.log.Info().Msg("revoker running")
+	return nil
+}
+
+func (s *Service) startParts(ctx context.Context) error {
+	w, err := s.d.Buckets.Leases.WatchAll(s.ctx)
+	if err != nil {
+		close(s.watchDone)
+		return fmt.Errorf("watch leases: %w", err)
+	}
+	s.mu.Lock()
+	s.watcher = w
+	s.mu.Unlock()
+	go s.watchLeases(w)
+
+	expiry, err := broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
+		Stream:         "KV_" + broker.BucketGrants,
+		Durable:        DurableExpiry,
+		FilterSubjects: []string{grantsSubjectPrefix + ">"},
+	}, s.onExpiry, s.log)
+	if err != nil {
+		return err
+	}
+	s.addConsumer(expiry)
+
+	guard, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
+		Durable:        DurableGuardrail,
+		FilterSubjects: []string{events.TypeGuardrailFired + ".>"},
+		// Revoking all of an agent's grants may take a while.
+		HandlerTimeout: 30 * time.Second,
+		AckWait:        60 * time.Second,
+	}, s.onGuardrail, s.pub.RejectMalformed(DurableGuardrail), s.log)
+	if err != nil {
+		return err
+	}
+	s.addConsumer(guard)
+
+	api, err := micro.AddService(s.d.NC, micro.Config{
+		Name:        "jit-" + Name,
+		Version:     "0.1.0",
+		Description: "ends JIT grants and lifts suspensions",
+		QueueGroup:  "jit-" + Name,
+	})
+	if err != nil {
+		return fmt.Errorf("api service: %w", err)
+	}
+	s.mu.Lock()
+	s.api = api
+	s.mu.Unlock()
+	if err := api.AddEndpoint("done", micro.HandlerFunc(s.handleDone), micro.WithEndpointSubject(broker.APIDone)); err != nil {
+		return fmt.Errorf("endpoint %s: %w", broker.APIDone, err)
+	}
+	if err := api.AddEndpoint("reinstate", micro.HandlerFunc(s.handleReinstate), micro.WithEndpointSubject(broker.APIReinstate)); err != nil {
+		return fmt.Errorf("endpoint %s: %w", broker.APIReinstate, err)
+	}
+	return nil
+}
+
+func (s *Service) addConsumer(c *broker.Consumer) {
+	s.mu.Lock()
+	s.consumers = append(s.consumers, c)
+	s.mu.Unlock()
+}
+
+// Stop stops taking work (API, consumers, lease watch), waits for the
+// revocations in flight, and drops queued timers: the next revoker rebuilds
+// them from the leases bucket. It is safe to call more than once.
+func (s *Service) Stop() {
+	s.mu.Lock()
+	if s.stopped || s.ctx == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	close(s.quit)
+	api, consumers, w := s.api, s.consumers, s.watcher
+	s.mu.Unlock()
+
+	if api != nil {
+		_ = api.Stop()
+	}
+	s.apiWG.Wait()
+	for _, c := range consumers {
+		c.Stop()
+	}
+	if w != nil {
+		_ = w.Stop()
+	}
+	<-s.watchDone
+	s.sched.stop()
+	s.cancel()
+	s.log.Info().Msg("revoker stopped")
+}
+
+// enterAPI admits an API call unless Stop has begun; the caller calls
+// s.apiWG.Done when finished.
+func (s *Service) enterAPI() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.apiWG.Add(1)
+	return true
+}
+
+// watchLeases feeds the leases bucket's entries to onLease until Stop. The
+// first pass is the ledger (restore), then live changes. If the watch ends
+// on its own (its subscription closed), it watches again: the replayed
+// entries only re-set the same timers.
+func (s *Service) watchLeases(w jetstream.KeyWatcher) {
+	defer close(s.watchDone)
+	for attempt := uint64(0); ; attempt++ {
+		initial, n := true, 0
+		agents := make(map[string]struct{})
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					for a := range agents {
+						s.sched.enqueue(s.checkAgentJob(a))
+					}
+					agents = nil
+					s.log.Info().Int("leases", n).Int("timers", s.sched.pending()).Msg("restored the leases")
+				}
+				continue
+			}
+			if initial {
+				n++
+			}
+			s.onLease(e, initial, agents)
+		}
+		if s.isStopping() {
+			return
+		}
+		delay := broker.Backoff(attempt + 1)
+		s.log.Error().Dur("retry_in", delay).Msg("lease watch ended; watching again")
+		select {
+		case <-s.quit:
+			return
+		case <-time.After(delay):
+		}
+		nw, err := s.d.Buckets.Leases.WatchAll(s.ctx)
+		if err != nil {
+			s.log.Error().Err(err).Msg("watch leases")
+			w = closedWatcher{}
+			continue
+		}
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			_ = nw.Stop()
+			return
+		}
+		s.watcher = nw
+		s.mu.Unlock()
+		w = nw
+	}
+}
+
+func (s *Service) isStopping() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// closedWatcher stands in for a watch that could not be made, so the loop
+// tries again.
+type closedWatcher struct{}
+
+func (closedWatcher) Updates() <-chan jetstream.KeyValueEntry {
+	c := make(chan jetstream.KeyValueEntry)
+	close(c)
+	return c
+}
+func (closedWatcher) Stop() error { return nil }

@@ -1,0 +1,401 @@
+// Package revoker owns the end of every grant and the suspension of agents.
+// It revokes each grant exactly once (one jit.revoked on the audit stream),
+// at its expires_at, when the agent reports it done, or when a guardrail
+// fires against the agent, and it survives being killed at any point: the
+// leases bucket is its ledger (docs/architecture.md, "Exactly one revocation
+// per grant").
+package revoker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+)
+
+// Name is the service's name: the source of its events.
+const Name = "revoker"
+
+// Durable consumer names (docs/architecture.md).
+const (
+	DurableExpiry    = "revoker-expiry"
+	DurableGuardrail = "revoker-guardrail"
+)
+
+const (
+	// maxCAS bounds the compare-and-set retries of one KV write.
+	maxCAS = 10
+	// workers revoke due grants in parallel; the per-grant lock keeps each
+	// grant's revocation serial.
+	workers = 8
+	// jobTimeout bounds one attempt of a timer or check job.
+	jobTimeout = 10 * time.Second
+)
+
+// Named errors.
+var (
+	// ErrBadKey means a key is not "<agent>.<grant_id>" with valid ids.
+	ErrBadKey = errors.New("not a grant key")
+	// ErrContended means a KV record kept changing under a compare-and-set
+	// more than a bounded number of times; the caller retries later.
+	ErrContended = errors.New("too many concurrent writers")
+)
+
+// systemActor is who revokes a grant at its expiry.
+var systemActor = events.Actor{Kind: events.ActorSystem, ID: Name}
+
+// Service is the revoker. Build it with New, run it with Start, end it with
+// Stop.
+type Service struct {
+	d     service.Deps
+	log   zerolog.Logger
+	now   func() time.Time
+	pub   *broker.Publisher
+	locks keyLocks
+	sched *scheduler
+
+	ctx    context.Context // cancelled by Stop, after in-flight work ended
+	cancel context.CancelFunc
+	quit   chan struct{} // closed when Stop begins
+	apiWG  sync.WaitGroup
+
+	mu        sync.Mutex // guards the running parts below
+	watcher   jetstream.KeyWatcher
+	consumers []*broker.Consumer
+	api       micro.Service
+	watchDone chan struct{}
+	stopped   bool
+}
+
+// New returns a revoker that uses d's connection, buckets, configuration,
+// logger and clock. It does nothing until Start.
+func New(d service.Deps) *Service {
+	now := d.Clock()
+	return &Service{
+		d:     d,
+		log:   d.Log,
+		now:   now,
+		pub:   broker.NewPublisher(d.JS, Name),
+		locks: keyLocks{m: make(map[string]*keyLock)},
+		sched: newScheduler(now),
+	}
+}
+
+// revokeResult tells a caller of revoke how the grant ended.
+type revokeResult struct {
+	// Lease is the lease as revoke left it (state revoked on success).
+	Lease broker.Lease
+	// Already is true if the lease was revoked before this call: nothing was
+	// done and nothing published.
+	Already bool
+	// Decided is true if this call chose the revocation's reason (it moved
+	// the lease from active to revoking).
+	Decided bool
+}
+
+// Revoke ends the grant with key "<agent>.<grant_id>" for reason, by by,
+// with detail, unless it has ended already: then it does nothing and returns
+// nil. The first reason recorded for a grant wins. On success the grant's
+// one jit.revoked event is on the audit stream and its lease is revoked. An
+// error means the revocation may be half done (lease revoking); calling
+// Revoke again, or restarting the service, finishes it with the same event.
+// A key that is not a grant key returns ErrBadKey.
+func (s *Service) Revoke(ctx context.Context, key, reason string, by events.Actor, detail string) error {
+	_, err := s.revoke(ctx, key, reason, by, detail)
+	return err
+}
+
+// revoke is docs/architecture.md's "Exactly one revocation per grant",
+// steps 1-5, under a per-grant lock.
+func (s *Service) revoke(ctx context.Context, key, reason string, by events.Actor, detail string) (revokeResult, error) {
+	agent, grantID, ok := broker.SplitKey(key)
+	if !ok || !events.ValidID(agent) || !events.ValidID(grantID) {
+		return revokeResult{}, fmt.Errorf("%w: %q", ErrBadKey, key)
+	}
+	defer s.locks.lock(key)()
+	for range maxCAS {
+		// 1. Read the lease.
+		var lease broker.Lease
+		rev, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			// A grant whose ledger is gone (or never was): record the
+			// revocation first, so it can happen only once, then finish.
+			lease = orphanLease(agent, grantID, reason, by, detail, s.now())
+			rev, err = s.d.Buckets.Leases.Create(ctx, key, mustJSON(lease))
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // the lease appeared meanwhile: revoke it normally
+			}
+			if err != nil {
+				return revokeResult{}, fmt.Errorf("record revocation of %s without a lease: %w", key, err)
+			}
+			s.log.Warn().Str("key", key).Str("reason", reason).Msg("revoking a grant that has no lease record")
+			return s.finish(ctx, key, lease, rev, true)
+		}
+		if err != nil {
+			return revokeResult{}, fmt.Errorf("read lease %s: %w", key, err)
+		}
+		switch {
+		case lease.State == broker.LeaseRevoked:
+			return revokeResult{Lease: lease, Already: true}, nil
+		case lease.State == broker.LeaseActive, lease.State == broker.LeaseRevoking && lease.Revocation == nil:
+			// 2. Decide the revocation by compare-and-set: the first reason wins.
+			r := revocationOf(lease.Grant, reason, by, detail, s.now())
+			lease.State, lease.Revocation = broker.LeaseRevoking, &r
+			rev, err = s.d.Buckets.Leases.Update(ctx, key, mustJSON(lease), rev)
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return revokeResult{}, fmt.Errorf("mark lease %s revoking: %w", key, err)
+			}
+			return s.finish(ctx, key, lease, rev, true)
+		case lease.State == broker.LeaseRevoking:
+			return s.finish(ctx, key, lease, rev, false)
+		default:
+			return revokeResult{}, fmt.Errorf("lease %s has unknown state %q", key, lease.State)
+		}
+	}
+	return revokeResult{}, fmt.Errorf("revoke %s: %w", key, ErrContended)
+}
+
+// finish runs steps 3-5 for a lease in state revoking at revision rev.
+func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, rev uint64, decided bool) (revokeResult, error) {
+	r := *lease.Revocation
+	// 3. Unless it expired, make the grant key a tombstone so checkers drop it
+	// at once and it cannot be created again.
+	if r.Reason != events.RevokedExpired {
+		if err := s.tombstone(ctx, key, lease.Grant); err != nil {
+			return revokeResult{}, err
+		}
+	}
+	// 4. Publish: same id and data on every attempt, so the stream keeps one.
+	_, _, err := s.pub.Emit(ctx, broker.RevokedEventID(r.GrantID), events.TypeRevoked, r.Agent, r,
+		events.WithRequestID(r.RequestID), events.WithGrantID(r.GrantID), events.WithTime(r.RevokedAt))
+	if err != nil {
+		return revokeResult{}, err
+	}
+	// 5. Record that the event is out.
+	lease.State = broker.LeaseRevoked
+	for range maxCAS {
+		_, err = s.d.Buckets.Leases.Update(ctx, key, mustJSON(lease), rev)
+		if err == nil {
+			s.log.Info().Str("key", key).Str("reason", r.Reason).Str("revoked_by", r.RevokedBy.String()).Msg("grant revoked")
+			return revokeResult{Lease: lease, Decided: decided}, nil
+		}
+		if !isConflict(err) {
+			return revokeResult{}, fmt.Errorf("mark lease %s revoked: %w", key, err)
+		}
+		// Another replica moved it: done if it is revoked, else try again.
+		var cur broker.Lease
+		if rev, err = broker.GetJSON(ctx, s.d.Buckets.Leases, key, &cur); err != nil {
+			return revokeResult{}, fmt.Errorf("read lease %s: %w", key, err)
+		}
+		if cur.State == broker.LeaseRevoked {
+			return revokeResult{Lease: cur, Decided: decided}, nil
+		}
+	}
+	return revokeResult{}, fmt.Errorf("mark lease %s revoked: %w", key, ErrContended)
+}
+
+// tombstone rewrites the grant key with status revoked, keeping a TTL that
+// ends at expires_at. If the key does not exist yet and the grant has not
+// expired (the approval service writes the lease before the grant key), it
+// creates the tombstone, so that the grant cannot appear active afterwards.
+func (s *Service) tombstone(ctx context.Context, key string, leased events.Grant) error {
+	kv := s.d.Buckets.Grants
+	for range maxCAS {
+		now := s.now()
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if !now.Before(leased.ExpiresAt) {
+				return nil // gone and over: nothing left to hide
+			}
+			g := leased
+			g.Status = events.GrantRevoked
+			_, err = kv.Create(ctx, key, mustJSON(g), jetstream.KeyTTL(broker.TTLFor(g.ExpiresAt, now)))
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create tombstone %s: %w", key, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read grant %s: %w", key, err)
+		}
+		var g events.Grant
+		if err := json.Unmarshal(e.Value(), &g); err != nil {
+			s.log.Error().Err(err).Str("key", key).Msg("grant value does not decode; replacing it with the leased grant, revoked")
+			g = leased
+		}
+		if g.Status == events.GrantRevoked {
+			return nil
+		}
+		g.Status = events.GrantRevoked
+		_, err = broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, mustJSON(g), e.Revision(), broker.TTLFor(g.ExpiresAt, now))
+		if isConflict(err) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("tombstone %s: %w", key, ErrContended)
+}
+
+// revocationOf is the data of a grant's jit.revoked event.
+func revocationOf(g events.Grant, reason string, by events.Actor, detail string, now time.Time) events.Revocation {
+	perms := slices.Clone(g.Permissions)
+	if perms == nil {
+		perms = []string{}
+	}
+	return events.Revocation{
+		GrantID:     g.GrantID,
+		RequestID:   g.RequestID,
+		Agent:       g.Agent,
+		Permissions: perms,
+		Reason:      reason,
+		Detail:      detail,
+		RevokedBy:   by,
+		RevokedAt:   now.UTC(),
+		GrantedAt:   g.GrantedAt,
+		ExpiresAt:   g.ExpiresAt,
+	}
+}
+
+// orphanLease is the ledger record written for a grant that has none: all
+// that is known is what its key says.
+func orphanLease(agent, grantID, reason string, by events.Actor, detail string, now time.Time) broker.Lease {
+	g := events.Grant{GrantID: grantID, Agent: agent, Permissions: []string{}, Status: events.GrantRevoked}
+	r := revocationOf(g, reason, by, detail, now)
+	return broker.Lease{Grant: g, State: broker.LeaseRevoking, Revocation: &r}
+}
+
+// isConflict reports whether err is a lost compare-and-set, whichever way
+// the broker reports it (replicated streams use another error code).
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, broker.ErrConflict) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// mustJSON encodes the service's own record types, which always encode.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err))
+	}
+	return b
+}
+
+// keyLocks is a mutex per key, held only while in use.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks key and returns its unlock.
+func (l *keyLocks) lock(key string) func() {
+	l.mu.Lock()
+	k, ok := l.m[key]
+	if !ok {
+		k = &keyLock{}
+		l.m[key] = k
+	}
+	k.refs++
+	l.mu.Unlock()
+	k.mu.Lock()
+	return func() {
+		k.mu.Unlock()
+		l.mu.Lock()
+		if k.refs--; k.refs == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// done ends the grant grantID because its agent finished with it (reason
+// completed). Refusals are *broker.APIError values (400, 404, 409), each
+// also a jit.rejected event.
+func (s *Service) done(ctx context.Context, in broker.DoneInput) (broker.ActionResult, error) {
+	rej := events.Rejection{GrantID: in.GrantID, Actor: events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}}
+	if !events.ValidID(in.GrantID) {
+		rej.GrantID = ""
+		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(400, events.CodeMalformed,
+			"grant_id %q is not a valid id (1-64 letters, digits, '-' or '_')", in.GrantID), rej)
+	}
+	keys, err := s.leaseKeys(ctx, "*."+in.GrantID)
+	if err != nil {
+		return broker.ActionResult{}, err
+	}
+	if len(keys) == 0 {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(404, events.CodeNotFound,
+			"no grant %s", in.GrantID), rej)
+	}
+	if len(keys) > 1 {
+		s.log.Warn().Strs("keys", keys).Msg("one grant id has several leases; ending the first")
+	}
+	key := keys[0]
+	agent, _, _ := broker.SplitKey(key)
+	rej.Agent = agent
+	rej.Actor = events.Actor{Kind: events.ActorAgent, ID: agent}
+	var lease broker.Lease
+	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(404, events.CodeNotFound,
+				"no grant %s", in.GrantID), rej)
+		}
+		return broker.ActionResult{}, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	rej.RequestID = lease.Grant.RequestID
+	if lease.State != broker.LeaseActive {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, alreadyEnded(in.GrantID, lease), rej)
+	}
+	res, err := s.revoke(ctx, key, events.RevokedCompleted, rej.Actor, "")
+	if err != nil {
+		return broker.ActionResult{}, err
+	}
+	if !res.Decided {
+		// Something else (expiry, a guardrail) ended it first.
+		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, alreadyEnded(in.GrantID, res.Lease), rej)
+	}
+	return broker.ActionResult{GrantID: in.GrantID, RequestID: lease.Grant.RequestID, Agent: agent, Outcome: "revoked"}, nil
+}
+
+func alreadyEnded(grantID string, l broker.Lease) *broker.APIError {
+	reason := l.State
+	if l.Revocation != nil {
+		reason = l.Revocation.Reason
+	}
+	return broker.Errorf(409, events.CodeConflict, "grant %s already ended (%s)", grantID, reason)
+}
+
+// refuse publishes a jit.rejected event for an API refusal at stage and
+// returns e, the answer. A failure to publish is logged: the caller still
+// gets its answer.
+func (s *Service) refuse(ctx context.Context, stage string, e *broker.APIError, r events.Rejection) error {
+	r.Stage, r.Code, r.Message = stage, e.Code, e.Message
+	r.RejectedAt = s.now().UTC()
+	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
+		s.log.Error().Err(err).Str("stage", stage).Str("code", e.Code).Msg("could not publish jit.rejected")
+	}
+	return e
+}
