@@ -51,22 +51,22 @@ approvers:
 rules:
 `
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"unknown field":      {base + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n    colour: red\n", "field colour not found"},
-		"bad mode":           {base + "  - name: r1\n    permissions: [data:write]\n    mode: yolo\n", `x.yaml:12: rule "r1": mode "yolo"`},
-		"cap above max":      {base + "  - name: r1\n    agents: [a1]\n    permissions: [data:write]\n    mode: auto-approve\n    max_duration: 2h\n", `max_duration 2h0m0s is above agent "a1"`},
-		"unknown agent":      {base + "  - name: r1\n    agents: [ghost]\n    permissions: [data:write]\n    mode: auto-approve\n", `unknown agent "ghost"`},
-		"role nobody holds":  {base + "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [org-admin]\n", `approver role "org-admin" is held by no approver`},
-		"unknown role":       {base + "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [king]\n", `unknown approver role "king"`},
-		"policy without":     {base + "  - name: r1\n    permissions: [data:write]\n    mode: policy\n", "mode policy needs a policy block"},
-		"bad hours":          {base + "  - name: r1\n    permissions: [data:write]\n    mode: policy\n    policy: {hours: \"9-5\"}\n", "policy.hours"},
-		"bad permission":     {base + "  - name: r1\n    permissions: [DATA]\n    mode: auto-approve\n", `permission pattern "DATA"`},
-		"duplicate rule":     {base + "  - name: r1\n    permissions: [data:write]\n    mode: deny\n  - name: r1\n    permissions: [data:write]\n    mode: deny\n", `rule "r1": defined twice`},
-		"bad duration":       {strings.Replace(base, "30m", "soon", 1), "bad duration"},
-		"approver is agent":  {strings.Replace(base, "name: alice", "name: a1", 1), "an agent's identity can never approve"},
-		"bad token hash":     {strings.Replace(base, hashAlice, "abc", 1), "token_sha256"},
-		"max above 24h":      {strings.Replace(base, "30m", "48h", 1), "above the limit"},
-		"bad timezone":       {"timezone: Mars/Olympus\n" + base, "timezone"},
-		"bad agent id":       {strings.Replace(base, "id: a1", "id: a.1", 1), "id must be"},
+		"unknown field":     {base + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n    colour: red\n", "field colour not found"},
+		"bad mode":          {base + "  - name: r1\n    permissions: [data:write]\n    mode: yolo\n", `x.yaml:12: rule "r1": mode "yolo"`},
+		"cap above max":     {base + "  - name: r1\n    agents: [a1]\n    permissions: [data:write]\n    mode: auto-approve\n    max_duration: 2h\n", `max_duration 2h0m0s is above agent "a1"`},
+		"unknown agent":     {base + "  - name: r1\n    agents: [ghost]\n    permissions: [data:write]\n    mode: auto-approve\n", `unknown agent "ghost"`},
+		"role nobody holds": {base + "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [org-admin]\n", `approver role "org-admin" is held by no approver`},
+		"unknown role":      {base + "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [king]\n", `unknown approver role "king"`},
+		"policy without":    {base + "  - name: r1\n    permissions: [data:write]\n    mode: policy\n", "mode policy needs a policy block"},
+		"bad hours":         {base + "  - name: r1\n    permissions: [data:write]\n    mode: policy\n    policy: {hours: \"9-5\"}\n", "policy.hours"},
+		"bad permission":    {base + "  - name: r1\n    permissions: [DATA]\n    mode: auto-approve\n", `permission pattern "DATA"`},
+		"duplicate rule":    {base + "  - name: r1\n    permissions: [data:write]\n    mode: deny\n  - name: r1\n    permissions: [data:write]\n    mode: deny\n", `rule "r1": defined twice`},
+		"bad duration":      {strings.Replace(base, "30m", "soon", 1), "bad duration"},
+		"approver is agent": {strings.Replace(base, "name: alice", "name: a1", 1), "an agent's identity can never approve"},
+		"bad token hash":    {strings.Replace(base, hashAlice, "abc", 1), "token_sha256"},
+		"max above 24h":     {strings.Replace(base, "30m", "48h", 1), "above the limit"},
+		"bad timezone":      {"timezone: Mars/Olympus\n" + base, "timezone"},
+		"bad agent id":      {strings.Replace(base, "id: a1", "id: a.1", 1), "id must be"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Parse("x.yaml", []byte(tc.yaml))
