@@ -58,6 +58,14 @@ type Config struct {
 	Approvers      []Approver  `yaml:"approvers" json:"approvers"`
 	Guardrails     []Guardrail `yaml:"guardrails" json:"guardrails"`
 	Risk           Risk        `yaml:"risk" json:"risk"`
+	// Holidays (YYYY-MM-DD, in Timezone) are offered to rule conditions.
+	Holidays []string `yaml:"holidays" json:"holidays,omitempty"`
+	// RateLimit bounds each agent's requests (policy denies the excess).
+	RateLimit RateLimit `yaml:"rate_limit" json:"rate_limit"`
+	// Notifiers receive requests that wait for a human.
+	Notifiers []Notifier `yaml:"notifiers" json:"notifiers,omitempty"`
+	// Console configures the approver console's public address.
+	Console Console `yaml:"console" json:"console"`
 
 	loc       *time.Location
 	lines     lineIndex
@@ -97,8 +105,42 @@ type Rule struct {
 	// ApproverRoles, for require-approval, are the roles of which an
 	// approver must hold one.
 	ApproverRoles []string `yaml:"approver_roles" json:"approver_roles,omitempty"`
+	// Condition is an optional CEL expression that must be true for the rule
+	// to apply (see docs/configuration.md for the variables it sees).
+	Condition string `yaml:"condition" json:"condition,omitempty"`
+	// Approvals, for require-approval, is how many distinct approvers must
+	// approve (default 1). One deny ends the request.
+	Approvals int `yaml:"approvals" json:"approvals,omitempty"`
+	// ApprovalWindow, for require-approval, overrides the top-level window.
+	ApprovalWindow Duration `yaml:"approval_window" json:"approval_window,omitempty"`
+	// SeparateOwner forbids the agent's owner from approving its requests.
+	SeparateOwner bool `yaml:"separate_owner" json:"separate_owner,omitempty"`
+	// Notify names the notifiers told of a request waiting under this rule.
+	Notify []string `yaml:"notify" json:"notify,omitempty"`
 
 	line int
+}
+
+// RateLimit is a per-agent request budget: at most Requests per Per.
+type RateLimit struct {
+	Requests int      `yaml:"requests" json:"requests,omitempty"`
+	Per      Duration `yaml:"per" json:"per,omitempty"`
+}
+
+// Notifier delivers pending requests to humans.
+type Notifier struct {
+	Name string `yaml:"name" json:"name"`
+	// Type is "webhook" (signed JSON) or "slack" (incoming-webhook blocks).
+	Type string `yaml:"type" json:"type"`
+	URL  string `yaml:"url" json:"url"`
+	// Secret signs webhook bodies (HMAC-SHA256).
+	Secret string `yaml:"secret" json:"secret,omitempty"`
+}
+
+// Console configures the approver console.
+type Console struct {
+	// URL is the console's public base address, used in notification links.
+	URL string `yaml:"url" json:"url,omitempty"`
 }
 
 // Policy is the condition of a policy-mode rule: every set condition must
@@ -142,6 +184,11 @@ type Risk struct {
 	BusinessHours string `yaml:"business_hours" json:"business_hours,omitempty"`
 	// Breadth is scored for each permission beyond the first.
 	Breadth int `yaml:"breadth" json:"breadth"`
+	// GuardrailFires, Denials and RequestRate weigh the agent's recent
+	// history (see docs/configuration.md).
+	GuardrailFires int `yaml:"guardrail_fires" json:"guardrail_fires,omitempty"`
+	Denials        int `yaml:"denials" json:"denials,omitempty"`
+	RequestRate    int `yaml:"request_rate" json:"request_rate,omitempty"`
 }
 
 // Named errors.

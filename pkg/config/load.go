@@ -298,11 +298,16 @@ func (c *Config) validate(name string) error {
 			bad(r.line, what, "approver_roles needs mode require-approval")
 		}
 	}
+	c.validatePolicyExt(bad)
+	c.validateApprovalExt(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return nil
 }
+
+// badFunc records one validation problem at a line, about what.
+type badFunc func(line int, what, format string, args ...any)
 
 func boolInt(b bool) int {
 	if b {
