@@ -24,6 +24,8 @@ const (
 	APIDeny      = "jitapi.deny"      // approval: deny a pending request
 	APIDone      = "jitapi.done"      // revoker: the agent's task is done
 	APIReinstate = "jitapi.reinstate" // revoker: lift a suspension
+	APIRevoke    = "jitapi.revoke"    // revoker: an admin ends a grant now
+	APIWithdraw  = "jitapi.withdraw"  // requester: the agent withdraws a request it no longer waits for
 )
 
 // HeaderToken carries an approver's bearer token on API calls.
@@ -56,6 +58,24 @@ type RequestAccepted struct {
 type ApproveInput struct {
 	RequestID string `json:"request_id"`
 	Comment   string `json:"comment,omitempty"`
+	// Permissions, on approve, narrows the grant to a subset of the
+	// requested permissions; empty means all of them.
+	Permissions []string `json:"permissions,omitempty"`
+	// Duration, on approve, shortens the grant (Go duration, "10m"); empty
+	// means the requested duration.
+	Duration string `json:"duration,omitempty"`
+}
+
+// RevokeInput is the body of APIRevoke.
+type RevokeInput struct {
+	GrantID string `json:"grant_id"`
+	Comment string `json:"comment,omitempty"`
+}
+
+// WithdrawInput is the body of APIWithdraw.
+type WithdrawInput struct {
+	RequestID string `json:"request_id"`
+	Agent     string `json:"agent"`
 }
 
 // ActionResult is the reply to approve, deny, done and reinstate.

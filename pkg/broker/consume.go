@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
@@ -46,7 +47,25 @@ type ConsumerConfig struct {
 	HandlerTimeout time.Duration
 	// MaxAckPending defaults to 10,000.
 	MaxAckPending int
+	// Workers is how many messages are handled at once (default
+	// DefaultWorkers; 1 handles them one by one). Messages with the same
+	// order key are always handled one at a time, in delivery order, so
+	// parallelism never reorders one agent's events or one KV key's changes.
+	Workers int
+	// OrderKey maps a message's subject to its order key (default: the
+	// subject itself, which names one agent for events and one key for a
+	// bucket's stream).
+	OrderKey func(subject string) string
 }
+
+// DefaultWorkers is the default parallelism of a consume loop: enough to
+// overlap the broker round trips of handlers (which mostly wait on KV reads
+// and publish acknowledgements), on any number of cores.
+const DefaultWorkers = 32
+
+// workerQueue is how many messages wait for each worker before the fetch
+// loop blocks (backpressure to the pull consumer).
+const workerQueue = 64
 
 // RawHandler handles one message; nil acks, ErrPermanent terminates, any
 // other error naks with a growing delay.
@@ -64,12 +83,48 @@ type MalformedFunc func(ctx context.Context, d Delivery, err error) error
 type Consumer struct {
 	cc  jetstream.ConsumeContext
 	log zerolog.Logger
+
+	mu     sync.RWMutex // guards closed against the fetch callback's sends
+	closed bool
+	queues []chan jetstream.Msg
+	wg     sync.WaitGroup
 }
 
-// Stop stops fetching new messages and waits for the handler in flight.
+// Stop stops fetching new messages and waits for the handlers of the
+// messages already fetched (each is handled and acknowledged).
 func (c *Consumer) Stop() {
 	c.cc.Drain()
 	<-c.cc.Closed()
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		for _, q := range c.queues {
+			close(q)
+		}
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// dispatch hands m to the worker of its order key. After Stop it drops m
+// unacknowledged: the durable consumer redelivers it to the next instance.
+func (c *Consumer) dispatch(m jetstream.Msg, key string) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
+	c.queues[fnv32a(key)%uint32(len(c.queues))] <- m
+}
+
+// fnv32a hashes s without allocating.
+func fnv32a(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // Consume runs h for every valid event matching cfg, from where the durable
@@ -117,18 +172,43 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
+	c := &Consumer{log: log, queues: make([]chan jetstream.Msg, cfg.Workers)}
+	for i := range c.queues {
+		q := make(chan jetstream.Msg, workerQueue)
+		c.queues[i] = q
+		c.wg.Go(func() {
+			for m := range q {
+				handle(ctx, m, cfg, h, log)
+			}
+		})
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		handle(ctx, m, cfg, h, log)
+		key := m.Subject()
+		if cfg.OrderKey != nil {
+			key = cfg.OrderKey(key)
+		}
+		c.dispatch(m, key)
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			log.Warn().Err(err).Msg("consume")
 		}
 	}))
 	if err != nil {
+		c.mu.Lock()
+		c.closed = true
+		for _, q := range c.queues {
+			close(q)
+		}
+		c.mu.Unlock()
+		c.wg.Wait()
 		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
 	}
-	return &Consumer{cc: cc, log: log}, nil
+	c.cc = cc
+	return c, nil
 }
 
 func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, log zerolog.Logger) {
@@ -145,17 +225,24 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandlerTimeout)
 	defer cancel()
 	err := h(hctx, m.Data(), d)
-	l := log.With().Str("subject", d.Subject).Uint64("seq", d.StreamSeq).Uint64("delivery", d.NumDelivered).Logger()
+	// The logger is built only when there is something to log: it costs
+	// allocations on every message otherwise.
+	l := func() zerolog.Logger {
+		return log.With().Str("subject", d.Subject).Uint64("seq", d.StreamSeq).Uint64("delivery", d.NumDelivered).Logger()
+	}
 	switch {
 	case err == nil:
 		if aerr := m.Ack(); aerr != nil {
+			l := l()
 			l.Warn().Err(aerr).Msg("ack failed; the message will be redelivered and handled idempotently")
 		}
 	case errors.Is(err, ErrPermanent):
+		l := l()
 		l.Warn().Err(err).Msg("terminated bad message")
 		_ = m.TermWithReason(truncate(err.Error(), 200))
 	default:
 		delay := Backoff(d.NumDelivered)
+		l := l()
 		l.Error().Err(err).Dur("retry_in", delay).Msg("handler failed; will retry")
 		_ = m.NakWithDelay(delay)
 	}

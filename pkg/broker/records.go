@@ -40,6 +40,11 @@ type Pending struct {
 // in the given way ("policy", "human", "timeout", "suspended").
 func DecisionEventID(requestID, how string) string { return requestID + "/" + how }
 
+// WithdrawnEventID is the id of a request's jit.withdrawn event. The
+// jit.decided that denies a withdrawn pending request is
+// DecisionEventID(requestID, "withdrawn").
+func WithdrawnEventID(requestID string) string { return requestID + "/withdraw" }
+
 // GrantedEventID is the id of a grant's jit.granted event.
 func GrantedEventID(grantID string) string { return grantID + "/granted" }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -35,6 +36,10 @@ type Result struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Base is true when the permission is one of the agent's standing ones.
 	Base bool `json:"base,omitempty"`
+	// Stale is true when the refusal is only because the checker's view is
+	// older than its bound (see WithStaleAfter): asking again later may
+	// succeed.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Option configures a Checker.
@@ -63,6 +68,15 @@ type Checker struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// Freshness (fresh.go): staleAfter bounds the view's age; lastOK is
+	// the monotonic time since epoch of the last confirmed round trip;
+	// broken is set when a watch ended for good.
+	staleAfter time.Duration
+	epoch      time.Time
+	lastOK     atomic.Int64
+	stale      atomic.Bool
+	broken     atomic.Bool
 }
 
 // New returns a Checker reading the buckets through js and base permissions
@@ -70,12 +84,13 @@ type Checker struct {
 // everything, while Grants still lists the bucket's grants.
 func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
 	c := &Checker{
-		js:        js,
-		cfg:       cfg,
-		now:       time.Now,
-		log:       zerolog.Nop(),
-		grants:    map[string]map[string]*events.Grant{},
-		suspended: map[string]*events.Suspension{},
+		js:         js,
+		cfg:        cfg,
+		now:        time.Now,
+		log:        zerolog.Nop(),
+		staleAfter: DefaultStaleAfter,
+		grants:     map[string]map[string]*events.Grant{},
+		suspended:  map[string]*events.Suspension{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -87,7 +102,8 @@ func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
 // watches delivered the buckets' current contents, so that a check right
 // after Start sees every grant and suspension stored before it. The watches
 // run until Stop is called or ctx ends; the watchers recreate their
-// consumers after a reconnect.
+// consumers after a reconnect. Unless WithStaleAfter disabled it, Start also
+// begins confirming the connection: see WithStaleAfter.
 func (c *Checker) Start(ctx context.Context) error {
 	grants, err := c.js.KeyValue(ctx, broker.BucketGrants)
 	if err != nil {
@@ -122,16 +138,27 @@ func (c *Checker) Start(ctx context.Context) error {
 			return fmt.Errorf("waiting for the initial grants and suspensions: %w", ctx.Err())
 		}
 	}
+	if c.staleAfter > 0 {
+		c.epoch = time.Now()
+		c.lastOK.Store(0)
+		c.stale.Store(false)
+		c.wg.Add(1)
+		go c.monitor(wctx, c.js.Conn())
+	}
 	return nil
 }
 
 // Stop ends the watches and waits for them. The checker keeps answering
-// from what it last saw.
+// from what it last saw, except that with a staleness bound (the default)
+// it refuses grants from then on: its view no longer follows the buckets.
 func (c *Checker) Stop() {
 	if c.cancel != nil {
 		c.cancel()
 	}
 	c.wg.Wait()
+	if c.staleAfter > 0 {
+		c.stale.Store(true)
+	}
 }
 
 func (c *Checker) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, apply func(jetstream.KeyValueEntry)) {
@@ -144,6 +171,8 @@ func (c *Checker) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan
 			return
 		case e, ok := <-w.Updates():
 			if !ok {
+				// The view no longer follows this bucket: fail closed.
+				c.broken.Store(true)
 				c.log.Warn().Msg("checker watch closed")
 				return
 			}
@@ -220,7 +249,8 @@ func (c *Checker) applySuspension(e jetstream.KeyValueEntry) {
 
 // Allowed reports whether agent may use perm now: the agent is known and not
 // suspended, and perm is a base permission or in one of its active,
-// unexpired grants. It does not allocate.
+// unexpired grants, and the view is not stale (see WithStaleAfter). It does
+// not allocate and makes no network call.
 func (c *Checker) Allowed(agent, perm string) bool {
 	return c.decide(agent, perm, c.now()).allowed()
 }
@@ -233,6 +263,8 @@ func (c *Checker) Check(agent, perm string) Result {
 		return Result{Reason: fmt.Sprintf("agent %s is suspended by guardrail %s", agent, d.susp.Rule)}
 	case refusedUnknown:
 		return Result{Reason: fmt.Sprintf("unknown agent %q", agent)}
+	case refusedStale:
+		return Result{Stale: true, Reason: fmt.Sprintf("the checker's view of grants is stale (no broker contact within %s): %s is refused until it is fresh", c.staleAfter, perm)}
 	case allowedBase:
 		return Result{Allowed: true, Base: true, Reason: fmt.Sprintf("%s is a base permission of %s", perm, agent)}
 	case allowedGrant:
@@ -298,6 +330,7 @@ const (
 	refusedNoGrant kind = iota
 	refusedSuspended
 	refusedUnknown
+	refusedStale
 	allowedBase
 	allowedGrant
 )
@@ -332,6 +365,9 @@ func (c *Checker) decide(agent, perm string, now time.Time) decision {
 	}
 	if a.HasBase(perm) {
 		return decision{kind: allowedBase}
+	}
+	if c.stale.Load() {
+		return decision{kind: refusedStale}
 	}
 	var best *events.Grant
 	for _, g := range c.grants[agent] {

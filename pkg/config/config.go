@@ -71,6 +71,7 @@ type Config struct {
 	lines     lineIndex
 	agents    map[string]*Agent
 	approvers map[string]*Approver
+	pol       policyExt // compiled conditions and the rule index (policy_ext.go)
 }
 
 // Agent is a service account: a non-human identity with base permissions
@@ -93,6 +94,9 @@ type Rule struct {
 	Name string `yaml:"name" json:"name"`
 	// Agents the rule applies to; "*" or empty means every agent.
 	Agents []string `yaml:"agents" json:"agents,omitempty"`
+	// AgentLabels, if set, restricts the rule to agents carrying every one
+	// of these labels with these values.
+	AgentLabels map[string]string `yaml:"agent_labels" json:"agent_labels,omitempty"`
 	// Permissions the rule applies to; "area:*" matches every permission of
 	// an area, "*" every permission.
 	Permissions []string `yaml:"permissions" json:"permissions"`

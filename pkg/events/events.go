@@ -13,21 +13,25 @@ import (
 // about agent A is published on subject "T.A" (e.g. jit.granted.market-intel),
 // so stream filters and permissions can scope by agent.
 const (
-	TypeRequested      = "jit.requested"   // a request passed the edge's validation
-	TypeRejected       = "jit.rejected"    // bad input refused anywhere in the system
-	TypeDecided        = "jit.decided"     // approved, denied or pending a human
-	TypeGranted        = "jit.granted"     // a grant exists in the grants bucket
-	TypeRevoked        = "jit.revoked"     // a grant ended: expired, completed, guardrail, admin
-	TypeGuardrailFired = "guardrail.fired" // a guardrail system reports a violation
-	TypeSuspended      = "jit.suspended"   // an agent is suspended after a guardrail
-	TypeReinstated     = "jit.reinstated"  // a suspension was lifted by an admin
-	TypeConfigApplied  = "jit.config"      // a configuration was validated and stored
+	TypeRequested      = "jit.requested"    // a request passed the edge's validation
+	TypeRejected       = "jit.rejected"     // bad input refused anywhere in the system
+	TypeDecided        = "jit.decided"      // approved, denied or pending a human
+	TypeGranted        = "jit.granted"      // a grant exists in the grants bucket
+	TypeRevoked        = "jit.revoked"      // a grant ended: expired, completed, guardrail, admin
+	TypeGuardrailFired = "guardrail.fired"  // a guardrail system reports a violation
+	TypeSuspended      = "jit.suspended"    // an agent is suspended after a guardrail
+	TypeReinstated     = "jit.reinstated"   // a suspension was lifted by an admin
+	TypeConfigApplied  = "jit.config"       // a configuration was validated and stored
+	TypeApproved       = "jit.approved"     // one approver approved a pending request
+	TypeNotification   = "jit.notification" // a notifier delivered a pending request, or gave up
+	TypeWithdrawn      = "jit.withdrawn"    // an agent withdrew its request before or while it was decided
 )
 
 // AllTypes lists every event type, in lifecycle order.
 var AllTypes = []string{
 	TypeRequested, TypeRejected, TypeDecided, TypeGranted, TypeRevoked,
 	TypeGuardrailFired, TypeSuspended, TypeReinstated, TypeConfigApplied,
+	TypeApproved, TypeNotification, TypeWithdrawn,
 }
 
 // Extension attribute names carried on events (CloudEvents extensions are

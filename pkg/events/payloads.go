@@ -86,6 +86,7 @@ const (
 	ModeHuman           = "human"        // a human approver answered
 	ModeTimeout         = "timeout"      // nobody answered within the approval window
 	ModeSuspended       = "suspended"    // the agent was suspended before the grant
+	ModeWithdrawn       = "withdrawn"    // the agent withdrew the request before an answer
 )
 
 // RiskPart is one explained contribution to a risk score.
@@ -172,6 +173,7 @@ const (
 	RevokedCompleted = "completed"
 	RevokedGuardrail = "guardrail"
 	RevokedAdmin     = "admin"
+	RevokedWithdrawn = "withdrawn" // the agent withdrew its request after it was granted
 )
 
 // Revocation is the data of jit.revoked. Exactly one is published per grant.
@@ -226,7 +228,8 @@ const (
 	StageCompletion = "completion"
 	StageGuardrail  = "guardrail"
 	StageReinstate  = "reinstate"
-	StageEvent      = "event" // a malformed event on a stream
+	StageRevoke     = "revoke" // an admin's revocation of a grant
+	StageEvent      = "event"  // a malformed event on a stream
 	StageConfig     = "config"
 )
 
@@ -274,6 +277,46 @@ type ConfigApplied struct {
 	AppliedAt time.Time `json:"applied_at"`
 }
 
+// Approval is the data of jit.approved: one approver's approval of a
+// pending request. A rule that needs N approvers sees N of them before the
+// jit.decided that approves; one approver's deny is a jit.decided at once.
+type Approval struct {
+	RequestID string `json:"request_id"`
+	Agent     string `json:"agent"`
+	Rule      string `json:"rule,omitempty"`
+	Approver  Actor  `json:"approver"`
+	Comment   string `json:"comment,omitempty"`
+	// Permissions and DurationMS are what this approver approved: the
+	// request's, or fewer and shorter.
+	Permissions []string `json:"permissions"`
+	DurationMS  int64    `json:"duration_ms"`
+	// Approvals counts the distinct approvals so far, this one included;
+	// Required is how many the rule needs.
+	Approvals  int       `json:"approvals"`
+	Required   int       `json:"required"`
+	ApprovedAt time.Time `json:"approved_at"`
+}
+
+// Notification outcomes.
+const (
+	NotificationDelivered = "delivered"
+	NotificationFailed    = "failed"
+)
+
+// Notification is the data of jit.notification: the end of the delivery of
+// a pending request to one notifier.
+type Notification struct {
+	RequestID    string    `json:"request_id"`
+	Agent        string    `json:"agent"`
+	Notifier     string    `json:"notifier"`
+	NotifierType string    `json:"notifier_type"`
+	Outcome      string    `json:"outcome"` // delivered | failed
+	Attempts     int       `json:"attempts"`
+	HTTPStatus   int       `json:"http_status,omitempty"`
+	Error        string    `json:"error,omitempty"`
+	NotifiedAt   time.Time `json:"notified_at"`
+}
+
 // Validate checks a GuardrailFired from an untrusted publisher.
 func (g GuardrailFired) Validate() error {
 	if !ValidID(g.Agent) {
@@ -286,4 +329,14 @@ func (g GuardrailFired) Validate() error {
 		return fmt.Errorf("%w: detail longer than 4096 characters", ErrInvalid)
 	}
 	return nil
+}
+
+// Withdrawal is the data of jit.withdrawn: an agent withdrew a request it
+// no longer waits for. A pending request is then denied (mode withdrawn);
+// a grant made from it is revoked (reason withdrawn).
+type Withdrawal struct {
+	RequestID   string    `json:"request_id"`
+	Agent       string    `json:"agent"`
+	WithdrawnBy Actor     `json:"withdrawn_by"`
+	WithdrawnAt time.Time `json:"withdrawn_at"`
 }
