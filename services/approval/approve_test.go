@@ -117,9 +117,10 @@ func TestApproveTwice(t *testing.T) {
 	_, err := h.approve("dev-alice", reqID, "")
 	require.NoError(t, err)
 	_, err = h.approve("dev-alice", reqID, "")
-	h.requireRefused(err, 404, events.CodeNotFound)
+	r := h.requireRefused(err, 409, events.CodeStale)
+	require.Contains(t, r.Message, "already decided")
 	_, err = h.deny("dev-alice", reqID, "changed my mind")
-	h.requireRefused(err, 404, events.CodeNotFound)
+	h.requireRefused(err, 409, events.CodeStale)
 
 	h.waitGranted(reqID)
 	h.barrier()

@@ -23,6 +23,12 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
+	if s.httpListen != "" {
+		if err := s.serveHTTP(); err != nil {
+			s.Stop()
+			return err
+		}
+	}
 	s.log.Info().Msg("approval service running")
 	return nil
 }
@@ -32,6 +38,7 @@ func (s *Service) start() error {
 	if s.pendingStream, err = s.d.JS.Stream(s.ctx, pendingStream); err != nil {
 		return fmt.Errorf("open stream %s: %w", pendingStream, err)
 	}
+	s.startNotifier(s.ctx)
 	rctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
 	err = s.recoverAnswers(rctx)
 	cancel()
@@ -51,6 +58,9 @@ func (s *Service) start() error {
 		FilterSubjects: []string{pendingSubjectPrefix + ">"},
 	}, s.onPendingChange, s.log)
 	if err != nil {
+		return err
+	}
+	if err = s.startWithdrawals(); err != nil { // withdraw.go
 		return err
 	}
 	s.api, err = micro.AddService(s.d.NC, micro.Config{
@@ -116,6 +126,14 @@ func (s *Service) Stop() {
 		s.mu.Lock()
 		s.stopping = true
 		s.mu.Unlock()
+		if s.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := s.httpSrv.Shutdown(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("stop http")
+			}
+			cancel()
+		}
+		s.web.close()
 		if s.api != nil {
 			if err := s.api.Stop(); err != nil {
 				s.log.Warn().Err(err).Msg("stop api")
@@ -131,6 +149,7 @@ func (s *Service) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 		}
+		s.notify.wg.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
 }

@@ -15,9 +15,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -62,16 +64,38 @@ type Service struct {
 	stopping bool
 	inflight sync.WaitGroup
 	stopOnce sync.Once
+
+	notify   *notifier
+	counters NotifyCounters
+
+	// HTTP: the console and the JSON API.
+	httpListen string
+	httpSrv    *http.Server
+	httpAddr   atomic.Pointer[string]
+	web        *web
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithHTTP makes Start serve the approver console and the HTTP JSON API
+// (Handler) on addr ("127.0.0.1:8080"; port 0 picks one, see HTTPAddr).
+func WithHTTP(addr string) Option { return func(s *Service) { s.httpListen = addr } }
+
 // New returns the approval service on d. It does nothing until Start.
-func New(d service.Deps) *Service {
-	return &Service{
-		d:   d,
-		now: d.Clock(),
-		log: d.Log.With().Str("component", Name).Logger(),
-		pub: broker.NewPublisher(d.JS, Name),
+func New(d service.Deps, opts ...Option) *Service {
+	s := &Service{
+		d:      d,
+		now:    d.Clock(),
+		log:    d.Log.With().Str("component", Name).Logger(),
+		pub:    broker.NewPublisher(d.JS, Name),
+		notify: newNotifier(),
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.web = newWeb(s)
+	return s
 }
 
 func (s *Service) system() events.Actor {
@@ -244,9 +268,18 @@ func (s *Service) publishDecision(ctx context.Context, id string, d events.Decis
 // pending decision cannot bring back a request that was already answered or
 // timed out.
 func (s *Service) hold(ctx context.Context, dec events.Decision) error {
-	deadline := dec.DecidedAt.Add(s.d.Config.Current().ApprovalWindow.D())
+	cfg := s.d.Config.Current()
+	deadline := dec.DecidedAt.Add(cfg.ApprovalWindow.D())
 	if dec.ApprovalDeadline != nil {
 		deadline = *dec.ApprovalDeadline
+	}
+	ar := ruleOf(cfg, dec.Rule)
+	if ar.window > 0 && !dec.DecidedAt.IsZero() {
+		// The rule's own window, if shorter, wins: never wait longer than
+		// either the policy or the rule says.
+		if w := dec.DecidedAt.Add(ar.window); w.Before(deadline) {
+			deadline = w
+		}
 	}
 	key := broker.PendingKey(dec.Agent, dec.RequestID)
 	now := s.now()
@@ -257,14 +290,16 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 		}
 		return s.timeOut(ctx, dec.Agent, dec.RequestID, &dec)
 	}
-	b, err := json.Marshal(pendingRecord{Pending: broker.Pending{Decision: dec, Deadline: deadline.UTC()}})
+	rec := pendingRecord{Pending: broker.Pending{Decision: dec, Deadline: deadline.UTC()}, Required: ar.required}
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode pending %s: %w", key, err)
 	}
 	_, err = broker.PutKeepTTL(ctx, s.d.JS, broker.BucketPending, key, b, 0, broker.TTLFor(deadline, now))
 	switch {
 	case err == nil:
-		zerolog.Ctx(ctx).Info().Time("deadline", deadline).Msg("waiting for an approver")
+		zerolog.Ctx(ctx).Info().Time("deadline", deadline).Int("approvals", ar.required).Msg("waiting for an approver")
+		s.notifyPending(rec, ar.notify)
 		return nil
 	case isConflict(err):
 		return nil // stored before (and maybe answered or timed out since)
@@ -335,14 +370,17 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 			"a denial needs a comment saying why"), rej)
 	}
 
+	if outcome == events.OutcomeDenied && (len(in.Permissions) > 0 || in.Duration != "") {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"permissions and duration narrow an approval; a denial takes neither"), rej)
+	}
+
 	entries, err := s.pendingEntries(ctx, "*."+in.RequestID)
 	if err != nil {
 		return broker.ActionResult{}, err
 	}
 	if len(entries) == 0 {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(404, events.CodeNotFound,
-			"no request %s is waiting for approval: it was decided, timed out, or never needed approval", in.RequestID),
-			withCode(rej, events.CodeStale))
+		return broker.ActionResult{}, s.refuse(ctx, s.gone(ctx, in.RequestID), withCode(rej, events.CodeStale))
 	}
 	e := entries[0]
 	p := e.rec.Decision
@@ -359,23 +397,53 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 			return result, nil
 		}
 		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
-			"request %s was already answered (%s by %s)", p.RequestID, a.Outcome, a.DecidedBy.ID), rej)
+			"request %s was already decided (%s by %s); nothing changed", p.RequestID, a.Outcome, a.DecidedBy.ID), rej)
 	}
 	if now := s.now(); !now.Before(e.rec.Deadline) {
 		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
-			"approval window closed at %s", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
+			"approval window closed at %s: the request timed out unanswered", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
 	}
 	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
 		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"to %s request %s an approver needs one of the roles %v; %s holds %v",
 			verb, p.RequestID, p.ApproverRoles, approver.Name, approver.Roles), rej)
 	}
+	cfg := s.d.Config.Current()
 	if approver.Name == p.Agent {
 		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"%s may not answer its own request", approver.Name), rej)
 	}
+	if _, isAgent := cfg.Agent(approver.Name); isAgent {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"%s is an agent's identity; an agent can never approve", approver.Name), rej)
+	}
+	ar := ruleOf(cfg, p.Rule)
+	if ar.separateOwner {
+		if ag, ok := cfg.Agent(p.Agent); ok && ag.Owner != "" && ag.Owner == approver.Name {
+			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+				"rule %s separates duties: %s owns agent %s and may not answer its requests; another approver must",
+				p.Rule, approver.Name, p.Agent), rej)
+		}
+	}
+	required := max(e.rec.Required, ar.required)
 
+	var perms []string
+	var ms int64
 	if outcome == events.OutcomeApproved {
+		var ae *broker.APIError
+		if perms, ms, ae = narrow(p, in); ae != nil {
+			return broker.ActionResult{}, s.refuse(ctx, ae, rej)
+		}
+		if v, ok := e.rec.votedBy(approver.Name); ok {
+			// A retry of a recorded vote: publish its event again (same id).
+			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
+				return broker.ActionResult{}, err
+			}
+			result.Outcome = events.OutcomePending
+			result.Message = fmt.Sprintf("%s already approved; %d of %d approvals, waiting for %d more distinct approvers",
+				approver.Name, len(e.rec.Votes), required, required-len(e.rec.Votes))
+			return result, nil
+		}
 		susp, err := s.suspension(ctx, p.Agent)
 		if err != nil {
 			return broker.ActionResult{}, err
@@ -397,13 +465,33 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		}
 	}
 
+	if outcome == events.OutcomeApproved {
+		v := vote{Approver: actor, Comment: comment, Permissions: perms, DurationMS: ms, At: s.now().UTC()}
+		if len(e.rec.Votes)+1 < required {
+			if err := s.recordVote(ctx, &e, v); err != nil {
+				if isConflict(err) {
+					return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+				}
+				return broker.ActionResult{}, err
+			}
+			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
+				return broker.ActionResult{}, err
+			}
+			result.Outcome = events.OutcomePending
+			result.Message = fmt.Sprintf("approval %d of %d recorded; waiting for %d more distinct approvers",
+				len(e.rec.Votes), required, required-len(e.rec.Votes))
+			zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Int("votes", len(e.rec.Votes)).Int("required", required).Msg("approval recorded")
+			return result, nil
+		}
+		e.rec.Votes = append(e.rec.Votes, v)
+	}
+
 	d := events.Decision{
 		RequestID:     p.RequestID,
 		Agent:         p.Agent,
 		Outcome:       outcome,
 		Mode:          events.ModeHuman,
 		Rule:          p.Rule,
-		Reason:        "approved by " + approver.Name,
 		Permissions:   p.Permissions,
 		DurationMS:    p.DurationMS,
 		Risk:          p.Risk,
@@ -415,6 +503,20 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	}
 	if outcome == events.OutcomeDenied {
 		d.Reason = "denied by " + approver.Name + ": " + comment
+	} else {
+		d.Permissions, d.DurationMS = combine(e.rec.Votes)
+		d.Reason = "approved by " + approverNames(e.rec.Votes)
+		if n := narrowedText(p, d.Permissions, d.DurationMS); n != "" {
+			d.Reason += "; " + n
+		}
+		if len(d.Permissions) == 0 {
+			// Each approver narrowed to a different permission: nothing was
+			// approved by all of them.
+			d.Outcome = events.OutcomeDenied
+			d.Permissions, d.DurationMS = p.Permissions, p.DurationMS
+			d.Reason = "the approvers (" + approverNames(e.rec.Votes) + ") approved no permission in common"
+			result.Outcome = events.OutcomeDenied
+		}
 	}
 	if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "human")); err != nil {
 		if isConflict(err) {
@@ -422,14 +524,68 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		}
 		return broker.ActionResult{}, err
 	}
+	if outcome == events.OutcomeApproved {
+		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), required); err != nil {
+			return broker.ActionResult{}, err
+		}
+	}
 	if err := s.finish(ctx, e); err != nil {
 		return broker.ActionResult{}, err
 	}
-	if outcome == events.OutcomeApproved {
-		result.Message = "approved; grant " + events.GrantIDFor(p.RequestID) + " follows on " + events.Subject(events.TypeGranted, p.Agent)
+	if d.Outcome == events.OutcomeApproved {
+		result.Message = fmt.Sprintf("approved %s for %s; grant %s follows on %s", strings.Join(d.Permissions, ", "),
+			events.MSDuration(d.DurationMS), events.GrantIDFor(p.RequestID), events.Subject(events.TypeGranted, p.Agent))
 	}
-	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", outcome).Msg("answered")
+	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", d.Outcome).Msg("answered")
 	return result, nil
+}
+
+// recordVote adds v to the pending record by compare-and-set on the
+// revision read, keeping the key's TTL so the request still times out at
+// its deadline. A lost race returns a conflict (see isConflict).
+func (s *Service) recordVote(ctx context.Context, e *pendingEntry, v vote) error {
+	rec := e.rec
+	rec.Votes = append(slices.Clone(rec.Votes), v)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode pending %s: %w", e.key, err)
+	}
+	now := s.now()
+	rev, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketPending, e.key, b, e.rev, broker.TTLFor(rec.Deadline, now))
+	if err != nil {
+		return fmt.Errorf("record approval in %s: %w", e.key, err)
+	}
+	e.rec, e.rev = rec, rev
+	return nil
+}
+
+// publishVote publishes the jit.approved event of one vote; its id is
+// derived from the request and the approver, so publishing it again stores
+// it once.
+func (s *Service) publishVote(ctx context.Context, p events.Decision, v vote, n, required int) error {
+	a := events.Approval{
+		RequestID: p.RequestID, Agent: p.Agent, Rule: p.Rule, Approver: v.Approver, Comment: v.Comment,
+		Permissions: v.Permissions, DurationMS: v.DurationMS, Approvals: n, Required: required, ApprovedAt: v.At,
+	}
+	_, _, err := s.pub.Emit(ctx, ApprovedEventID(p.RequestID, v.Approver.ID), events.TypeApproved, p.Agent, a,
+		events.WithRequestID(p.RequestID))
+	return err
+}
+
+// gone explains why no request requestID waits: the pending bucket's
+// history says whether it timed out or was decided.
+func (s *Service) gone(ctx context.Context, requestID string) *broker.APIError {
+	m, err := s.pendingStream.GetLastMsgForSubject(ctx, pendingSubjectPrefix+"*."+requestID)
+	if err == nil && m != nil {
+		if m.Header.Get(jetstream.MarkerReasonHeader) == "MaxAge" {
+			return broker.Errorf(409, events.CodeStale,
+				"request %s timed out unanswered at %s; it was denied and can no longer be answered", requestID, m.Time.UTC().Format(time.RFC3339))
+		}
+		return broker.Errorf(409, events.CodeStale,
+			"request %s was already decided; nothing changed", requestID)
+	}
+	return broker.Errorf(404, events.CodeNotFound,
+		"no request %s is waiting for approval: it was decided, timed out, or never needed approval", requestID)
 }
 
 func (s *Service) conflict(ctx context.Context, requestID string, rej events.Rejection) error {
@@ -476,6 +632,13 @@ func (s *Service) recoverAnswers(ctx context.Context) error {
 		return err
 	}
 	for _, e := range entries {
+		for i, v := range e.rec.Votes {
+			// Votes whose event a crash may have kept from the stream; a
+			// recent duplicate is dropped by the stream's de-duplication.
+			if err := s.publishVote(ctx, e.rec.Decision, v, i+1, max(e.rec.Required, len(e.rec.Votes))); err != nil {
+				return fmt.Errorf("publish approval of %s: %w", e.key, err)
+			}
+		}
 		if e.rec.Answer == nil || e.rec.AnswerID == "" {
 			continue
 		}

@@ -33,6 +33,13 @@ type pendingRecord struct {
 	Answer *events.Decision `json:"answer,omitempty"`
 	// AnswerID is the event id Answer is published with.
 	AnswerID string `json:"answer_id,omitempty"`
+	// Votes are the approvals recorded so far, one per distinct approver,
+	// when the rule needs more than one. Each vote is written by
+	// compare-and-set with the key's TTL kept, so a partly approved request
+	// still times out.
+	Votes []vote `json:"votes,omitempty"`
+	// Required is how many approvals the request needs (0 means 1).
+	Required int `json:"required,omitempty"`
 }
 
 // pendingEntry is one key of the pending bucket, read with its revision.

@@ -22,20 +22,65 @@ type verdict struct {
 	reason  string
 }
 
-// Decide decides req at now under cfg. It is pure: the same inputs give the
-// same decision. suspended says whether the agent is suspended.
+// RateLimitRule is the rule name of a decision denied by the per-agent rate
+// limit (config rate_limit). No configured rule may take this name.
+const RateLimitRule = "rate-limit"
+
+// Input is everything a decision depends on; the same Input under the same
+// configuration always gives the same decision.
+type Input struct {
+	Request events.Request
+	// Now is the decision time: off-hours, rule hours and time in
+	// conditions are read from it.
+	Now       time.Time
+	Suspended bool
+	// History is the agent's recent history before this request.
+	History Counts
+}
+
+// Counts is an agent's history before a request, as the policy service's
+// history window counts it (see History).
+type Counts struct {
+	// Grants, Denials and GuardrailFires are counted over the 24 hours
+	// before the request.
+	Grants         int `json:"grants" yaml:"grants"`
+	Denials        int `json:"denials" yaml:"denials"`
+	GuardrailFires int `json:"guardrail_fires" yaml:"guardrail_fires"`
+	// RequestsLastMinute counts the agent's requests in the minute before
+	// this one; RequestsInRateWindow those in the rate limit's window
+	// (rate_limit.per).
+	RequestsLastMinute   int `json:"requests_last_minute" yaml:"requests_last_minute"`
+	RequestsInRateWindow int `json:"requests_in_rate_window" yaml:"requests_in_rate_window"`
+}
+
+// Decide decides req at now under cfg with no agent history: Evaluate with
+// an empty History.
+func Decide(cfg *config.Config, req events.Request, now time.Time, suspended bool) events.Decision {
+	return Evaluate(cfg, Input{Request: req, Now: now, Suspended: suspended})
+}
+
+// Evaluate decides in under cfg. It is pure: the same inputs give the same
+// decision. Explain runs the very same evaluation and records why.
 //
-// The rules of docs/architecture.md "Decision": an agent no longer
-// configured, a suspended agent, a permission the agent is not eligible for
-// or a duration beyond its maxJitDuration is denied. Otherwise each
-// permission is decided by the rules in file order: a matching deny rule
-// wins, else the first matching rule decides, else it is denied by default.
+// The order (docs/configuration.md "Order of decision"): an agent no longer
+// configured, a suspended agent, an agent over its rate limit, a request
+// with no permission, a duration that is not positive or beyond the agent's
+// maxJitDuration, or a permission the agent is not eligible for is denied.
+// Otherwise each permission is decided by the rules that match the agent
+// and the permission and whose condition holds, in file order: a matching
+// deny rule wins, else the first matching rule decides, else it is denied
+// by default. A condition that cannot be evaluated denies (fail closed).
 // Across permissions any deny denies (with the first deny's mode, rule and
 // reason), any require-approval makes the request pending for an approver
 // holding a role common to all those rules (denied if there is none), else
-// it is approved. Every decision carries the risk score and a Reason a human
-// reads.
-func Decide(cfg *config.Config, req events.Request, now time.Time, suspended bool) events.Decision {
+// it is approved. Every decision carries the risk score with its parts and
+// a Reason a human reads.
+func Evaluate(cfg *config.Config, in Input) events.Decision {
+	return evaluate(cfg, in, nil)
+}
+
+func evaluate(cfg *config.Config, in Input, tr *trace) events.Decision {
+	req, now := in.Request, in.Now
 	d := events.Decision{
 		RequestID:   req.RequestID,
 		Agent:       req.Agent,
@@ -45,18 +90,28 @@ func Decide(cfg *config.Config, req events.Request, now time.Time, suspended boo
 		Request:     req,
 	}
 	agent, known := cfg.Agent(req.Agent)
-	risk := Score(cfg, agent, req, now)
+	risk := Score(cfg, agent, req, now, in.History)
 	d.Risk = &risk
 	deny := func(mode, reason string) events.Decision {
 		d.Outcome, d.Mode, d.Reason, d.DecidedBy = events.OutcomeDenied, mode, reason, systemActor
+		if tr != nil {
+			tr.gate = reason
+		}
 		return d
 	}
 
 	if !known {
 		return deny(events.ModeDefaultDeny, fmt.Sprintf("agent %s is not configured; nothing can be granted to it", req.Agent))
 	}
-	if suspended {
+	if in.Suspended {
 		return deny(events.ModeSuspended, fmt.Sprintf("agent %s is suspended; nothing is granted until an org-admin or security-admin reinstates it", agent.ID))
+	}
+	if rl := cfg.RateLimit; rl.Requests > 0 && in.History.RequestsInRateWindow >= rl.Requests {
+		d = deny(events.ModeDeny, fmt.Sprintf("rate limit: agent %s made %d requests in the %s before this one; the limit is %d per %s, so it is denied without asking an approver",
+			agent.ID, in.History.RequestsInRateWindow, fmtDur(rl.Per.D()), rl.Requests, fmtDur(rl.Per.D())))
+		d.Rule = RateLimitRule
+		d.DecidedBy = events.Actor{Kind: events.ActorRule, ID: RateLimitRule}
+		return d
 	}
 	if len(req.Permissions) == 0 {
 		return deny(events.ModeDefaultDeny, "the request names no permission")
@@ -69,42 +124,95 @@ func Decide(cfg *config.Config, req events.Request, now time.Time, suspended boo
 	if maxD := agent.MaxJitDuration.D(); req.DurationMS > maxD.Milliseconds() {
 		return deny(events.ModeDefaultDeny, fmt.Sprintf("%s exceeds the maxJitDuration of %s (%s)", fmtMS(req.DurationMS), agent.ID, fmtDur(maxD)))
 	}
-	dur := req.Duration()
 	for _, p := range req.Permissions {
 		if !agent.IsEligible(p) {
 			return deny(events.ModeDefaultDeny, fmt.Sprintf("agent %s is not eligible for %s (eligible: %s)", agent.ID, p, strings.Join(agent.Eligible, ", ")))
 		}
 	}
 
-	local := now.In(cfg.Location())
+	e := &evaluator{cfg: cfg, in: &in, agent: agent, dur: req.Duration(), risk: &risk, local: now.In(cfg.Location())}
 	verdicts := make([]verdict, 0, len(req.Permissions))
 	for _, p := range req.Permissions {
-		verdicts = append(verdicts, decidePermission(cfg, agent.ID, p, dur, risk.Score, local))
+		var pt *PermissionTrace
+		if tr != nil {
+			tr.perms = append(tr.perms, PermissionTrace{Permission: p})
+			pt = &tr.perms[len(tr.perms)-1]
+		}
+		v := e.decidePermission(p, pt)
+		if pt != nil {
+			pt.Outcome, pt.Reason = v.outcome, v.reason
+		}
+		verdicts = append(verdicts, v)
 	}
 	return combine(cfg, d, verdicts, now)
 }
 
-// decidePermission applies the rules to one permission.
-func decidePermission(cfg *config.Config, agent, p string, dur time.Duration, score int, local time.Time) verdict {
+// evaluator decides the permissions of one request.
+type evaluator struct {
+	cfg   *config.Config
+	in    *Input
+	agent *config.Agent
+	dur   time.Duration
+	risk  *events.Risk
+	local time.Time
+	cel   *config.CELInput // built on the first condition
+}
+
+// condition evaluates rule i's condition (true without one).
+func (e *evaluator) condition(i int) (bool, error) {
+	if !e.cfg.Rules[i].HasCondition() {
+		return true, nil
+	}
+	if e.cel == nil {
+		e.cel = celInput(e.cfg, e.in, e.agent, e.risk, e.local)
+	}
+	return e.cfg.EvalCondition(i, e.cel)
+}
+
+// decidePermission applies the rules to one permission: the candidates
+// indexed for the agent and p, in file order.
+func (e *evaluator) decidePermission(p string, pt *PermissionTrace) verdict {
+	agent := e.agent.ID
 	var first *config.Rule
-	for i := range cfg.Rules {
-		r := &cfg.Rules[i]
-		if !r.Matches(agent, p) {
+	note := func(i int, matched bool, why string) {
+		if pt != nil {
+			pt.Rules = append(pt.Rules, RuleCheck{Rule: e.cfg.Rules[i].Name, Line: e.cfg.Rules[i].Line(), Mode: e.cfg.Rules[i].Mode, Matched: matched, Why: why})
+		}
+	}
+	for _, i := range e.cfg.Candidates(agent, p) {
+		r := &e.cfg.Rules[i]
+		if first != nil && r.Mode != config.ModeDeny {
+			note(i, false, fmt.Sprintf("matches the agent and %s but is not needed: rule %s, earlier in the file, decides unless a deny rule matches", p, first.Name))
 			continue
 		}
+		ok, err := e.condition(i)
+		if err != nil {
+			note(i, true, fmt.Sprintf("its condition could not be evaluated (%v): fail closed", err))
+			return verdict{perm: p, rule: r, outcome: events.OutcomeDenied, mode: events.ModeDeny,
+				reason: fmt.Sprintf("the condition of rule %s could not be evaluated for %s (%v); denied", r.Name, p, err)}
+		}
+		if !ok {
+			note(i, false, fmt.Sprintf("matches the agent and %s, but its condition is false: %s", p, r.Condition))
+			continue
+		}
+		held := ""
+		if r.HasCondition() {
+			held = ", and its condition holds"
+		}
 		if r.Mode == config.ModeDeny {
+			note(i, true, fmt.Sprintf("matches the agent and %s%s: an explicit deny wins", p, held))
 			return verdict{perm: p, rule: r, outcome: events.OutcomeDenied, mode: events.ModeDeny,
 				reason: fmt.Sprintf("rule %s denies %s for %s", r.Name, p, agent)}
 		}
-		if first == nil {
-			first = r
-		}
+		note(i, true, fmt.Sprintf("matches the agent and %s%s: the first matching rule decides", p, held))
+		first = r
 	}
 	if first == nil {
 		return verdict{perm: p, outcome: events.OutcomeDenied, mode: events.ModeDefaultDeny,
 			reason: fmt.Sprintf("no rule allows %s for %s; default is deny", p, agent)}
 	}
 	r := first
+	dur, local := e.dur, e.local
 	v := verdict{perm: p, rule: r, mode: r.Mode}
 	capped := r.MaxDuration > 0 && dur > r.MaxDuration.D()
 
@@ -118,7 +226,7 @@ func decidePermission(cfg *config.Config, agent, p string, dur time.Duration, sc
 		v.outcome = events.OutcomeApproved
 		v.reason = fmt.Sprintf("rule %s auto-approves %s", r.Name, p)
 	case config.ModePolicy:
-		failed, held := conditions(r, dur, score, local)
+		failed, held := conditions(r, dur, e.risk.Score, local)
 		if len(failed) > 0 {
 			v.outcome = events.OutcomeDenied
 			v.reason = fmt.Sprintf("rule %s does not allow %s: %s", r.Name, p, strings.Join(failed, "; "))
@@ -143,7 +251,44 @@ func decidePermission(cfg *config.Config, agent, p string, dur time.Duration, sc
 		v.outcome, v.mode = events.OutcomeDenied, events.ModeDefaultDeny
 		v.reason = fmt.Sprintf("rule %s has unknown mode %q; default is deny", r.Name, r.Mode)
 	}
+	if r.HasCondition() && v.outcome != events.OutcomeDenied {
+		v.reason += " (its condition holds)"
+	}
 	return v
+}
+
+// celInput builds what rule conditions see.
+func celInput(cfg *config.Config, in *Input, agent *config.Agent, risk *events.Risk, local time.Time) *config.CELInput {
+	req := in.Request
+	parts := make(map[string]int64, len(risk.Parts))
+	for _, p := range risk.Parts {
+		parts[p.Name] = int64(p.Points)
+	}
+	date := local.Format(time.DateOnly)
+	emptyIfNil := func(m map[string]string) map[string]string {
+		if m == nil {
+			return map[string]string{}
+		}
+		return m
+	}
+	return &config.CELInput{
+		Request: config.CELRequest{
+			Agent: req.Agent, Permissions: req.Permissions, Duration: req.Duration(),
+			Reason: req.Reason, Context: emptyIfNil(req.Context),
+		},
+		Agent: config.CELAgent{
+			ID: agent.ID, Owner: agent.Owner, Labels: emptyIfNil(agent.Labels),
+			Base: agent.Base, Eligible: agent.Eligible, MaxDuration: agent.MaxJitDuration.D(),
+			Grants24h: int64(in.History.Grants), Denials24h: int64(in.History.Denials),
+			GuardrailFires: int64(in.History.GuardrailFires), Requests1m: int64(in.History.RequestsLastMinute),
+		},
+		Time: config.CELTime{
+			Hour: int64(local.Hour()), Minute: int64(local.Minute()),
+			Weekday: strings.ToLower(local.Format("Mon")), Date: date,
+			Holiday: cfg.IsHoliday(date), Holidays: cfg.Holidays, Now: local,
+		},
+		Risk: config.CELRisk{Score: int64(risk.Score), Parts: parts},
+	}
 }
 
 // conditions evaluates a policy rule's conditions (and the rule's own

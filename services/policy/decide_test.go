@@ -366,7 +366,7 @@ func TestScore(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, Score(rules, tc.agent, tc.req, tc.now))
+			require.Equal(t, tc.want, Score(rules, tc.agent, tc.req, tc.now, Counts{}))
 		})
 	}
 }

@@ -44,7 +44,7 @@ func checkInvariants(t *testing.T, cfg *config.Config, req events.Request, now t
 	require.NotNil(t, d.Risk)
 	require.GreaterOrEqual(t, d.Risk.Score, 0)
 	require.LessOrEqual(t, d.Risk.Score, 100)
-	require.Len(t, d.Risk.Parts, 4)
+	require.GreaterOrEqual(t, len(d.Risk.Parts), 4)
 	sum := 0
 	for _, p := range d.Risk.Parts {
 		require.NotEmpty(t, p.Detail)

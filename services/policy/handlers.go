@@ -22,7 +22,7 @@ func (s *Service) handle(ctx context.Context, e events.Event, d broker.Delivery)
 		return broker.Permanent(err)
 	}
 	log = log.With().Str("request_id", req.RequestID).Str("agent", req.Agent).Logger()
-	return s.decide(ctx, req, log)
+	return s.decide(ctx, req, d.StreamSeq, e.Time(), log)
 }
 
 // decodeRequest returns the request an event on subject carries. It refuses

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,13 +153,12 @@ func TestDecidesRequests(t *testing.T) {
 
 	// A configuration change applies to the next request without restart:
 	// market-intel's rule becomes a deny.
-	c, err := config.Parse("changed.yaml", []byte(exampleYAML(t)))
+	changed := strings.Replace(exampleYAML(t), "mode: auto-approve\n    max_duration: 60m", "mode: deny", 1)
+	c, err := config.Parse("changed.yaml", []byte(changed))
 	require.NoError(t, err)
-	c.Rules[0].Mode = config.ModeDeny
-	c.Rules[0].MaxDuration = 0
 	_, _, err = config.Apply(context.Background(), env.Buckets.Config, c)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return src.Current().Rules[0].Mode == config.ModeDeny }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return src.Current().Digest() == c.Digest() }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, env.Buckets.Suspensions.Delete(context.Background(), "market-intel"))
 	publishRequest(t, env, "req-after-change", "market-intel", 30*time.Minute, "data:write")
 	got = waitDecisions(t, env, len(reqs)+2)

@@ -15,6 +15,7 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -33,8 +34,11 @@ type Service struct {
 	now func() time.Time
 	log zerolog.Logger
 
+	hist *History
+
 	mu       sync.Mutex
 	consumer *broker.Consumer
+	api      micro.Service
 }
 
 // New returns a policy service that consumes and publishes with d.JS,
@@ -42,18 +46,27 @@ type Service struct {
 // It does nothing until Start.
 func New(d service.Deps) *Service {
 	return &Service{
-		d:   d,
-		pub: broker.NewPublisher(d.JS, "policy"),
-		now: d.Clock(),
-		log: d.Log.With().Str("component", "policy").Logger(),
+		d:    d,
+		pub:  broker.NewPublisher(d.JS, "policy"),
+		hist: NewHistory(),
+		now:  d.Clock(),
+		log:  d.Log.With().Str("component", "policy").Logger(),
 	}
 }
 
-// decide decides one request and publishes the decision with the derived
-// id "<request_id>/policy", so that a redelivered request is stored once
-// (within the audit stream's duplicate window). An error is transient: the
-// caller naks and the request is decided again.
-func (s *Service) decide(ctx context.Context, req events.Request, log zerolog.Logger) error {
+// History returns the service's window on agents' recent history.
+func (s *Service) History() *History { return s.hist }
+
+// decide decides one request, read at stream sequence seq with event time
+// at, and publishes the decision with the derived id "<request_id>/policy",
+// so that a redelivered request is stored once (within the audit stream's
+// duplicate window). It first waits until the history window has seen every
+// event before seq, so that the agent's history (and the rate limit) counts
+// exactly the events before this request. The configuration is read once:
+// a change applied meanwhile decides the next request, never half of this
+// one. An error is transient: the caller naks and the request is decided
+// again.
+func (s *Service) decide(ctx context.Context, req events.Request, seq uint64, at time.Time, log zerolog.Logger) error {
 	cfg := s.d.Config.Current()
 	if cfg == nil {
 		return errors.New("no active configuration")
@@ -62,10 +75,15 @@ func (s *Service) decide(ctx context.Context, req events.Request, log zerolog.Lo
 	if err != nil {
 		return err
 	}
+	if err := s.hist.WaitFor(ctx, seq); err != nil {
+		return err
+	}
 	now := s.now()
-	dec := Decide(cfg, req, now, suspended)
+	in := Input{Request: req, Now: now, Suspended: suspended,
+		History: s.hist.Counts(req.Agent, seq, at, cfg.RateLimit.Per.D())}
+	dec := Evaluate(cfg, in)
 	id := broker.DecisionEventID(req.RequestID, DecisionHow)
-	_, seq, err := s.pub.Emit(ctx, id, events.TypeDecided, req.Agent, dec,
+	_, decSeq, err := s.pub.Emit(ctx, id, events.TypeDecided, req.Agent, dec,
 		events.WithRequestID(req.RequestID), events.WithTime(now.UTC()))
 	if err != nil {
 		return fmt.Errorf("publish decision %s: %w", id, err)
@@ -74,7 +92,7 @@ func (s *Service) decide(ctx context.Context, req events.Request, log zerolog.Lo
 	if dec.Risk != nil {
 		l = l.Int("risk", dec.Risk.Score)
 	}
-	l.Str("outcome", dec.Outcome).Str("mode", dec.Mode).Str("rule", dec.Rule).Uint64("decision_seq", seq).Msg(dec.Reason)
+	l.Str("outcome", dec.Outcome).Str("mode", dec.Mode).Str("rule", dec.Rule).Uint64("decision_seq", decSeq).Msg(dec.Reason)
 	return nil
 }
 

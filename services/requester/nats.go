@@ -13,6 +13,10 @@ import (
 // handlerTimeout bounds the work of one API call.
 const handlerTimeout = 10 * time.Second
 
+// requestConcurrency is how many requests are checked and published at once
+// (each waits on a KV read and a publish acknowledgement).
+const requestConcurrency = 64
+
 // Start registers the jit-requester micro service with its endpoint on
 // broker.APIRequest and returns once it answers. Calling Start twice without
 // Stop is an error.
@@ -33,10 +37,15 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return fmt.Errorf("add micro service: %w", err)
 	}
-	if err := svc.AddEndpoint("request", micro.HandlerFunc(s.handleRequest), micro.WithEndpointSubject(broker.APIRequest)); err != nil {
+	if err := svc.AddEndpoint("request", broker.Concurrent(requestConcurrency, micro.HandlerFunc(s.handleRequest)), micro.WithEndpointSubject(broker.APIRequest)); err != nil {
 		_ = svc.Stop()
 		cancel()
 		return fmt.Errorf("add endpoint %s: %w", broker.APIRequest, err)
+	}
+	if err := svc.AddEndpoint("withdraw", micro.HandlerFunc(s.handleWithdraw), micro.WithEndpointSubject(broker.APIWithdraw)); err != nil {
+		_ = svc.Stop()
+		cancel()
+		return fmt.Errorf("add endpoint %s: %w", broker.APIWithdraw, err)
 	}
 	// Make sure the server has the subscription before callers are told
 	// the service runs.

@@ -92,8 +92,13 @@ func (f *fixture) grant(t *testing.T, agent string, d time.Duration) (string, ev
 	key := broker.GrantKey(agent, g.GrantID)
 	_, err := f.env.Buckets.Leases.Create(ctx(t), key, mustJSON(t, broker.Lease{Grant: g, State: broker.LeaseActive}))
 	require.NoError(t, err)
-	_, err = f.env.Buckets.Grants.Create(ctx(t), key, mustJSON(t, g), jetstream.KeyTTL(broker.TTLFor(g.ExpiresAt, now)))
-	require.NoError(t, err)
+	// Like approval: write the grant key only if it never existed. The
+	// revoker may already have laid a tombstone there (a lease of a suspended
+	// agent is revoked as soon as it appears), and that must win.
+	_, err = broker.PutKeepTTL(ctx(t), f.env.JS, broker.BucketGrants, key, mustJSON(t, g), 0, broker.TTLFor(g.ExpiresAt, now))
+	if !errors.Is(err, broker.ErrConflict) {
+		require.NoError(t, err)
+	}
 	return key, g
 }
 

@@ -77,6 +77,9 @@ func (s *Service) startParts(ctx context.Context) error {
 		return err
 	}
 	s.addConsumer(guard)
+	if err := s.startWithdrawals(); err != nil { // withdraw.go
+		return err
+	}
 
 	api, err := micro.AddService(s.d.NC, micro.Config{
 		Name:        "jit-" + Name,
@@ -95,6 +98,9 @@ func (s *Service) startParts(ctx context.Context) error {
 	}
 	if err := api.AddEndpoint("reinstate", micro.HandlerFunc(s.handleReinstate), micro.WithEndpointSubject(broker.APIReinstate)); err != nil {
 		return fmt.Errorf("endpoint %s: %w", broker.APIReinstate, err)
+	}
+	if err := api.AddEndpoint("revoke", micro.HandlerFunc(s.handleRevoke), micro.WithEndpointSubject(broker.APIRevoke)); err != nil {
+		return fmt.Errorf("endpoint %s: %w", broker.APIRevoke, err)
 	}
 	return nil
 }

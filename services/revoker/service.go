@@ -37,7 +37,7 @@ const (
 	maxCAS = 10
 	// workers revoke due grants in parallel; the per-grant lock keeps each
 	// grant's revocation serial.
-	workers = 8
+	workers = 32
 	// jobTimeout bounds one attempt of a timer or check job.
 	jobTimeout = 10 * time.Second
 )

@@ -24,11 +24,15 @@ type job struct {
 type scheduler struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	cond    *sync.Cond // signals workers: ready has work, or stopped
-	heap    timerHeap
-	byKey   map[string]*timerItem
-	ready   []job
+	mu    sync.Mutex
+	cond  *sync.Cond // signals workers: ready has work, or stopped
+	heap  timerHeap
+	byKey map[string]*timerItem
+	ready []job
+	// due holds jobs whose timer fired: workers take them before ready, so
+	// that a backlog of queued checks (100,000 leases arriving at once)
+	// never delays a revocation that is due now.
+	due     []job
 	stopped bool
 
 	wake chan struct{} // the heap's head changed
@@ -171,7 +175,7 @@ func (s *scheduler) loop() {
 		for len(s.heap) > 0 && !s.heap[0].at.After(now) {
 			it := heap.Pop(&s.heap).(*timerItem)
 			delete(s.byKey, it.job.key)
-			s.ready = append(s.ready, it.job)
+			s.due = append(s.due, it.job)
 			due++
 		}
 		switch {
@@ -200,20 +204,31 @@ func (s *scheduler) worker(exec func(job)) {
 	defer s.wg.Done()
 	for {
 		s.mu.Lock()
-		for len(s.ready) == 0 && !s.stopped {
+		for len(s.due) == 0 && len(s.ready) == 0 && !s.stopped {
 			s.cond.Wait()
 		}
 		if s.stopped {
 			s.mu.Unlock()
 			return
 		}
-		j := s.ready[0]
-		s.ready[0] = job{}
-		s.ready = s.ready[1:]
-		if len(s.ready) == 0 {
-			s.ready = nil // let a drained burst's backing array go
+		var j job
+		if len(s.due) > 0 {
+			j = pop(&s.due)
+		} else {
+			j = pop(&s.ready)
 		}
 		s.mu.Unlock()
 		exec(j)
 	}
+}
+
+// pop takes the first job of a non-empty queue.
+func pop(q *[]job) job {
+	j := (*q)[0]
+	(*q)[0] = job{}
+	*q = (*q)[1:]
+	if len(*q) == 0 {
+		*q = nil // let a drained burst's backing array go
+	}
+	return j
 }

@@ -1,0 +1,317 @@
+package approval
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+)
+
+//go:embed templates/*.html static/*
+var webFS embed.FS
+
+// Console sessions and cookies.
+const (
+	sessionCookie = "jit_session"
+	loginCookie   = "jit_login"
+	sessionTTL    = 8 * time.Hour
+	maxSessions   = 10000
+	maxFormBody   = 16 << 10
+)
+
+// contentSecurityPolicy allows only the console's own static script and
+// style: no inline script, no framing, forms post only to the console.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+
+// session is one signed-in approver. It lives only in the server's memory,
+// under a random id that is the cookie's whole content. The approver's
+// token is kept here (never in the cookie) to call the revoker's
+// token-authenticated endpoints on the approver's behalf.
+type session struct {
+	id        string
+	approver  string
+	token     string
+	tokenHash string
+	csrf      string
+	expires   time.Time
+	flash     string
+}
+
+// web is the console and the HTTP JSON API.
+type web struct {
+	s    *Service
+	tmpl *template.Template
+
+	mu       sync.Mutex
+	sessions map[string]*session
+
+	hub *hub
+}
+
+func newWeb(s *Service) *web {
+	funcs := template.FuncMap{
+		"join": strings.Join,
+		"rfc3339": func(t time.Time) string {
+			return t.UTC().Format(time.RFC3339)
+		},
+		"clock": func(t time.Time) string { return t.UTC().Format("15:04:05 UTC") },
+		"dur":   func(ms int64) string { return events.MSDuration(ms).String() },
+	}
+	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
+	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s)}
+}
+
+func (w *web) close() { w.hub.close() }
+
+// Handler returns the approver console (under /console/) and the HTTP JSON
+// API (under /api/v1/), plus GET /metrics. Mount it at "/" of a server
+// whose WriteTimeout is 0 (the console's live updates are a long-lived
+// response); Start serves it itself given WithHTTP.
+func (s *Service) Handler() http.Handler { return s.web.routes() }
+
+// CloseStreams ends the console's live-update streams, so an http.Server
+// that serves Handler can shut down without waiting for them. Stop calls it.
+func (s *Service) CloseStreams() { s.web.hub.close() }
+
+// HTTPAddr is the address the service's own HTTP listener serves (WithHTTP),
+// once started; "" otherwise.
+func (s *Service) HTTPAddr() string {
+	if a := s.httpAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// SetPublicAddr records the address a server that mounts Handler listens
+// on, for notification links when the configuration names no console URL.
+func (s *Service) SetPublicAddr(addr string) { s.httpAddr.Store(&addr) }
+
+func (s *Service) serveHTTP() error {
+	ln, err := net.Listen("tcp", s.httpListen)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", s.httpListen, err)
+	}
+	addr := ln.Addr().String()
+	s.httpAddr.Store(&addr)
+	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.httpSrv.RegisterOnShutdown(s.CloseStreams)
+	go func() {
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error().Err(err).Msg("http")
+		}
+	}()
+	s.log.Info().Str("http", addr).Msg("approver console and HTTP API listening")
+	return nil
+}
+
+func (w *web) routes() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(webFS, "static")
+	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", func(rw http.ResponseWriter, r *http.Request) {
+		http.Redirect(rw, r, "/console/", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /console/login", w.loginPage)
+	mux.HandleFunc("POST /console/login", w.login)
+	mux.HandleFunc("POST /console/logout", w.withSession(true, w.logout))
+	mux.HandleFunc("GET /console/{$}", w.withSession(false, w.page))
+	mux.HandleFunc("GET /console/live", w.withSession(false, w.live))
+	mux.HandleFunc("GET /console/events", w.withSession(false, w.events))
+	mux.HandleFunc("GET /console/requests/{id}", w.withSession(false, w.requestPage))
+	mux.HandleFunc("POST /console/requests/{id}/approve", w.withSession(true, w.formAnswer(events.OutcomeApproved)))
+	mux.HandleFunc("POST /console/requests/{id}/deny", w.withSession(true, w.formAnswer(events.OutcomeDenied)))
+	mux.HandleFunc("POST /console/grants/{id}/revoke", w.withSession(true, w.formRevoke))
+	mux.HandleFunc("POST /console/agents/{agent}/reinstate", w.withSession(true, w.formReinstate))
+
+	mux.HandleFunc("GET /api/v1/pending", w.withToken(w.apiPending))
+	mux.HandleFunc("GET /api/v1/grants", w.withToken(w.apiGrants))
+	mux.HandleFunc("GET /api/v1/revocations", w.withToken(w.apiRevocations))
+	mux.HandleFunc("GET /api/v1/suspensions", w.withToken(w.apiSuspensions))
+	mux.HandleFunc("POST /api/v1/requests/{id}/approve", w.withToken(w.apiAnswer(events.OutcomeApproved)))
+	mux.HandleFunc("POST /api/v1/requests/{id}/deny", w.withToken(w.apiAnswer(events.OutcomeDenied)))
+	mux.HandleFunc("POST /api/v1/grants/{id}/revoke", w.withToken(w.apiRevoke))
+	mux.HandleFunc("POST /api/v1/agents/{agent}/reinstate", w.withToken(w.apiReinstate))
+	mux.HandleFunc("GET /metrics", w.metrics)
+	return securityHeaders(mux)
+}
+
+// securityHeaders sets the headers every answer carries.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		h := rw.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		// same-origin, not no-referrer: with no-referrer browsers send
+		// "Origin: null" on form posts, which sameOrigin must refuse.
+		h.Set("Referrer-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, "/console/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(rw, r)
+	})
+}
+
+func randomToken() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func setCookie(rw http.ResponseWriter, name, value, path string, maxAge int) {
+	http.SetCookie(rw, &http.Cookie{
+		Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// newSession signs approver in and returns the session.
+func (w *web) newSession(a *config.Approver, token string) *session {
+	sess := &session{id: randomToken(), approver: a.Name, token: token, tokenHash: a.TokenSHA256,
+		csrf: randomToken(), expires: w.s.now().Add(sessionTTL)}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.s.now()
+	for id, old := range w.sessions {
+		if !now.Before(old.expires) {
+			delete(w.sessions, id)
+		}
+	}
+	if len(w.sessions) >= maxSessions {
+		for id := range w.sessions { // drop an arbitrary session rather than grow without bound
+			delete(w.sessions, id)
+			break
+		}
+	}
+	w.sessions[sess.id] = sess
+	return sess
+}
+
+// sessionOf returns the request's live session and its approver. A session
+// ends when it expires, or when its approver's entry in the configuration
+// is gone or its token changed.
+func (w *web) sessionOf(r *http.Request) (*session, *config.Approver) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return nil, nil
+	}
+	w.mu.Lock()
+	sess := w.sessions[c.Value]
+	if sess != nil && !w.s.now().Before(sess.expires) {
+		delete(w.sessions, c.Value)
+		sess = nil
+	}
+	w.mu.Unlock()
+	if sess == nil {
+		return nil, nil
+	}
+	a, ok := w.s.d.Config.Current().Approver(sess.approver)
+	if !ok || subtle.ConstantTimeCompare([]byte(a.TokenSHA256), []byte(sess.tokenHash)) != 1 {
+		w.dropSession(sess.id)
+		return nil, nil
+	}
+	return sess, a
+}
+
+func (w *web) dropSession(id string) {
+	w.mu.Lock()
+	delete(w.sessions, id)
+	w.mu.Unlock()
+}
+
+func (w *web) setFlash(sess *session, msg string) {
+	w.mu.Lock()
+	sess.flash = msg
+	w.mu.Unlock()
+}
+
+func (w *web) takeFlash(sess *session) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f := sess.flash
+	sess.flash = ""
+	return f
+}
+
+type sessionHandler func(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver)
+
+// withSession requires a signed-in approver; for state-changing requests
+// (post) also a same-origin request carrying the session's CSRF token.
+func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		sess, a := w.sessionOf(r)
+		if sess == nil {
+			if post || r.URL.Path == "/console/events" || r.URL.Path == "/console/live" {
+				http.Error(rw, "sign in first", http.StatusUnauthorized)
+				return
+			}
+			next := r.URL.RequestURI()
+			http.Redirect(rw, r, "/console/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			return
+		}
+		if post {
+			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
+			if !sameOrigin(r) {
+				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", approverActor(a))
+				return
+			}
+			if err := r.ParseForm(); err != nil {
+				http.Error(rw, "bad form", http.StatusBadRequest)
+				return
+			}
+			got := r.PostFormValue("csrf")
+			if got == "" {
+				got = r.Header.Get("X-CSRF-Token")
+			}
+			if subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) != 1 {
+				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "missing or wrong CSRF token: reload the console", approverActor(a))
+				return
+			}
+		}
+		h(rw, r, sess, a)
+	}
+}
+
+// sameOrigin refuses a request whose Origin (or, lacking it, Referer) names
+// another host. Browsers send Origin on every POST.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		o = r.Header.Get("Referer")
+	}
+	if o == "" || o == "null" {
+		return o == ""
+	}
+	rest, ok := strings.CutPrefix(o, "http://")
+	if !ok {
+		rest, ok = strings.CutPrefix(o, "https://")
+	}
+	if !ok {
+		return false
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return strings.EqualFold(host, r.Host)
+}
+
+// refuseHTTP answers an HTTP refusal and records it as jit.rejected.
+func (w *web) refuseHTTP(ctx context.Context, rw http.ResponseWriter, status int, code, msg string, actor events.Actor) {
+	writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(status, code, "%s", msg), events.Rejection{Actor: actor}))
+}

@@ -1,0 +1,227 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// How much history the console and GET /api/v1/revocations show.
+const (
+	recentWindow = 24 * time.Hour
+	recentLimit  = 20
+)
+
+// PendingView is one request waiting for a human, as the console and the
+// HTTP API show it.
+type PendingView struct {
+	RequestID     string            `json:"request_id"`
+	Agent         string            `json:"agent"`
+	Rule          string            `json:"rule,omitempty"`
+	Permissions   []string          `json:"permissions"`
+	Duration      string            `json:"duration"`
+	DurationMS    int64             `json:"duration_ms"`
+	Reason        string            `json:"reason"`
+	Context       map[string]string `json:"context,omitempty"`
+	Risk          *events.Risk      `json:"risk,omitempty"`
+	ApproverRoles []string          `json:"approver_roles"`
+	Deadline      time.Time         `json:"deadline"`
+	Required      int               `json:"approvals_required"`
+	ApprovedBy    []string          `json:"approved_by"`
+	// CanAnswer says whether the approver asking may answer it; if not,
+	// WhyNot says why.
+	CanAnswer bool   `json:"can_answer"`
+	WhyNot    string `json:"why_not,omitempty"`
+}
+
+// GrantView is an active grant.
+type GrantView struct {
+	GrantID     string    `json:"grant_id"`
+	RequestID   string    `json:"request_id"`
+	Agent       string    `json:"agent"`
+	Permissions []string  `json:"permissions"`
+	Reason      string    `json:"reason"`
+	Mode        string    `json:"mode"`
+	ApprovedBy  string    `json:"approved_by"`
+	GrantedAt   time.Time `json:"granted_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// RevocationView is a recent revocation.
+type RevocationView struct {
+	GrantID     string    `json:"grant_id"`
+	Agent       string    `json:"agent"`
+	Permissions []string  `json:"permissions"`
+	Reason      string    `json:"reason"`
+	Detail      string    `json:"detail,omitempty"`
+	RevokedBy   string    `json:"revoked_by"`
+	RevokedAt   time.Time `json:"revoked_at"`
+}
+
+// SuspensionView is a suspended agent.
+type SuspensionView struct {
+	Agent       string    `json:"agent"`
+	Rule        string    `json:"rule"`
+	Detail      string    `json:"detail,omitempty"`
+	SuspendedBy string    `json:"suspended_by"`
+	SuspendedAt time.Time `json:"suspended_at"`
+}
+
+// pendingViews lists the live pending requests, soonest deadline first, as
+// approver a sees them.
+func (s *Service) pendingViews(ctx context.Context, a *config.Approver) ([]PendingView, error) {
+	entries, err := s.pendingEntries(ctx, ">")
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.d.Config.Current()
+	now := s.now()
+	out := []PendingView{}
+	for _, e := range entries {
+		if e.rec.Answer != nil || !now.Before(e.rec.Deadline) {
+			continue
+		}
+		d := e.rec.Decision
+		ar := ruleOf(cfg, d.Rule)
+		v := PendingView{
+			RequestID: d.RequestID, Agent: d.Agent, Rule: d.Rule, Permissions: d.Permissions,
+			Duration: events.MSDuration(d.DurationMS).String(), DurationMS: d.DurationMS,
+			Reason: d.Request.Reason, Context: d.Request.Context, Risk: d.Risk, ApproverRoles: d.ApproverRoles,
+			Deadline: e.rec.Deadline, Required: max(e.rec.Required, ar.required), ApprovedBy: []string{},
+		}
+		if v.Reason == "" {
+			v.Reason = d.Reason
+		}
+		for _, vt := range e.rec.Votes {
+			v.ApprovedBy = append(v.ApprovedBy, vt.Approver.ID)
+		}
+		v.WhyNot = whyNot(cfg, a, d, ar, e.rec)
+		v.CanAnswer = v.WhyNot == ""
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
+	return out, nil
+}
+
+// whyNot says why approver a may not answer the pending decision d, or ""
+// if it may. It mirrors the checks of answer, which remains the authority.
+func whyNot(cfg *config.Config, a *config.Approver, d events.Decision, ar approvalRule, rec pendingRecord) string {
+	switch {
+	case a == nil:
+		return "not signed in"
+	case len(d.ApproverRoles) == 0 || !a.HasRole(d.ApproverRoles...):
+		return fmt.Sprintf("needs one of the roles %v", d.ApproverRoles)
+	case a.Name == d.Agent:
+		return "an agent cannot answer its own request"
+	}
+	if ar.separateOwner {
+		if ag, ok := cfg.Agent(d.Agent); ok && ag.Owner == a.Name {
+			return "you own this agent; the rule needs another approver"
+		}
+	}
+	if _, ok := rec.votedBy(a.Name); ok {
+		return "you approved already; waiting for other approvers"
+	}
+	return ""
+}
+
+// kvValues reads every live value of kv in one pass.
+func kvValues(ctx context.Context, kv jetstream.KeyValue) ([][]byte, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out [][]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s: %w", kv.Bucket(), ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("read %s: watcher closed", kv.Bucket())
+			}
+			if e == nil {
+				return out, nil
+			}
+			out = append(out, e.Value())
+		}
+	}
+}
+
+// activeGrants lists the grants that count now, soonest expiry first.
+func (s *Service) activeGrants(ctx context.Context) ([]GrantView, error) {
+	vals, err := kvValues(ctx, s.d.Buckets.Grants)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := []GrantView{}
+	for _, b := range vals {
+		var g events.Grant
+		if json.Unmarshal(b, &g) != nil || !g.ActiveAt(now) {
+			continue
+		}
+		out = append(out, GrantView{GrantID: g.GrantID, RequestID: g.RequestID, Agent: g.Agent, Permissions: g.Permissions,
+			Reason: g.Reason, Mode: g.Mode, ApprovedBy: g.ApprovedBy.ID, GrantedAt: g.GrantedAt, ExpiresAt: g.ExpiresAt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ExpiresAt.Before(out[j].ExpiresAt) })
+	return out, nil
+}
+
+// recentRevocations lists the revocations of the last day from the
+// revoker's ledger, newest first, at most recentLimit.
+func (s *Service) recentRevocations(ctx context.Context) ([]RevocationView, error) {
+	vals, err := kvValues(ctx, s.d.Buckets.Leases)
+	if err != nil {
+		return nil, err
+	}
+	since := s.now().Add(-recentWindow)
+	out := []RevocationView{}
+	for _, b := range vals {
+		var l broker.Lease
+		if json.Unmarshal(b, &l) != nil || l.Revocation == nil || l.Revocation.RevokedAt.Before(since) {
+			continue
+		}
+		r := l.Revocation
+		out = append(out, RevocationView{GrantID: r.GrantID, Agent: r.Agent, Permissions: r.Permissions, Reason: r.Reason,
+			Detail: r.Detail, RevokedBy: r.RevokedBy.String(), RevokedAt: r.RevokedAt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RevokedAt.After(out[j].RevokedAt) })
+	if len(out) > recentLimit {
+		out = out[:recentLimit]
+	}
+	return out, nil
+}
+
+// suspensions lists the suspended agents, newest first.
+func (s *Service) suspensions(ctx context.Context) ([]SuspensionView, error) {
+	vals, err := kvValues(ctx, s.d.Buckets.Suspensions)
+	if err != nil {
+		return nil, err
+	}
+	out := []SuspensionView{}
+	for _, b := range vals {
+		var su events.Suspension
+		if json.Unmarshal(b, &su) != nil || su.Agent == "" {
+			continue
+		}
+		out = append(out, SuspensionView{Agent: su.Agent, Rule: su.Rule, Detail: su.Detail,
+			SuspendedBy: su.SuspendedBy.String(), SuspendedAt: su.SuspendedAt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].SuspendedAt.After(out[j].SuspendedAt) })
+	return out, nil
+}
+
+// isAdmin reports whether a may revoke grants and reinstate agents.
+func isAdmin(a *config.Approver) bool {
+	return a != nil && slices.ContainsFunc(config.ReinstateRoles, func(r string) bool { return a.HasRole(r) })
+}

@@ -1,0 +1,109 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// DurableWithdrawals is the approval service's durable consumer on
+// jit.withdrawn.>.
+const DurableWithdrawals = "approval-withdrawals"
+
+// withdrawWait bounds how long after a withdrawal the service keeps looking
+// for the request's pending record: a pending decision may still be on its
+// way from the policy service.
+const withdrawWait = 30 * time.Second
+
+// errNotYet asks the consume loop to redeliver later.
+var errNotYet = errors.New("the withdrawn request is not decided yet; looking again later")
+
+// startWithdrawals runs the consumer that denies withdrawn pending
+// requests. It stops with the service's context.
+func (s *Service) startWithdrawals() error {
+	c, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
+		Durable:        DurableWithdrawals,
+		FilterSubjects: []string{events.TypeWithdrawn + ".>"},
+	}, s.onWithdrawn, s.pub.RejectMalformed(DurableWithdrawals), s.log)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-s.ctx.Done()
+		c.Stop()
+	}()
+	return nil
+}
+
+// onWithdrawn denies the withdrawn request if it is waiting for a human:
+// the answer (mode withdrawn, id <request_id>/withdrawn) is recorded in the
+// pending record by compare-and-set, like a human answer, so it races
+// safely with approvers and the time-out. If the request is not pending and
+// no grant was made from it, the pending decision may still be coming: the
+// event is redelivered until withdrawWait after the withdrawal. A request
+// that was answered, timed out or granted is left to the revoker.
+func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Delivery) error {
+	w, err := events.DataAs[events.Withdrawal](e)
+	if err == nil && (!events.ValidID(w.Agent) || !events.ValidID(w.RequestID) || broker.AgentOfSubject(d.Subject) != w.Agent) {
+		err = fmt.Errorf("%w: withdrawal of %q by %q on %s", events.ErrInvalid, w.RequestID, w.Agent, d.Subject)
+	}
+	if err != nil {
+		rej := events.Rejection{Stage: events.StageEvent, Code: events.CodeMalformed, Message: err.Error(),
+			Agent: broker.AgentOfSubject(d.Subject), Actor: events.Actor{Kind: events.ActorSystem, ID: Name},
+			Subject: d.Subject, RejectedAt: s.now().UTC()}
+		if perr := s.pub.Reject(ctx, broker.RejectedEventID(DurableWithdrawals, d.StreamSeq), rej); perr != nil {
+			return perr
+		}
+		return broker.Permanent(err)
+	}
+	log := s.log.With().Str("agent", w.Agent).Str("request_id", w.RequestID).Uint64("delivery", d.NumDelivered).Logger()
+	ctx = log.WithContext(ctx)
+	key := broker.PendingKey(w.Agent, w.RequestID)
+	entries, err := s.pendingEntries(ctx, key)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return s.notPending(ctx, w, key)
+	}
+	pe := entries[0]
+	if pe.rec.Answer == nil {
+		dec := s.denial(pe.rec.Decision, events.ModeWithdrawn, "withdrawn by "+w.Agent+" before an approver answered")
+		dec.DecidedBy = w.WithdrawnBy
+		if err := s.record(ctx, &pe, dec, broker.DecisionEventID(w.RequestID, "withdrawn")); err != nil {
+			return err // a conflict: someone answered first; the next delivery sees the answer
+		}
+	}
+	if err := s.finish(ctx, pe); err != nil {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Str("answer", pe.rec.AnswerID).Msg("withdrawn request settled")
+	return nil
+}
+
+// notPending decides what a withdrawal of a request without a live pending
+// record means: answered or timed out before (nothing to do), granted (the
+// revoker ends the grant), or not decided yet (look again later).
+func (s *Service) notPending(ctx context.Context, w events.Withdrawal, key string) error {
+	seen, err := s.everPending(ctx, key)
+	if err != nil || seen {
+		return err
+	}
+	_, err = s.d.Buckets.Leases.Get(ctx, broker.GrantKey(w.Agent, events.GrantIDFor(w.RequestID)))
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return err
+	}
+	if s.now().Sub(w.WithdrawnAt) < withdrawWait {
+		return errNotYet
+	}
+	return nil
+}

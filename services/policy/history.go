@@ -1,0 +1,267 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// historySubjects are the events the history window counts.
+var historySubjects = []string{
+	events.TypeRequested + ".>",
+	events.TypeDecided + ".>",
+	events.TypeGranted + ".>",
+	events.TypeGuardrailFired + ".>",
+}
+
+// maxPerList bounds what one agent's history holds of each kind, so that a
+// flood cannot grow memory without limit; counts saturate there.
+const maxPerList = 10_000
+
+// reorderSlack is how far out of time order events may arrive and still be
+// counted exactly.
+const reorderSlack = time.Hour
+
+// History is a per-agent window on the audit stream: the agents' requests,
+// denials, grants and guardrail fires of the last 24 hours, each with its
+// stream sequence and event time. It is fed in stream order (Follow, or Add
+// in tests) and answers Counts deterministically: the same events give the
+// same counts.
+type History struct {
+	mu        sync.Mutex
+	agents    map[string]*agentHistory
+	last      uint64 // stream sequence of the last event seen
+	startLast uint64 // the stream's last sequence when Follow started
+	replayed  bool   // Follow has read everything up to startLast
+	changed   chan struct{}
+	cc        jetstream.ConsumeContext
+}
+
+type stamp struct {
+	seq uint64
+	at  time.Time
+}
+
+type agentHistory struct {
+	requests, denials, grants, fires []stamp
+}
+
+// NewHistory returns an empty history.
+func NewHistory() *History {
+	return &History{agents: map[string]*agentHistory{}, changed: make(chan struct{})}
+}
+
+// Add applies one event read at stream sequence seq. Events of other types,
+// and decisions other than denials, only advance the sequence.
+func (h *History) Add(seq uint64, subject string, e events.Event) {
+	agent := broker.AgentOfSubject(subject)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	defer h.advance(seq)
+	if !events.ValidID(agent) {
+		return
+	}
+	a := h.agents[agent]
+	if a == nil {
+		a = &agentHistory{}
+		h.agents[agent] = a
+	}
+	st := stamp{seq: seq, at: e.Time()}
+	switch e.Type() {
+	case events.TypeRequested:
+		a.requests = push(a.requests, st)
+	case events.TypeGranted:
+		a.grants = push(a.grants, st)
+	case events.TypeGuardrailFired:
+		a.fires = push(a.fires, st)
+	case events.TypeDecided:
+		d, err := events.DataAs[events.Decision](e)
+		if err == nil && d.Outcome == events.OutcomeDenied {
+			a.denials = push(a.denials, st)
+		}
+	}
+}
+
+// advance records that everything up to seq was seen; h.mu is held.
+func (h *History) advance(seq uint64) {
+	if seq > h.last {
+		h.last = seq
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
+}
+
+// push appends st and drops what is older than the window (relative to st)
+// or beyond maxPerList.
+func push(list []stamp, st stamp) []stamp {
+	list = append(list, st)
+	cut := 0
+	oldest := st.at.Add(-config.HistoryWindow - reorderSlack)
+	for cut < len(list) && list[cut].at.Before(oldest) {
+		cut++
+	}
+	cut = max(cut, len(list)-maxPerList)
+	if cut > 0 {
+		list = append(list[:0], list[cut:]...)
+	}
+	return list
+}
+
+// count counts entries before sequence before with a time in (ref-window,
+// ref].
+func count(list []stamp, before uint64, ref time.Time, window time.Duration) int {
+	from := ref.Add(-window)
+	n := 0
+	for i := len(list) - 1; i >= 0; i-- {
+		st := list[i]
+		if st.at.Before(from.Add(-reorderSlack)) {
+			break
+		}
+		if st.seq < before && st.at.After(from) && !st.at.After(ref) {
+			n++
+		}
+	}
+	return n
+}
+
+// Counts returns agent's history before the event at stream sequence
+// before, counted back from ref (the request's time): grants, denials and
+// guardrail fires in the 24 hours, requests in the minute and in ratePer
+// before it.
+func (h *History) Counts(agent string, before uint64, ref time.Time, ratePer time.Duration) Counts {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.agents[agent]
+	if a == nil {
+		return Counts{}
+	}
+	c := Counts{
+		Grants:             count(a.grants, before, ref, config.HistoryWindow),
+		Denials:            count(a.denials, before, ref, config.HistoryWindow),
+		GuardrailFires:     count(a.fires, before, ref, config.HistoryWindow),
+		RequestsLastMinute: count(a.requests, before, ref, time.Minute),
+	}
+	if ratePer > 0 {
+		c.RequestsInRateWindow = count(a.requests, before, ref, ratePer)
+	}
+	return c
+}
+
+// WaitFor blocks until the history holds every event before stream
+// sequence seq, or ctx ends.
+func (h *History) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		h.mu.Lock()
+		ok := seq == 0 || h.last >= seq || (h.replayed && seq <= h.startLast)
+		ch := h.changed
+		h.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("history has not reached stream sequence %d: %w", seq, ctx.Err())
+		}
+	}
+}
+
+// Follow feeds the history from the audit stream with an ordered consumer
+// that starts 24 hours before now, and keeps it current until Stop. It
+// returns once the consumer runs.
+func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.Time, log zerolog.Logger) error {
+	stream, err := js.Stream(ctx, broker.AuditStream)
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	start := now.Add(-config.HistoryWindow)
+	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: historySubjects,
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if err != nil {
+		return fmt.Errorf("history consumer: %w", err)
+	}
+	h.mu.Lock()
+	// A restarted Follow replays the window from scratch.
+	h.agents, h.last, h.replayed = map[string]*agentHistory{}, 0, false
+	h.startLast = info.State.LastSeq
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+		h.replayed = true
+	}
+	h.mu.Unlock()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		e, err := broker.FromMsg(m.Headers(), m.Data())
+		if err != nil {
+			// Malformed events are the other services' to reject; they
+			// still advance the history.
+			h.mu.Lock()
+			h.advance(md.Sequence.Stream)
+			h.mu.Unlock()
+		} else {
+			h.Add(md.Sequence.Stream, m.Subject(), e)
+		}
+		if md.NumPending == 0 {
+			h.mu.Lock()
+			if !h.replayed {
+				h.replayed = true
+				close(h.changed)
+				h.changed = make(chan struct{})
+			}
+			h.mu.Unlock()
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			log.Warn().Err(err).Msg("history consumer")
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("history consume: %w", err)
+	}
+	h.mu.Lock()
+	h.cc = cc
+	h.mu.Unlock()
+	return nil
+}
+
+// Stop stops following the stream.
+func (h *History) Stop() {
+	h.mu.Lock()
+	cc := h.cc
+	h.cc = nil
+	h.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
+}
+
+// Replay fills the history with the last 24 hours of the audit stream up
+// to its current end, then stops following (for dry runs: jitctl policy
+// explain).
+func (h *History) Replay(ctx context.Context, js jetstream.JetStream, now time.Time, log zerolog.Logger) error {
+	if err := h.Follow(ctx, js, now, log); err != nil {
+		return err
+	}
+	defer h.Stop()
+	h.mu.Lock()
+	end := h.startLast
+	h.mu.Unlock()
+	return h.WaitFor(ctx, end)
+}

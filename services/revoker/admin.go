@@ -1,0 +1,115 @@
+package revoker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// RevokeRoles may end any grant at once (revocation reason "admin").
+var RevokeRoles = config.ReinstateRoles
+
+// handleRevoke serves broker.APIRevoke: an admin, named by the approver
+// token in broker.HeaderToken, ends a grant now.
+func (s *Service) handleRevoke(req micro.Request) {
+	if !s.enterAPI() {
+		broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the revoker is stopping; try again"))
+		return
+	}
+	defer s.apiWG.Done()
+	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
+	defer cancel()
+	var in broker.RevokeInput
+	if err := broker.DecodeInput(req.Data(), &in); err != nil {
+		var ae *broker.APIError
+		if !errors.As(err, &ae) {
+			ae = broker.Errorf(400, events.CodeMalformed, "%v", err)
+		}
+		broker.Respond(req, nil, s.refuse(ctx, events.StageRevoke, ae,
+			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}))
+		return
+	}
+	out, err := s.adminRevoke(ctx, req.Headers().Get(broker.HeaderToken), in)
+	s.logAPI(broker.APIRevoke, err)
+	broker.Respond(req, out, err)
+}
+
+// adminRevoke ends the grant in.GrantID with reason events.RevokedAdmin and
+// the comment as detail, for an approver holding one of RevokeRoles. Every
+// refusal (401, 403, 400, 404, 409) is also a jit.rejected event with stage
+// revoke. A grant that already ended is a 409.
+func (s *Service) adminRevoke(ctx context.Context, token string, in broker.RevokeInput) (broker.ActionResult, error) {
+	rej := events.Rejection{GrantID: in.GrantID}
+	var appr *config.Approver
+	ok := false
+	if cfg := s.config(); cfg != nil {
+		appr, ok = cfg.Authenticate(token)
+	}
+	if !ok {
+		rej.Actor = events.Actor{Kind: events.ActorApprover, ID: "unauthenticated"}
+		msg := "revoking a grant needs an approver token in the " + broker.HeaderToken + " header"
+		if token != "" {
+			msg = "the approver token is not valid"
+		}
+		if !events.ValidID(in.GrantID) {
+			rej.GrantID = ""
+		}
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(401, events.CodeUnauthenticated, "%s", msg), rej)
+	}
+	by := events.Actor{Kind: events.ActorApprover, ID: appr.Name, Roles: slices.Clone(appr.Roles)}
+	rej.Actor = by
+	if !appr.HasRole(RevokeRoles...) {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(403, events.CodeForbidden,
+			"approver %s (roles: %s) may not revoke grants: that needs one of the roles %s",
+			appr.Name, rolesText(appr.Roles), strings.Join(RevokeRoles, ", ")), rej)
+	}
+	if !events.ValidID(in.GrantID) {
+		rej.GrantID = ""
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(400, events.CodeMalformed,
+			"grant_id %q is not a valid id (1-64 letters, digits, '-' or '_')", in.GrantID), rej)
+	}
+	if len(in.Comment) > maxComment {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(400, events.CodeMalformed,
+			"comment is %d bytes; the limit is %d", len(in.Comment), maxComment), rej)
+	}
+	keys, err := s.leaseKeys(ctx, "*."+in.GrantID)
+	if err != nil {
+		return broker.ActionResult{}, err
+	}
+	if len(keys) == 0 {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(404, events.CodeNotFound,
+			"no grant %s", in.GrantID), rej)
+	}
+	key := keys[0]
+	agent, _, _ := broker.SplitKey(key)
+	rej.Agent = agent
+	var lease broker.Lease
+	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(404, events.CodeNotFound,
+				"no grant %s", in.GrantID), rej)
+		}
+		return broker.ActionResult{}, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	rej.RequestID = lease.Grant.RequestID
+	if lease.State != broker.LeaseActive {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, alreadyEnded(in.GrantID, lease), rej)
+	}
+	res, err := s.revoke(ctx, key, events.RevokedAdmin, by, strings.TrimSpace(in.Comment))
+	if err != nil {
+		return broker.ActionResult{}, err
+	}
+	if !res.Decided {
+		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, alreadyEnded(in.GrantID, res.Lease), rej)
+	}
+	return broker.ActionResult{GrantID: in.GrantID, RequestID: lease.Grant.RequestID, Agent: agent, Outcome: "revoked",
+		Message: "revoked by " + appr.Name}, nil
+}

@@ -1,0 +1,67 @@
+package revoker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func adminRevoke(t *testing.T, f *fixture, token string, in broker.RevokeInput) (broker.ActionResult, error) {
+	t.Helper()
+	var out broker.ActionResult
+	err := broker.Call(ctx(t), f.env.NC, broker.APIRevoke, token, in, &out)
+	return out, err
+}
+
+func TestAdminRevoke(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.start(t)
+
+	t.Run("an org-admin revokes at once", func(t *testing.T) {
+		key, g := f.grant(t, agentB, time.Minute)
+		out, err := adminRevoke(t, f, "dev-bob", broker.RevokeInput{GrantID: g.GrantID, Comment: "incident INC-9"})
+		require.NoError(t, err)
+		assert.Equal(t, "revoked", out.Outcome)
+		assert.Equal(t, agentB, out.Agent)
+		rs := revocationsOf(t, f, g.GrantID)
+		require.Len(t, rs, 1)
+		assert.Equal(t, events.RevokedAdmin, rs[0].Reason)
+		assert.Equal(t, "incident INC-9", rs[0].Detail)
+		assert.Equal(t, events.Actor{Kind: events.ActorApprover, ID: "bob", Roles: []string{config.RoleOrgAdmin}}, rs[0].RevokedBy)
+		assert.Equal(t, broker.LeaseRevoked, f.lease(t, key).State)
+
+		_, err = adminRevoke(t, f, "dev-alice", broker.RevokeInput{GrantID: g.GrantID})
+		ae := apiErr(t, err)
+		assert.Equal(t, 409, ae.Status)
+		require.True(t, hasRejection(t, f, events.StageRevoke, events.CodeConflict, g.GrantID))
+		require.Len(t, revocationsOf(t, f, g.GrantID), 1)
+	})
+
+	_, g := f.grant(t, agentA, time.Minute)
+	for _, c := range []struct {
+		name, token, grantID string
+		status               int
+		code                 string
+	}{
+		{"no token", "", g.GrantID, 401, events.CodeUnauthenticated},
+		{"wrong token", "dev-mallory", g.GrantID, 401, events.CodeUnauthenticated},
+		{"operator", "dev-carol", g.GrantID, 403, events.CodeForbidden},
+		{"unknown grant", "dev-alice", "grt_nothere", 404, events.CodeNotFound},
+		{"invalid grant id", "dev-alice", "grt.*", 400, events.CodeMalformed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := adminRevoke(t, f, c.token, broker.RevokeInput{GrantID: c.grantID})
+			ae := apiErr(t, err)
+			assert.Equal(t, c.status, ae.Status, ae.Message)
+			assert.Equal(t, c.code, ae.Code)
+			require.True(t, hasRejection(t, f, events.StageRevoke, c.code, ""))
+		})
+	}
+	require.Empty(t, revocationsOf(t, f, g.GrantID), "refusals revoke nothing")
+}
