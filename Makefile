@@ -8,12 +8,13 @@ NATS_LISTEN ?= 127.0.0.1:4222
 HTTP_LISTEN ?= 127.0.0.1:8080
 # Every module of the workspace (go.work); `./...` does not cross modules.
 PKGS      := ./pkg/... ./pkg/events/... ./services/requester/... ./services/policy/... \
-             ./services/approval/... ./services/revoker/... ./cmd/...
+             ./services/approval/... ./services/revoker/... ./cmd/... ./examples/...
 BINARIES  := ./cmd/jitd ./cmd/jitctl ./services/requester/cmd/requester ./services/policy/cmd/policy \
-             ./services/approval/cmd/approval ./services/revoker/cmd/revoker
+             ./services/approval/cmd/approval ./services/revoker/cmd/revoker \
+             ./cmd/jit-mcp ./examples/agent-price-optimizer ./examples/guardrail-prices ./examples/resource-server
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run test bench demo vet fmt clean
+.PHONY: all build run test bench bench-go demo vet fmt clean
 
 all: build
 
@@ -31,8 +32,20 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
-## bench: the Go benchmarks (figures go to BENCH.md)
+# BENCH_FLAGS go to jitbench: e.g. BENCH_FLAGS=--quick for a run of seconds,
+# BENCH_FLAGS="--profile bench/prof" to save jitd's CPU and heap profiles.
+BENCH_FLAGS ?=
+
+## bench: jitbench against a fresh jitd subprocess (table on stdout, figures
+## in bench/results.json; see BENCH.md), then the Go micro-benchmarks
 bench:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/jitd ./cmd/jitbench
+	$(BIN)/jitbench --jitd $(BIN)/jitd --out bench/results.json $(BENCH_FLAGS)
+	$(MAKE) bench-go
+
+## bench-go: the Go micro-benchmarks of every module
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 ## demo: the README walkthrough, scripted, against a fresh jitd

@@ -116,12 +116,22 @@ func (a *app) deny(ctx context.Context, args []string) error {
 func (a *app) answer(ctx context.Context, args []string, subject string, needComment bool) error {
 	fs := a.flags()
 	comment := fs.String("comment", "", "a comment for the audit trail")
+	var perms listFlag
+	var duration *string
+	if !needComment { // approve: an approver may approve less than asked
+		fs.Var(&perms, "perm", "approve only this requested permission (repeatable; default all)")
+		duration = fs.String("duration", "", "approve a shorter duration than requested, e.g. 10m")
+	}
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := positionals(pos, "REQUEST_ID"); err != nil {
 		return err
+	}
+	in := broker.ApproveInput{RequestID: pos[0], Comment: *comment, Permissions: perms}
+	if duration != nil {
+		in.Duration = *duration
 	}
 	if needComment {
 		if err := required("comment", *comment); err != nil {
@@ -132,7 +142,7 @@ func (a *app) answer(ctx context.Context, args []string, subject string, needCom
 	if err != nil {
 		return err
 	}
-	return a.action(ctx, subject, token, broker.ApproveInput{RequestID: pos[0], Comment: *comment})
+	return a.action(ctx, subject, token, in)
 }
 
 // reinstate lifts an agent's suspension.

@@ -47,6 +47,8 @@ func (a *app) audit(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
+	// A one-off reader: let the server drop its consumer soon after we exit.
+	cfg.InactiveThreshold = 10 * time.Second
 	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, cfg)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", broker.AuditStream, err)

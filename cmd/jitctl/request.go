@@ -86,23 +86,12 @@ func (a *app) request(ctx context.Context, args []string) error {
 // sequence on, with an ordered consumer (it recreates itself after a
 // reconnect), until the request is granted or denied.
 func (a *app) await(ctx context.Context, js jetstream.JetStream, agent string, acc broker.RequestAccepted) error {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.Subject(events.TypeDecided, agent), events.Subject(events.TypeGranted, agent)},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    acc.Seq,
-	}
-	if acc.Seq == 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverAllPolicy, 0
-	}
-	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, cfg)
+	it, stop, err := broker.Follow(ctx, js,
+		[]string{events.Subject(events.TypeDecided, agent), events.Subject(events.TypeGranted, agent)}, acc.Seq)
 	if err != nil {
 		return fmt.Errorf("follow request %s: %w", acc.RequestID, err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("follow request %s: %w", acc.RequestID, err)
-	}
-	defer it.Stop()
+	defer stop()
 
 	pendingShown := false
 	for {

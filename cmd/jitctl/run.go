@@ -52,11 +52,14 @@ var commands = []command{
 	{"grants", "[--agent A]", "list active grants", (*app).grants},
 	{"done", "GRANT_ID", "end a grant now: the agent's task is complete", (*app).done},
 	{"pending", "", "list requests waiting for an approver (JIT_TOKEN)", (*app).pending},
-	{"approve", "REQUEST_ID [--comment C]", "approve a pending request (JIT_TOKEN)", (*app).approve},
+	{"approve", "REQUEST_ID [--comment C] [--perm P…] [--duration D]", "approve a pending request, or less of it (JIT_TOKEN)", (*app).approve},
 	{"deny", "REQUEST_ID --comment C", "deny a pending request (JIT_TOKEN)", (*app).deny},
 	{"guardrail", "fire --agent A --rule R [--detail D]", "report a guardrail violation: suspends the agent", (*app).guardrail},
 	{"reinstate", "--agent A [--comment C]", "lift an agent's suspension (JIT_TOKEN)", (*app).reinstate},
 	{"audit", "[--since DURATION|TIME] [--agent A]", "print the audit trail up to now", (*app).audit},
+	{"config", "apply FILE | show", "apply a configuration file (JIT_TOKEN of an org-admin or security-admin), or print the active one", (*app).configCmd},
+	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
+		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
 	{"help", "", "show this help", nil},
 }
@@ -133,7 +136,7 @@ func (a *app) usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nenvironment:")
 	fmt.Fprintf(w, "  NATS_URL   the NATS server (default %s)\n", defaultNATSURL)
-	fmt.Fprintln(w, "  JIT_TOKEN  the approver's token, for pending, approve, deny and reinstate")
+	fmt.Fprintln(w, "  JIT_TOKEN  the approver's token, for pending, approve, deny, reinstate and config apply")
 	fmt.Fprintln(w, "\n--json prints one JSON object per line.")
 	fmt.Fprintln(w, "exit status: 0 granted/allowed/success, 1 denied/not allowed, 2 error.")
 }

@@ -21,8 +21,9 @@ func main() {
 	fs.StringVar(&o.ConfigFile, "config", os.Getenv("JIT_CONFIG"), "configuration file to apply at start (env JIT_CONFIG)")
 	fs.StringVar(&o.DataDir, "data-dir", envOr("JIT_DATA_DIR", "./data"), "directory for JetStream's files (env JIT_DATA_DIR)")
 	fs.StringVar(&o.NATSListen, "nats-listen", envOr("JIT_NATS_LISTEN", "127.0.0.1:4222"), "embedded NATS client address host:port")
-	fs.StringVar(&o.HTTPListen, "http-listen", envOr("JIT_HTTP_LISTEN", "127.0.0.1:8080"), "HTTP address for /healthz (empty disables)")
+	fs.StringVar(&o.HTTPListen, "http-listen", envOr("JIT_HTTP_LISTEN", "127.0.0.1:8080"), "HTTP address for /healthz, the approver console and the HTTP API (empty disables)")
 	fs.BoolVar(&o.SyncAlways, "sync-always", false, "fsync every JetStream write (survives power loss, slower)")
+	fs.BoolVar(&o.PProf, "pprof", false, "serve Go's profiler at /debug/pprof/ on --http-listen")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	_ = fs.Parse(os.Args[1:])
 

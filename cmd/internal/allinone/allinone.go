@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -36,10 +37,14 @@ type Options struct {
 	// NATSListen is the embedded server's client address ("127.0.0.1:-1"
 	// picks a free port).
 	NATSListen string
-	// HTTPListen serves /healthz; empty disables HTTP.
+	// HTTPListen serves /healthz, the approver console (/console/) and the
+	// HTTP JSON API (/api/v1/); empty disables HTTP.
 	HTTPListen string
 	// SyncAlways makes JetStream fsync every write.
 	SyncAlways bool
+	// PProf serves Go's profiler under /debug/pprof/ on HTTPListen. Off by
+	// default: profiles reveal internals and cost CPU while taken.
+	PProf bool
 }
 
 // App is a running jitd.
@@ -89,9 +94,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	// The revoker starts first so that it restores pending expirations
 	// before anything new is granted; the edge opens last.
+	appr := approval.New(with("approval"))
 	for _, svc := range []service.Service{
 		revoker.New(with("revoker")),
-		approval.New(with("approval")),
+		appr,
 		policy.New(with("policy")),
 		requester.New(with("requester")),
 	} {
@@ -106,7 +112,11 @@ func (a *App) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("http listen %s: %w", a.opts.HTTPListen, err)
 		}
 		a.httpAddr = ln.Addr().String()
-		a.http = &http.Server{Handler: a.routes(deps), ReadHeaderTimeout: 5 * time.Second}
+		// The approver console and the HTTP JSON API are served under "/"
+		// next to /healthz.
+		appr.SetPublicAddr(a.httpAddr)
+		a.http = &http.Server{Handler: a.routes(deps, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		a.http.RegisterOnShutdown(appr.CloseStreams)
 		go func() {
 			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error().Err(err).Msg("http")
@@ -150,8 +160,9 @@ func (a *App) Close() {
 	}
 }
 
-func (a *App) routes(d service.Deps) http.Handler {
+func (a *App) routes(d service.Deps, console http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/", console)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		status := http.StatusOK
 		body := map[string]any{"nats": a.nc.Status().String()}
@@ -166,5 +177,12 @@ func (a *App) routes(d service.Deps) http.Handler {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
 	})
+	if a.opts.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

@@ -1,0 +1,158 @@
+// Command agent-price-optimizer is an example agent using pkg/sdk. It asks
+// for data:write, reprices a few SKUs through the resource server, and
+// signals done. Then it asks again and, through a bug, sets a price below
+// the floor: the guardrail fires, the grant's Revoked channel closes and
+// the agent stops work; the resource server refuses it from then on.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentjit/jit/pkg/sdk"
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	url := flag.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS URL")
+	agent := flag.String("agent", "svc-price-optimizer", "the agent id")
+	resource := flag.String("resource", "http://127.0.0.1:8081", "the resource server's base URL")
+	token := flag.String("token", "", "the agent's bearer token at the resource server")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *url, *agent, *resource, *token); err != nil {
+		fmt.Fprintln(os.Stderr, "agent-price-optimizer:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func say(format string, args ...any) { fmt.Printf("[agent]     "+format+"\n", args...) }
+
+type shop struct {
+	base, token string
+}
+
+// setPrice returns the HTTP status and, for a refusal, the body.
+func (s shop) do(ctx context.Context, method, path string, body string) (int, string) {
+	req, _ := http.NewRequestWithContext(ctx, method, s.base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return resp.StatusCode, string(bytes.TrimSpace(b))
+}
+
+func (s shop) setPrice(ctx context.Context, sku string, price float64) (int, string) {
+	return s.do(ctx, http.MethodPut, "/prices/"+sku, fmt.Sprintf(`{"price":%.2f}`, price))
+}
+
+func run(ctx context.Context, url, agent, resource, token string) error {
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c, err := sdk.New(nc, agent)
+	if err != nil {
+		return err
+	}
+	s := shop{base: resource, token: token}
+
+	// 1. A normal task: ask, work, signal done.
+	say("requesting data:write for 10m: \"reprice winter catalogue\"")
+	g, err := c.Request(ctx, []string{"data:write"}, 10*time.Minute, "reprice winter catalogue", map[string]string{"ticket": "PRC-7"})
+	if err != nil {
+		return fmt.Errorf("first request: %w", err)
+	}
+	say("GRANTED %s (%s) until %s", g.ID(), g.Info().Mode, g.ExpiresAt().Format(time.TimeOnly))
+	for _, p := range []struct {
+		sku   string
+		price float64
+	}{{"1180", 3.99}, {"1181", 3.49}} {
+		if st, body := s.setPrice(ctx, p.sku, p.price); st != http.StatusNoContent {
+			return fmt.Errorf("set %s: %d %s", p.sku, st, body)
+		}
+		say("repriced SKU %s to %.2f", p.sku, p.price)
+	}
+	if err := g.Done(ctx); err != nil {
+		return err
+	}
+	<-g.Revoked()
+	say("task done: signalled done, grant ended (%s)", g.Reason())
+	if st, _ := s.setPrice(ctx, "1180", 3.89); st == http.StatusForbidden {
+		say("as expected, data:write is gone after done (403)")
+	}
+
+	// 2. A second task with a bug: a price below the floor.
+	say("requesting data:write for 5m: \"flash sale\"")
+	g, err = c.Request(ctx, []string{"data:write"}, 5*time.Minute, "flash sale", nil)
+	if err != nil {
+		return fmt.Errorf("second request: %w", err)
+	}
+	say("GRANTED %s until %s", g.ID(), g.ExpiresAt().Format(time.TimeOnly))
+	prices := []float64{2.49, 0.40, 2.25, 2.10, 1.99, 1.95}
+	tick := time.NewTicker(150 * time.Millisecond)
+	defer tick.Stop()
+work:
+	for i := 0; ; i++ {
+		select {
+		case <-g.Revoked():
+			say("grant REVOKED (%s): stopping work at once", g.Reason())
+			break work
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if i >= len(prices) {
+				if i > 100 {
+					return errors.New("the grant was never revoked")
+				}
+				continue
+			}
+			st, body := s.setPrice(ctx, "1182", prices[i])
+			if st != http.StatusNoContent {
+				say("write refused (%d): %s", st, body)
+				continue
+			}
+			say("set SKU 1182 to %.2f", prices[i])
+		}
+	}
+
+	// 3. The resource server refuses the suspended agent everything.
+	if st, body := s.setPrice(ctx, "1182", 2.50); st != http.StatusNoContent {
+		say("resource server refuses data:write (%d): %s", st, body)
+	}
+	if st, body := s.do(ctx, http.MethodGet, "/prices", ""); st != http.StatusOK {
+		say("resource server refuses even data:read (%d): %s", st, body)
+	}
+	_, err = c.Request(ctx, []string{"data:write"}, time.Minute, "retry", nil)
+	switch {
+	case errors.Is(err, sdk.ErrSuspended):
+		say("new requests are refused: %v", err)
+	case err != nil:
+		return err
+	default:
+		return errors.New("a suspended agent was granted")
+	}
+	return nil
+}
