@@ -50,7 +50,7 @@ func TestPolicyConfigErrors(t *testing.T) {
 		"approver role nobody holds": {policyBase + "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [operator]\n",
 			`x.yaml:17: rule "r1": approver role "operator" is held by no approver`},
 		"unknown rule field": {policyBase + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n    conditon: \"true\"\n",
-			`field conditon not found`},
+			`x.yaml:20: rule "r1": unknown field "conditon"`},
 		"bad holiday":         {"holidays: [christmas]\n" + policyBase, `holidays: "christmas" is not a date`},
 		"rate per too long":   {"rate_limit: {requests: 5, per: 48h}\n" + policyBase, "rate_limit: per 48h0m0s is above 24h0m0s"},
 		"rate per alone":      {"rate_limit: {per: 1m}\n" + policyBase, "rate_limit: per needs requests"},

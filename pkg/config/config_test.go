@@ -51,7 +51,8 @@ approvers:
 rules:
 `
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"unknown field":     {base + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n    colour: red\n", "field colour not found"},
+		"unknown field":     {base + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n    colour: red\n", `x.yaml:15: rule "r1": unknown field "colour"`},
+		"unknown fields":    {strings.Replace(base, "    base: [data:read]", "    bsae: [data:read]", 1) + "  - name: r1\n    permissions: [data:write]\n    mode: auto-approve\n  - permissions: [data:write]\n    mode: deny\n    colour: red\n", `x.yaml:4: agent "a1": unknown field "bsae"` + "\n" + `x.yaml:17: rule #2: unknown field "colour"`},
 		"bad mode":          {base + "  - name: r1\n    permissions: [data:write]\n    mode: yolo\n", `x.yaml:12: rule "r1": mode "yolo"`},
 		"cap above max":     {base + "  - name: r1\n    agents: [a1]\n    permissions: [data:write]\n    mode: auto-approve\n    max_duration: 2h\n", `max_duration 2h0m0s is above agent "a1"`},
 		"unknown agent":     {base + "  - name: r1\n    agents: [ghost]\n    permissions: [data:write]\n    mode: auto-approve\n", `unknown agent "ghost"`},
@@ -138,4 +139,34 @@ func mustRead(t *testing.T) []byte {
 	b, err := os.ReadFile("../../examples/jit.yaml")
 	require.NoError(t, err)
 	return b
+}
+
+func TestConfigErrorsInFileOrderAndWildcardCap(t *testing.T) {
+	yml := `
+agents:
+  - id: a1
+    base: [data:read]
+    eligible: [data:write]
+    max_jit_duration: 30m
+rules:
+  - name: late
+    permissions: [data:write]
+    mode: yolo
+  - name: everyone
+    permissions: [data:write]
+    mode: auto-approve
+    max_duration: 2h
+approvers:
+  - name: a1
+    roles: [security-admin]
+    token_sha256: ` + hashAlice + `
+`
+	_, err := config.Parse("x.yaml", []byte(yml))
+	require.ErrorIs(t, err, config.ErrInvalid)
+	msg := err.Error()
+	iMode := strings.Index(msg, `x.yaml:8: rule "late"`)
+	iCap := strings.Index(msg, `x.yaml:11: rule "everyone": max_duration 2h0m0s is above every agent's max_jit_duration (the longest is 30m0s)`)
+	iApprover := strings.Index(msg, `x.yaml:16: approver "a1"`)
+	require.True(t, iMode >= 0 && iCap >= 0 && iApprover >= 0, msg)
+	require.True(t, iMode < iCap && iCap < iApprover, "problems are listed in file order:\n%s", msg)
 }

@@ -46,7 +46,7 @@ func Parse(name string, b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrInvalid, name, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, decodeError(name, b, err)
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err == nil {
@@ -123,7 +123,11 @@ func (c *Config) JSON() []byte {
 }
 
 func (c *Config) validate(name string) error {
-	var errs []error
+	type problem struct {
+		line int
+		err  error
+	}
+	var problems []problem
 	bad := func(line int, what, format string, args ...any) {
 		loc := name
 		if line > 0 {
@@ -133,7 +137,7 @@ func (c *Config) validate(name string) error {
 		if what != "" {
 			msg = what + ": " + msg
 		}
-		errs = append(errs, fmt.Errorf("%s: %s", loc, msg))
+		problems = append(problems, problem{line, fmt.Errorf("%s: %s", loc, msg)})
 	}
 
 	c.loc = time.UTC
@@ -259,6 +263,17 @@ func (c *Config) validate(name string) error {
 				bad(r.line, what, "max_duration %s is above agent %q's max_jit_duration %s", r.MaxDuration.D(), a, ag.MaxJitDuration.D())
 			}
 		}
+		if r.MaxDuration > 0 && (len(r.Agents) == 0 || slices.Contains(r.Agents, "*")) && len(r.AgentLabels) == 0 {
+			// A rule for every agent: a cap above every agent's maximum caps
+			// nothing, which is a mistake worth naming.
+			var longest Duration
+			for _, ag := range c.Agents {
+				longest = max(longest, ag.MaxJitDuration)
+			}
+			if len(c.Agents) > 0 && r.MaxDuration > longest {
+				bad(r.line, what, "max_duration %s is above every agent's max_jit_duration (the longest is %s)", r.MaxDuration.D(), longest.D())
+			}
+		}
 		if r.MaxDuration < 0 {
 			bad(r.line, what, "max_duration must not be negative")
 		}
@@ -300,7 +315,14 @@ func (c *Config) validate(name string) error {
 	}
 	c.validatePolicyExt(bad)
 	c.validateApprovalExt(bad)
-	if len(errs) > 0 {
+	if len(problems) > 0 {
+		// In file order, so a reader can fix them top to bottom; problems
+		// without a line (top-level settings) come first.
+		slices.SortStableFunc(problems, func(a, b problem) int { return a.line - b.line })
+		errs := make([]error, len(problems))
+		for i, p := range problems {
+			errs[i] = p.err
+		}
 		return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return nil

@@ -46,10 +46,18 @@ func benchDecide(b *testing.B, n int) {
 	if len(cfg.Rules) != n {
 		b.Fatalf("%d rules, want %d", len(cfg.Rules), n)
 	}
-	req := request("agent-0", 20*time.Minute, "area0:act0")
+	// area3:act3 of agent-0 is decided by an auto-approve rule with a
+	// condition (rule-3 of 10, rule-300 of 1,000), after the wildcard deny's
+	// condition is evaluated and found false: two CEL evaluations, the path
+	// of a rule that decides.
+	req := request("agent-0", 20*time.Minute, "area3:act3")
 	in := Input{Request: req, Now: wed1000, History: Counts{Grants: 1, RequestsLastMinute: 1}}
-	if d := Evaluate(cfg, in); d.Outcome == "" {
-		b.Fatal("no decision")
+	want := "rule-3"
+	if n >= 100 {
+		want = "rule-300"
+	}
+	if d := Evaluate(cfg, in); d.Outcome != "approved" || d.Rule != want {
+		b.Fatalf("decided %s by %q (%s), want approved by %s", d.Outcome, d.Rule, d.Reason, want)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
