@@ -271,3 +271,144 @@ func TestSDKSurvivesRestart(t *testing.T) {
 	}
 	require.False(t, errors.Is(t.Context().Err(), context.Canceled))
 }
+
+// TestSDKSurvivesServiceRestarts runs each service as its own process
+// against a standalone nats-server. While an SDK call waits, one service is
+// killed (SIGKILL) and started again — the requester, the policy service,
+// the approval service, the revoker — and finally the broker itself, which
+// drops the agent's connection: every waiting call returns its outcome.
+func TestSDKSurvivesServiceRestarts(t *testing.T) {
+	bin := bins(t)
+	port := freePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	store := t.TempDir()
+	nsrv := startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
+		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", store)
+	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t)}
+	svc := map[string]*proc{}
+	for _, name := range []string{"revoker", "approval", "policy", "requester"} {
+		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
+	}
+	var nc *nats.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		nc, err = nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "broker up")
+	t.Cleanup(nc.Close)
+	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(natstest.Logger(t)), sdk.WithCallTimeout(500*time.Millisecond))
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	g, err := c.Request(wctx, []string{"data:write"}, time.Minute, "warm up", nil)
+	cancel()
+	require.NoError(t, err, "services answer")
+	require.NoError(t, g.Done(t.Context()))
+
+	type out struct {
+		g   *sdk.Grant
+		err error
+	}
+	ask := func(c *sdk.Client, perm, reason string) chan out {
+		ch := make(chan out, 1)
+		go func() {
+			g, err := c.Request(t.Context(), []string{perm}, 5*time.Minute, reason, nil)
+			ch <- out{g, err}
+		}()
+		return ch
+	}
+	granted := func(t *testing.T, ch chan out) *sdk.Grant {
+		t.Helper()
+		select {
+		case o := <-ch:
+			require.NoError(t, o.err)
+			return o.g
+		case <-time.After(30 * time.Second):
+			t.Fatal("the waiting Request did not return")
+			return nil
+		}
+	}
+
+	t.Run("requester down when asked", func(t *testing.T) {
+		svc["requester"].kill()
+		// See the SDK's call go out while nobody serves it.
+		seen := make(chan struct{}, 16)
+		watcher := agentConn(t, url)
+		sub, err := watcher.Subscribe(broker.APIRequest, func(*nats.Msg) { seen <- struct{}{} })
+		require.NoError(t, err)
+		require.NoError(t, watcher.Flush())
+		ch := ask(c, "data:write", "requester down")
+		<-seen
+		require.NoError(t, sub.Unsubscribe())
+		svc["requester"].start()
+		require.NoError(t, granted(t, ch).Done(t.Context()))
+		require.Equal(t, 1, countRequests(t, url, "requester down"), "stored once")
+	})
+
+	t.Run("policy down while waiting", func(t *testing.T) {
+		svc["policy"].kill()
+		ch := ask(c, "data:write", "policy down")
+		waitFor(t, "request stored", 10*time.Second, func() bool { return countRequests(t, url, "policy down") == 1 })
+		svc["policy"].start()
+		require.NoError(t, granted(t, ch).Done(t.Context()))
+	})
+
+	t.Run("approval down while waiting", func(t *testing.T) {
+		svc["approval"].kill()
+		ch := ask(c, "data:write", "approval down")
+		waitFor(t, "request decided", 10*time.Second, func() bool { return countDecided(t, url, "approval down") == 1 })
+		svc["approval"].start()
+		require.NoError(t, granted(t, ch).Done(t.Context()))
+	})
+
+	t.Run("revoker down at done", func(t *testing.T) {
+		g := granted(t, ask(c, "data:write", "revoker down"))
+		svc["revoker"].kill()
+		done := make(chan error, 1)
+		go func() { done <- g.Done(t.Context()) }()
+		require.False(t, closed(g.Revoked()))
+		svc["revoker"].start()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("Done did not return after the revoker came back")
+		}
+		require.Equal(t, events.RevokedCompleted, g.Reason())
+		require.Len(t, revocationsOf(t, url, g.ID()), 1)
+	})
+
+	t.Run("broker restarted: the connection drops", func(t *testing.T) {
+		human, err := sdk.New(nc, "svc-price-optimizer", sdk.WithLogger(natstest.Logger(t)))
+		require.NoError(t, err)
+		ch := ask(human, "integrations:write", "broker restart")
+		var requestID string
+		waitFor(t, "pending", 10*time.Second, func() bool {
+			for _, e := range audit(t, url, "jit.decided.svc-price-optimizer") {
+				if d, err := events.DataAs[events.Decision](e); err == nil && d.Outcome == events.OutcomePending {
+					requestID = d.RequestID
+					return true
+				}
+			}
+			return false
+		})
+		reconnected := make(chan struct{}, 1)
+		nc.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
+		nsrv.kill()
+		waitFor(t, "agent disconnected", 10*time.Second, func() bool { return !nc.IsConnected() })
+		nsrv.start()
+		select {
+		case <-reconnected:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the agent's connection did not come back")
+		}
+		approver := agentConn(t, url)
+		waitFor(t, "approve after the broker restart", 20*time.Second, func() bool {
+			var res broker.ActionResult
+			return broker.Call(t.Context(), approver, broker.APIApprove, "dev-alice",
+				broker.ApproveInput{RequestID: requestID, Comment: "ok"}, &res) == nil
+		})
+		g := granted(t, ch)
+		require.Equal(t, events.GrantIDFor(requestID), g.ID())
+		require.False(t, closed(g.Revoked()))
+	})
+}

@@ -135,6 +135,12 @@ func (t *tools) request(ctx context.Context, _ *mcp.CallToolRequest, in RequestI
 	var re *sdk.RefusedError
 	switch {
 	case err == nil:
+		// The model may call check_permission or release_elevation next:
+		// answer once this server's own view holds the grant (the checker's
+		// watch may deliver it a few milliseconds after jit.granted).
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		t.chk.AwaitGrant(wctx, t.agent, g.ID())
+		cancel()
 		return nil, RequestOutput{Outcome: "granted", GrantID: g.ID(), RequestID: g.RequestID(),
 			Permissions: g.Permissions(), ExpiresAt: g.ExpiresAt(), Mode: g.Info().Mode}, nil
 	case errors.As(err, &de):

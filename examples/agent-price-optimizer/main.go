@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/sdk"
 	"github.com/nats-io/nats.go"
 )
@@ -48,12 +49,19 @@ func say(format string, args ...any) { fmt.Printf("[agent]     "+format+"\n", ar
 
 type shop struct {
 	base, token string
+	// grant is the id of the grant the agent works under, presented in
+	// checker.GrantHeader so that the resource server waits for its view
+	// to hold a grant the agent has just been given, instead of refusing.
+	grant string
 }
 
 // setPrice returns the HTTP status and, for a refusal, the body.
 func (s shop) do(ctx context.Context, method, path string, body string) (int, string) {
 	req, _ := http.NewRequestWithContext(ctx, method, s.base+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+s.token)
+	if s.grant != "" {
+		req.Header.Set(checker.GrantHeader, s.grant)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
@@ -86,6 +94,7 @@ func run(ctx context.Context, url, agent, resource, token string) error {
 		return fmt.Errorf("first request: %w", err)
 	}
 	say("GRANTED %s (%s) until %s", g.ID(), g.Info().Mode, g.ExpiresAt().Format(time.TimeOnly))
+	s.grant = g.ID()
 	for _, p := range []struct {
 		sku   string
 		price float64
@@ -110,9 +119,10 @@ func run(ctx context.Context, url, agent, resource, token string) error {
 	if err != nil {
 		return fmt.Errorf("second request: %w", err)
 	}
-	say("GRANTED %s until %s", g.ID(), g.ExpiresAt().Format(time.TimeOnly))
+	say("GRANTED %s (%s) until %s", g.ID(), g.Info().Mode, g.ExpiresAt().Format(time.TimeOnly))
+	s.grant = g.ID()
 	prices := []float64{2.49, 0.40, 2.25, 2.10, 1.99, 1.95}
-	tick := time.NewTicker(150 * time.Millisecond)
+	tick := time.NewTicker(150 * time.Millisecond) // also paces step 3
 	defer tick.Stop()
 work:
 	for i := 0; ; i++ {
@@ -138,12 +148,28 @@ work:
 		}
 	}
 
-	// 3. The resource server refuses the suspended agent everything.
+	// 3. The resource server refuses the suspended agent everything. Its
+	// checker learns of the suspension through its own watch, within
+	// milliseconds of the agent learning of the revocation: read (harmless)
+	// until it refuses, then try to write.
+	s.grant = ""
+	st, body := s.do(ctx, http.MethodGet, "/prices", "")
+	for i := 0; st == http.StatusOK && i < 100; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		st, body = s.do(ctx, http.MethodGet, "/prices", "")
+	}
+	if st == http.StatusOK {
+		return errors.New("the resource server never saw the suspension")
+	}
+	say("resource server refuses even data:read (%d): %s", st, body)
 	if st, body := s.setPrice(ctx, "1182", 2.50); st != http.StatusNoContent {
 		say("resource server refuses data:write (%d): %s", st, body)
-	}
-	if st, body := s.do(ctx, http.MethodGet, "/prices", ""); st != http.StatusOK {
-		say("resource server refuses even data:read (%d): %s", st, body)
+	} else {
+		return errors.New("a suspended agent could write")
 	}
 	_, err = c.Request(ctx, []string{"data:write"}, time.Minute, "retry", nil)
 	switch {

@@ -65,6 +65,19 @@ type Checker struct {
 	grants map[string]map[string]*events.Grant
 	// suspended maps agent → its suspension record.
 	suspended map[string]*events.Suspension
+	// changed, when not nil, is closed (and cleared) at the next change of
+	// the grants view: AwaitGrant waits on it. It exists only while someone
+	// waits, so that applying a grant allocates nothing otherwise.
+	changed chan struct{}
+	// ended remembers the keys (agent.grant) of the last endedCap grants
+	// removed from the view, in a ring, so that AwaitGrant gives up at once
+	// on a grant that has come and gone.
+	ended     map[string]struct{}
+	endedRing []string
+	endedNext int
+	// grantWait bounds how long Require waits for a grant that a request
+	// presents (GrantHeader) to reach the view (WithGrantWait).
+	grantWait time.Duration
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -89,8 +102,10 @@ func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
 		now:        time.Now,
 		log:        zerolog.Nop(),
 		staleAfter: DefaultStaleAfter,
+		grantWait:  DefaultGrantWait,
 		grants:     map[string]map[string]*events.Grant{},
 		suspended:  map[string]*events.Suspension{},
+		ended:      map[string]struct{}{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -211,7 +226,12 @@ func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
 	if g == nil {
+		c.remember(e.Key())
 		if m := c.grants[agent]; m != nil {
 			delete(m, id)
 			if len(m) == 0 {
@@ -226,6 +246,25 @@ func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
 		c.grants[agent] = m
 	}
 	m[id] = g
+}
+
+// endedCap bounds how many ended grants the checker remembers for
+// AwaitGrant.
+const endedCap = 4096
+
+// remember records that the grant under key ended; c.mu is held.
+func (c *Checker) remember(key string) {
+	if _, ok := c.ended[key]; ok {
+		return
+	}
+	if len(c.endedRing) < endedCap {
+		c.endedRing = append(c.endedRing, key)
+	} else {
+		delete(c.ended, c.endedRing[c.endedNext])
+		c.endedRing[c.endedNext] = key
+		c.endedNext = (c.endedNext + 1) % endedCap
+	}
+	c.ended[key] = struct{}{}
 }
 
 func (c *Checker) applySuspension(e jetstream.KeyValueEntry) {
@@ -272,6 +311,40 @@ func (c *Checker) Check(agent, perm string) Result {
 			Reason: fmt.Sprintf("granted by %s until %s", d.grant.GrantID, d.grant.ExpiresAt.UTC().Format(time.RFC3339))}
 	default:
 		return Result{Reason: fmt.Sprintf("%s has no active grant of %s", agent, perm)}
+	}
+}
+
+// AwaitGrant waits until the checker's view holds the grant grantID of
+// agent, or ctx ends, and reports whether the view holds it (active or
+// not: the caller still decides with Allowed or Check). It returns false at
+// once for a grant the view saw end (revoked, deleted, expired away). It closes the gap
+// between an agent learning of its grant (jit.granted, after the grant is
+// stored) and the checker's watch delivering the same grant: a resource
+// server that is shown a grant id, or an agent-side tool that answers right
+// after a grant, waits for its own view instead of refusing. A grant that
+// never reaches the view (unknown, or revoked before the view saw it) waits
+// until ctx ends.
+func (c *Checker) AwaitGrant(ctx context.Context, agent, grantID string) bool {
+	for {
+		c.mu.Lock()
+		_, ok := c.grants[agent][grantID]
+		if _, gone := c.ended[broker.GrantKey(agent, grantID)]; gone && !ok {
+			c.mu.Unlock()
+			return false
+		}
+		if !ok && c.changed == nil {
+			c.changed = make(chan struct{})
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
 	}
 }
 

@@ -161,3 +161,61 @@ func TestRequireMiddleware(t *testing.T) {
 	_, d, _ := call("POST", "tok-intel")
 	require.Contains(t, d.Reason, "suspended")
 }
+
+// TestRequireAwaitsPresentedGrant: an agent uses its grant the moment it
+// learns of it, before the checker's watch delivered it. A request that
+// presents the grant id (GrantHeader) waits for the view instead of being
+// refused; a presented id decides nothing by itself.
+func TestRequireAwaitsPresentedGrant(t *testing.T) {
+	f := setup(t)
+	arrived := make(chan struct{}, 4)
+	id := func(r *http.Request) (string, error) {
+		arrived <- struct{}{} // the request is at the middleware
+		return agent, nil
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	srv := httptest.NewServer(f.chk.Require("data:write", id)(ok))
+	t.Cleanup(srv.Close)
+	put := func(grantID string) (int, error) {
+		req, err := http.NewRequestWithContext(t.Context(), "PUT", srv.URL, nil)
+		require.NoError(t, err)
+		req.Header.Set(checker.GrantHeader, grantID)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	// Held by the view but without the permission: refused at once.
+	f.putGrant(t, grant("grt_other", agent, time.Now().Add(time.Hour), "other:perm"))
+	require.True(t, f.chk.AwaitGrant(t.Context(), agent, "grt_other"))
+	st, err := put("grt_other")
+	<-arrived
+	require.NoError(t, err)
+	require.Equal(t, http.StatusForbidden, st)
+
+	// Not in the view yet: the request waits for it.
+	status := make(chan int, 1)
+	go func() { st, _ := put("grt_late"); status <- st }()
+	<-arrived
+	require.False(t, f.chk.Allowed(agent, "data:write"))
+	f.putGrant(t, grant("grt_late", agent, time.Now().Add(time.Hour), "data:write"))
+	require.Equal(t, http.StatusNoContent, <-status, "the presented grant was awaited")
+
+	// A grant that came and went is not awaited: refused at once.
+	require.NoError(t, f.env.Buckets.Grants.Delete(t.Context(), broker.GrantKey(agent, "grt_late")))
+	eventually(t, func() bool { return !f.chk.Allowed(agent, "data:write") }, "revocation seen")
+	start := time.Now()
+	st, err = put("grt_late")
+	<-arrived
+	require.NoError(t, err)
+	require.Equal(t, http.StatusForbidden, st)
+	require.Less(t, time.Since(start), checker.DefaultGrantWait/2, "an ended grant is not awaited")
+
+	// A grant that never comes: AwaitGrant ends with its context.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	require.False(t, f.chk.AwaitGrant(ctx, agent, "grt_never"))
+}

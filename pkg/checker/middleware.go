@@ -8,7 +8,26 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/agentjit/jit/pkg/events"
 )
+
+// GrantHeader names the header in which an agent may present the id of the
+// grant it holds (grt_…), e.g. right after Request returned it. The grant
+// id decides nothing: Require only waits, up to the WithGrantWait bound,
+// for the checker's view to hold that grant before it decides from the
+// view as always.
+const GrantHeader = "Jit-Grant"
+
+// DefaultGrantWait is the WithGrantWait bound used when none is given.
+const DefaultGrantWait = 2 * time.Second
+
+// WithGrantWait bounds how long Require waits for a grant presented in
+// GrantHeader to reach the checker's view (its watch may deliver a fresh
+// grant a few milliseconds after the agent learnt of it). d <= 0 disables
+// the wait: a grant the view does not hold yet is refused at once.
+func WithGrantWait(d time.Duration) Option { return func(c *Checker) { c.grantWait = d } }
 
 // IdentityFunc names the agent that sent r from what was authenticated
 // about it — a verified TLS client certificate, a verified token — never
@@ -39,7 +58,10 @@ type Denial struct {
 // Require returns net/http middleware that enforces perm on every request:
 // it names the agent with id, then lets the request through only if
 // Check(agent, perm) allows it, with the agent in the request's context
-// (AgentFrom). Refusals are JSON Denial bodies: 401 when id names nobody,
+// (AgentFrom). A request refused for want of a grant that presents a grant
+// id in GrantHeader which the view does not hold yet is decided again once
+// the view holds it (at most WithGrantWait later): the agent may use a grant
+// the moment Request returns it. Refusals are JSON Denial bodies: 401 when id names nobody,
 // 403 when the permission is refused (suspended, no live grant, unknown
 // agent), 503 with Retry-After when only the checker's stale view refuses
 // it. The decision is local: no network call per request.
@@ -59,6 +81,9 @@ func (c *Checker) Require(perm string, id IdentityFunc) func(http.Handler) http.
 				return
 			}
 			res := c.Check(agent, perm)
+			if !res.Allowed && !res.Stale && c.awaitPresented(r, agent) {
+				res = c.Check(agent, perm)
+			}
 			switch {
 			case res.Allowed:
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), agentKey{}, agent)))
@@ -70,6 +95,25 @@ func (c *Checker) Require(perm string, id IdentityFunc) func(http.Handler) http.
 			}
 		})
 	}
+}
+
+// awaitPresented waits for the grant r presents in GrantHeader to reach the
+// view, if it is a grant id the view does not hold yet, and reports whether
+// it arrived. The wait ends with the request's context or the bound.
+func (c *Checker) awaitPresented(r *http.Request, agent string) bool {
+	id := r.Header.Get(GrantHeader)
+	if c.grantWait <= 0 || !strings.HasPrefix(id, "grt_") || !events.ValidID(id) {
+		return false
+	}
+	c.mu.RLock()
+	_, held := c.grants[agent][id]
+	c.mu.RUnlock()
+	if held {
+		return false // the view has it: the refusal stands
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), c.grantWait)
+	defer cancel()
+	return c.AwaitGrant(ctx, agent, id)
 }
 
 func writeDenial(w http.ResponseWriter, status int, d Denial) {
