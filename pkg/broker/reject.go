@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -63,4 +64,54 @@ func AgentOfSubject(subject string) string {
 		return a
 	}
 	return ""
+}
+
+// Inbound is the data of an event that outsiders publish on an agent's
+// subject (guardrail.fired, jit.withdrawn).
+type Inbound interface {
+	Validate() error
+	AgentID() string
+}
+
+// DataFor decodes the data of e, which must be of type typ, as T and
+// validates it, and checks that the agent it names is the agent token of the
+// subject it arrived on: an event published on one agent's subject can never
+// act on another. Errors wrap events.ErrInvalid.
+func DataFor[T Inbound](e events.Event, typ, subject string) (T, error) {
+	var zero T
+	if e.Type() != typ {
+		return zero, fmt.Errorf("%w: event type %q on %s, want %s", events.ErrInvalid, e.Type(), subject, typ)
+	}
+	v, err := events.DataAs[T](e)
+	if err != nil {
+		return zero, err
+	}
+	if err := v.Validate(); err != nil {
+		return zero, err
+	}
+	if want := events.Subject(typ, v.AgentID()); subject != want {
+		return zero, fmt.Errorf("%w: the event names agent %q but arrived on %s, want %s", events.ErrInvalid, v.AgentID(), subject, want)
+	}
+	return v, nil
+}
+
+// RejectInvalid records that the event consumer durable read at d carries
+// data that cannot be acted on (cause) as a jit.rejected event (code
+// malformed) and returns a Permanent error, so the consume loop terminates
+// the message. If the audit event cannot be published, that error is
+// returned instead and the message is redelivered.
+func (p *Publisher) RejectInvalid(ctx context.Context, durable, stage string, actor events.Actor, at time.Time, d Delivery, cause error) error {
+	err := p.Reject(ctx, RejectedEventID(durable, d.StreamSeq), events.Rejection{
+		Stage:      stage,
+		Code:       events.CodeMalformed,
+		Message:    cause.Error(),
+		Agent:      AgentOfSubject(d.Subject),
+		Actor:      actor,
+		Subject:    d.Subject,
+		RejectedAt: at.UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	return Permanent(cause)
 }

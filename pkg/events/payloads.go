@@ -340,3 +340,20 @@ type Withdrawal struct {
 	WithdrawnBy Actor     `json:"withdrawn_by"`
 	WithdrawnAt time.Time `json:"withdrawn_at"`
 }
+
+// AgentID is the agent the guardrail event is about.
+func (g GuardrailFired) AgentID() string { return g.Agent }
+
+// AgentID is the agent whose request is withdrawn.
+func (w Withdrawal) AgentID() string { return w.Agent }
+
+// Validate checks a Withdrawal read from the stream.
+func (w Withdrawal) Validate() error {
+	if !ValidID(w.Agent) {
+		return fmt.Errorf("%w: agent %q is not a valid id", ErrInvalid, w.Agent)
+	}
+	if !ValidID(w.RequestID) {
+		return fmt.Errorf("%w: request id %q is not a valid id", ErrInvalid, w.RequestID)
+	}
+	return nil
+}

@@ -3,7 +3,6 @@ package approval
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -49,18 +48,10 @@ func (s *Service) startWithdrawals() error {
 // event is redelivered until withdrawWait after the withdrawal. A request
 // that was answered, timed out or granted is left to the revoker.
 func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Delivery) error {
-	w, err := events.DataAs[events.Withdrawal](e)
-	if err == nil && (!events.ValidID(w.Agent) || !events.ValidID(w.RequestID) || broker.AgentOfSubject(d.Subject) != w.Agent) {
-		err = fmt.Errorf("%w: withdrawal of %q by %q on %s", events.ErrInvalid, w.RequestID, w.Agent, d.Subject)
-	}
+	w, err := broker.DataFor[events.Withdrawal](e, events.TypeWithdrawn, d.Subject)
 	if err != nil {
-		rej := events.Rejection{Stage: events.StageEvent, Code: events.CodeMalformed, Message: err.Error(),
-			Agent: broker.AgentOfSubject(d.Subject), Actor: events.Actor{Kind: events.ActorSystem, ID: Name},
-			Subject: d.Subject, RejectedAt: s.now().UTC()}
-		if perr := s.pub.Reject(ctx, broker.RejectedEventID(DurableWithdrawals, d.StreamSeq), rej); perr != nil {
-			return perr
-		}
-		return broker.Permanent(err)
+		return s.pub.RejectInvalid(ctx, DurableWithdrawals, events.StageEvent,
+			events.Actor{Kind: events.ActorSystem, ID: Name}, s.now(), d, err)
 	}
 	log := s.log.With().Str("agent", w.Agent).Str("request_id", w.RequestID).Uint64("delivery", d.NumDelivered).Logger()
 	ctx = log.WithContext(ctx)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -103,43 +102,13 @@ func (s *Service) onExpiry(ctx context.Context, _ []byte, d broker.Delivery) err
 // its agent (see suspend).
 func (s *Service) onGuardrail(ctx context.Context, e events.Event, d broker.Delivery) error {
 	log := s.log.With().Str("event_id", e.ID()).Str("subject", d.Subject).Uint64("delivery", d.NumDelivered).Logger()
-	g, err := guardrailOf(e, d.Subject)
+	g, err := broker.DataFor[events.GuardrailFired](e, events.TypeGuardrailFired, d.Subject)
 	if err != nil {
-		rej := events.Rejection{
-			Stage:      events.StageGuardrail,
-			Code:       events.CodeMalformed,
-			Message:    err.Error(),
-			Agent:      broker.AgentOfSubject(d.Subject),
-			Actor:      events.Actor{Kind: events.ActorGuardrail, ID: e.Source()},
-			Subject:    d.Subject,
-			RejectedAt: s.now().UTC(),
-		}
-		if perr := s.pub.Reject(ctx, broker.RejectedEventID(DurableGuardrail, d.StreamSeq), rej); perr != nil {
-			return perr
-		}
-		return broker.Permanent(err)
+		return s.pub.RejectInvalid(ctx, DurableGuardrail, events.StageGuardrail,
+			events.Actor{Kind: events.ActorGuardrail, ID: e.Source()}, s.now(), d, err)
 	}
 	log = log.With().Str("agent", g.Agent).Str("rule", g.Rule).Logger()
 	return s.suspend(ctx, e.ID(), g, log)
-}
-
-// guardrailOf decodes and checks a guardrail.fired event that arrived on
-// subject.
-func guardrailOf(e events.Event, subject string) (events.GuardrailFired, error) {
-	if e.Type() != events.TypeGuardrailFired {
-		return events.GuardrailFired{}, fmt.Errorf("%w: event type %q on %s, want %s", events.ErrInvalid, e.Type(), subject, events.TypeGuardrailFired)
-	}
-	g, err := events.DataAs[events.GuardrailFired](e)
-	if err != nil {
-		return g, err
-	}
-	if err := g.Validate(); err != nil {
-		return g, err
-	}
-	if want := events.Subject(events.TypeGuardrailFired, g.Agent); subject != want {
-		return g, fmt.Errorf("%w: the event names agent %q but arrived on %s, want %s", events.ErrInvalid, g.Agent, subject, want)
-	}
-	return g, nil
 }
 
 // onLease applies one leases bucket entry to the timers. It never talks to

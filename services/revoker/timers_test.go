@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -108,7 +109,7 @@ func FuzzGuardrailOf(f *testing.F) {
 		if err != nil {
 			return
 		}
-		g, err := guardrailOf(e, subject)
+		g, err := broker.DataFor[events.GuardrailFired](e, events.TypeGuardrailFired, subject)
 		if err != nil {
 			return
 		}

@@ -42,17 +42,9 @@ func (s *Service) startWithdrawals() error {
 // the withdrawal, then acknowledged. A grant that already ended keeps its
 // one revocation.
 func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Delivery) error {
-	w, err := events.DataAs[events.Withdrawal](e)
-	if err == nil && (!events.ValidID(w.Agent) || !events.ValidID(w.RequestID) || broker.AgentOfSubject(d.Subject) != w.Agent) {
-		err = fmt.Errorf("%w: withdrawal of %q by %q on %s", events.ErrInvalid, w.RequestID, w.Agent, d.Subject)
-	}
+	w, err := broker.DataFor[events.Withdrawal](e, events.TypeWithdrawn, d.Subject)
 	if err != nil {
-		rej := events.Rejection{Stage: events.StageEvent, Code: events.CodeMalformed, Message: err.Error(),
-			Agent: broker.AgentOfSubject(d.Subject), Actor: systemActor, Subject: d.Subject, RejectedAt: s.now().UTC()}
-		if perr := s.pub.Reject(ctx, broker.RejectedEventID(DurableWithdrawals, d.StreamSeq), rej); perr != nil {
-			return perr
-		}
-		return broker.Permanent(err)
+		return s.pub.RejectInvalid(ctx, DurableWithdrawals, events.StageEvent, systemActor, s.now(), d, err)
 	}
 	key := broker.GrantKey(w.Agent, events.GrantIDFor(w.RequestID))
 	_, err = s.d.Buckets.Leases.Get(ctx, key)
