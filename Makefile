@@ -13,6 +13,8 @@ BINARIES  := ./cmd/jitd ./cmd/jitctl ./services/requester/cmd/requester ./servic
              ./services/approval/cmd/approval ./services/revoker/cmd/revoker \
              ./cmd/jit-mcp ./examples/agent-price-optimizer ./examples/guardrail-prices ./examples/resource-server
 TEST_TIMEOUT ?= 15m
+# Test artifacts (the console test's screenshots) are kept here.
+TEST_OUTPUT ?= $(CURDIR)/test-output
 
 .PHONY: all build run test bench bench-go demo vet fmt clean
 
@@ -30,7 +32,8 @@ run: build
 ## test: every test, with the race detector, against real (embedded) NATS
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@mkdir -p $(TEST_OUTPUT)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -artifacts -outputdir $(TEST_OUTPUT) $(PKGS)
 
 # BENCH_FLAGS go to jitbench: e.g. BENCH_FLAGS=--quick for a run of seconds,
 # BENCH_FLAGS="--profile bench/prof" to save jitd's CPU and heap profiles.

@@ -19,7 +19,14 @@ const chromiumPath = "/usr/bin/chromium"
 // Chromium against jitd: sign in, watch a pending request appear live while
 // an agent's jitctl request blocks, approve it, see jitctl return granted
 // and the grant's countdown, revoke it. Each step's screenshot is saved in
-// the test's artifact directory.
+// the test's artifact directory, which go test keeps only with -artifacts:
+//
+//	mkdir -p /tmp/console && cd cmd && go test -race -run TestConsoleInBrowser -v -artifacts -outputdir /tmp/console ./e2e/
+//
+// puts them under /tmp/console/_artifacts/.... Every wait polls the page
+// (WaitVisible, require.Eventually) under a generous deadline, so a loaded
+// 2-core machine running every package under -race slows the test down
+// instead of failing it.
 func TestConsoleInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "" {
@@ -34,7 +41,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	shots := t.ArtifactDir()
 	t.Logf("screenshots in %s", shots)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// stepTimeout bounds each browser step after the first, which also
+	// starts Chromium and so has only the whole test's deadline.
+	const stepTimeout = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chromiumPath),
@@ -70,7 +80,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		sctx := browser
 		if started {
 			var cancel context.CancelFunc
-			sctx, cancel = context.WithTimeout(browser, 20*time.Second)
+			sctx, cancel = context.WithTimeout(browser, stepTimeout)
 			defer cancel()
 		}
 		if err := chromedp.Do(sctx, steps...); err != nil {
@@ -83,7 +93,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	text := func(sel string) string {
 		t.Helper()
-		v, err := chromedp.Run(browser, chromedp.Text(chromedp.CSS(sel)))
+		tctx, cancel := context.WithTimeout(browser, stepTimeout)
+		defer cancel()
+		v, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
 		require.NoError(t, err, "text of %s", sel)
 		return v
 	}
@@ -115,7 +127,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, sameLoad, "the request appeared through live updates, not a reload")
 	require.True(t, strings.HasPrefix(reqID, "req_"), reqID)
-	require.Eventually(t, func() bool { return strings.HasSuffix(text("article.request .countdown"), "left") }, 5*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.HasSuffix(text("article.request .countdown"), "left") }, stepTimeout, 100*time.Millisecond)
 	card := text("article.request")
 	for _, want := range []string{"svc-price-optimizer", "integrations:write", "5m0s", "sync prices to the storefront", "ticket=CHG-7"} {
 		require.Contains(t, card, want)
@@ -143,7 +155,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Eventually(t, func() bool {
 		later := text(grantRow + " .countdown")
 		return strings.HasSuffix(later, "left") && later != first
-	}, 10*time.Second, 200*time.Millisecond, "the countdown ticks from %q", first)
+	}, stepTimeout, 200*time.Millisecond, "the countdown ticks from %q", first)
 	do("countdown shot", shot("grant-countdown"))
 
 	// 5. Revoke it as an admin: listed under recent revocations, one

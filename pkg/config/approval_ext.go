@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
@@ -40,6 +41,14 @@ func (c *Config) validateApprovalExt(bad badFunc) {
 		}
 		if !httpURL(n.URL) {
 			bad(0, what, "url %q must be an absolute http or https URL", n.URL)
+		}
+	}
+	for i := range c.Approvers {
+		a := &c.Approvers[i]
+		for _, t := range a.Teams {
+			if strings.TrimSpace(t) == "" {
+				bad(0, fmt.Sprintf("approver %q", a.Name), "teams must not contain an empty name")
+			}
 		}
 	}
 	if c.Console.URL != "" && !httpURL(c.Console.URL) {
@@ -87,4 +96,12 @@ func (c *Config) validateApprovalExt(bad badFunc) {
 func httpURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// Owns reports whether the approver counts as the owner of an agent whose
+// owner is owner: the owner names the approver itself or one of its teams.
+// An empty owner is owned by nobody. Rules with separate_owner refuse such
+// an approver.
+func (a *Approver) Owns(owner string) bool {
+	return owner != "" && (a.Name == owner || slices.Contains(a.Teams, owner))
 }

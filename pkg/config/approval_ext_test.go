@@ -32,6 +32,13 @@ rules:
 	require.NoError(t, err)
 	require.Equal(t, "5m0s", ok.Rules[0].ApprovalWindow.D().String())
 
+	// Ownership: by name or by team; an empty owner is nobody's.
+	a := config.Approver{Name: "alice", Teams: []string{"pricing-team"}}
+	require.True(t, a.Owns("alice"))
+	require.True(t, a.Owns("pricing-team"))
+	require.False(t, a.Owns("intel-team"))
+	require.False(t, a.Owns(""))
+
 	for name, tc := range map[string]struct{ yaml, want string }{
 		"two-person rule, one approver": {base + rule + "    approvals: 2\n", "needs 2 distinct approvers but only 1"},
 		"negative approvals":            {base + rule + "    approvals: -1\n", "approvals must not be negative"},
@@ -42,6 +49,7 @@ rules:
 		"bad notifier type":             {replace(base, "type: webhook", "type: pager") + rule, `type "pager" must be webhook or slack`},
 		"bad notifier url":              {replace(base, "http://127.0.0.1:9/hook", "ftp://x") + rule, "must be an absolute http or https URL"},
 		"bad console url":               {"console: {url: nope}\n" + base + rule, `console: url "nope"`},
+		"empty team":                    {replace(base, "    roles: [security-admin]\n", "    roles: [security-admin]\n    teams: [\"\"]\n") + rule, "teams must not contain an empty name"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Parse("x.yaml", []byte(tc.yaml))

@@ -167,6 +167,10 @@ type Approver struct {
 	// TokenSHA256 is the hex SHA-256 of the approver's bearer token. The
 	// token itself is never stored.
 	TokenSHA256 string `yaml:"token_sha256" json:"token_sha256"`
+	// Teams are the teams or groups the approver belongs to. An agent whose
+	// owner is the approver's name or one of these teams is owned by the
+	// approver (separate_owner, see Approver.Owns).
+	Teams []string `yaml:"teams" json:"teams,omitempty"`
 }
 
 // Guardrail names a guardrail rule that may fire against agents.

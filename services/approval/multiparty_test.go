@@ -190,3 +190,45 @@ func TestNarrowedApproval(t *testing.T) {
 	require.True(t, d.DecidedAt.Add(5*time.Minute).Equal(g.ExpiresAt))
 	require.Len(t, h.approvals(reqID), 1)
 }
+
+// With owners that are team names (as in the example configuration),
+// separate_owner refuses an approver who belongs to the owning team.
+func TestSeparateOwnerByTeam(t *testing.T) {
+	yml := exampleConfig(t)
+	for _, r := range []struct{ old, new string }{
+		{"    approver_roles: [security-admin]\n", "    approver_roles: [security-admin, org-admin]\n    separate_owner: true\n"},
+		{"  - name: alice\n    roles: [security-admin]\n", "  - name: alice\n    roles: [security-admin]\n    teams: [pricing-team]\n"},
+	} {
+		out := strings.Replace(yml, r.old, r.new, 1)
+		require.NotEqual(t, yml, out, "the example configuration has %q", r.old)
+		yml = out
+	}
+	h := harnessOn(t, natstest.Setup(t), yml)
+	s := h.start()
+	reqID := events.NewID("req")
+	dec := pendingDecision(reqID, time.Minute)
+	dec.ApproverRoles = []string{config.RoleSecurityAdmin, config.RoleOrgAdmin}
+	h.emitPolicy(dec)
+	h.waitPending(agentOptimizer, reqID)
+
+	// The console and the API say why alice cannot answer.
+	cfg := h.cfg.Current()
+	alice, ok := cfg.Approver("alice")
+	require.True(t, ok)
+	views, err := s.pendingViews(ctxT(t), alice)
+	require.NoError(t, err)
+	require.Len(t, views, 1)
+	require.False(t, views[0].CanAnswer)
+	require.Contains(t, views[0].WhyNot, "you own this agent (owner pricing-team)")
+
+	_, err = h.approve("dev-alice", reqID, "")
+	r := h.requireRefused(err, 403, events.CodeForbidden)
+	require.Contains(t, r.Message, "alice owns agent svc-price-optimizer (owner pricing-team)")
+	_, err = h.deny("dev-alice", reqID, "no")
+	h.requireRefused(err, 403, events.CodeForbidden)
+
+	res, err := h.approve("dev-bob", reqID, "not my team")
+	require.NoError(t, err)
+	require.Equal(t, events.OutcomeApproved, res.Outcome)
+	require.Equal(t, []string{"integrations:write"}, h.waitGranted(reqID).Permissions)
+}

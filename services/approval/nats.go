@@ -63,6 +63,9 @@ func (s *Service) start() error {
 	if err = s.startWithdrawals(); err != nil { // withdraw.go
 		return err
 	}
+	if err = s.startSuspensions(); err != nil { // suspend.go
+		return err
+	}
 	s.api, err = micro.AddService(s.d.NC, micro.Config{
 		Name:        "jit-approval",
 		Version:     "0.1.0",

@@ -27,8 +27,9 @@ import (
 // by a few workers, so the decision consumer never waits on a slow webhook.
 // Each delivery is retried with exponential backoff; its end (delivered, or
 // failed after the last attempt) is one jit.notification event and a
-// counter. A full queue drops the delivery, counts it and logs it: the
-// request itself is stored before any notification and waits regardless.
+// counter. A full queue drops the delivery, counts it, logs it and records
+// it as a failed jit.notification: the request itself is stored before any
+// notification and waits regardless.
 const (
 	notifyQueue    = 256
 	notifyWorkers  = 2
@@ -67,7 +68,7 @@ func newNotifier() *notifier {
 		q:      make(chan notifyJob, notifyQueue),
 		client: &http.Client{Timeout: notifyTimeout},
 		backoff: func(attempt int) time.Duration {
-			return min(200*time.Millisecond<<attempt, 10*time.Second)
+			return min(200*time.Millisecond<<(attempt-1), 10*time.Second)
 		},
 	}
 }
@@ -124,6 +125,9 @@ func (s *Service) notifyPending(rec pendingRecord, names []string) {
 			s.counters.Dropped.Add(1)
 			s.log.Error().Str("notifier", name).Str("request_id", rec.Decision.RequestID).
 				Msg("notification queue full; this notification is dropped (the request still waits)")
+			s.recordNotification(events.Notification{RequestID: rec.Decision.RequestID, Agent: rec.Decision.Agent,
+				Notifier: n.Name, NotifierType: n.Type, Outcome: events.NotificationFailed,
+				Error: "dropped: the notification queue was full", NotifiedAt: s.now().UTC()})
 		}
 	}
 }
@@ -178,11 +182,17 @@ func (s *Service) deliver(ctx context.Context, j notifyJob) {
 		s.counters.Failed.Add(1)
 		log.Error().Str("error", out.Error).Int("attempts", out.Attempts).Msg("notification failed")
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
+	s.recordNotification(out)
+}
+
+// recordNotification publishes the jit.notification event that ends one
+// delivery (delivered, failed, or dropped from a full queue).
+func (s *Service) recordNotification(out events.Notification) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	if _, _, err := s.pub.Emit(pctx, rid+"/notify/"+j.n.Name, events.TypeNotification, out.Agent, out,
-		events.WithRequestID(rid)); err != nil {
-		log.Error().Err(err).Msg("could not publish jit.notification")
+	if _, _, err := s.pub.Emit(ctx, out.RequestID+"/notify/"+out.Notifier, events.TypeNotification, out.Agent, out,
+		events.WithRequestID(out.RequestID)); err != nil {
+		s.log.Error().Err(err).Str("notifier", out.Notifier).Str("request_id", out.RequestID).Msg("could not publish jit.notification")
 	}
 }
 

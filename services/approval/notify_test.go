@@ -138,3 +138,45 @@ func TestSlackEscapesAgentText(t *testing.T) {
 	require.NotContains(t, string(b), "<!channel>")
 	require.Contains(t, string(b), `\u0026lt;!channel\u0026gt;`)
 }
+
+// A notification that finds the queue full is dropped, counted and audited
+// as failed; the request still waits.
+func TestDroppedNotificationIsAudited(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	h := harnessOn(t, natstest.Setup(t), notifyConfig(t, slow.URL, slow.URL, slow.URL))
+	s := New(h.deps())
+	// No queue: a job is taken only by an idle worker (at most two), so at
+	// least one of the three notifications of the request is dropped.
+	s.notify.q = make(chan notifyJob)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(s.Stop)
+
+	reqID := events.NewID("req")
+	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
+	h.waitPending(agentOptimizer, reqID)
+	dropped := func() []events.Notification {
+		var out []events.Notification
+		for _, e := range h.auditFor("jit.notification.>", reqID) {
+			if n := dataOf[events.Notification](t, e); strings.HasPrefix(n.Error, "dropped") {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool {
+		n := s.Counters().Dropped.Load()
+		return n >= 1 && int64(len(dropped())) == n
+	}, waitFor, tick)
+	n := dropped()[0]
+	require.Equal(t, events.NotificationFailed, n.Outcome)
+	require.Zero(t, n.Attempts)
+	require.Len(t, h.listPending("dev-alice").Pending, 1, "the request waits regardless")
+}

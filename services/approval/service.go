@@ -419,10 +419,10 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	}
 	ar := ruleOf(cfg, p.Rule)
 	if ar.separateOwner {
-		if ag, ok := cfg.Agent(p.Agent); ok && ag.Owner != "" && ag.Owner == approver.Name {
+		if ag, ok := cfg.Agent(p.Agent); ok && approver.Owns(ag.Owner) {
 			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-				"rule %s separates duties: %s owns agent %s and may not answer its requests; another approver must",
-				p.Rule, approver.Name, p.Agent), rej)
+				"rule %s separates duties: %s owns agent %s (owner %s) and may not answer its requests; another approver must",
+				p.Rule, approver.Name, p.Agent, ag.Owner), rej)
 		}
 	}
 	required := max(e.rec.Required, ar.required)

@@ -123,8 +123,8 @@ func whyNot(cfg *config.Config, a *config.Approver, d events.Decision, ar approv
 		return "an agent cannot answer its own request"
 	}
 	if ar.separateOwner {
-		if ag, ok := cfg.Agent(d.Agent); ok && ag.Owner == a.Name {
-			return "you own this agent; the rule needs another approver"
+		if ag, ok := cfg.Agent(d.Agent); ok && a.Owns(ag.Owner) {
+			return "you own this agent (owner " + ag.Owner + "); the rule needs another approver"
 		}
 	}
 	if _, ok := rec.votedBy(a.Name); ok {
