@@ -180,7 +180,7 @@ func (s *Service) grant(ctx context.Context, dec events.Decision) error {
 		events.WithRequestID(g.RequestID), events.WithGrantID(grantID)); err != nil {
 		return err
 	}
-	log.Info().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("granted")
+	log.Debug().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("granted")
 	return nil
 }
 

@@ -88,7 +88,12 @@ func (s *Service) decide(ctx context.Context, req events.Request, seq uint64, at
 	if err != nil {
 		return fmt.Errorf("publish decision %s: %w", id, err)
 	}
-	l := log.Info()
+	// Approvals are routine and on the audit stream; denials and requests
+	// that page a human are worth an operator's eye.
+	l := log.Debug()
+	if dec.Outcome != events.OutcomeApproved {
+		l = log.Info()
+	}
 	if dec.Risk != nil {
 		l = l.Int("risk", dec.Risk.Score)
 	}

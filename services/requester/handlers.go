@@ -35,7 +35,7 @@ func (s *Service) handleRequest(req micro.Request) {
 	if err != nil {
 		log.Info().Err(err).Msg("request refused")
 	} else {
-		log.Info().Str("request_id", out.RequestID).Uint64("seq", out.Seq).Msg("request accepted")
+		log.Debug().Str("request_id", out.RequestID).Uint64("seq", out.Seq).Msg("request accepted")
 	}
 	broker.Respond(req, out, err)
 }

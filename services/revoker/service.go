@@ -189,7 +189,7 @@ func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, re
 	for range maxCAS {
 		_, err = s.d.Buckets.Leases.Update(ctx, key, mustJSON(lease), rev)
 		if err == nil {
-			s.log.Info().Str("key", key).Str("reason", r.Reason).Str("revoked_by", r.RevokedBy.String()).Msg("grant revoked")
+			s.log.Debug().Str("key", key).Str("reason", r.Reason).Str("revoked_by", r.RevokedBy.String()).Msg("grant revoked")
 			return revokeResult{Lease: lease, Decided: decided}, nil
 		}
 		if !isConflict(err) {
