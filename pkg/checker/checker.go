@@ -63,6 +63,11 @@ type Checker struct {
 	// grants maps agent → grant id → grant, as read from the bucket. Entries
 	// may be expired: every read compares expires_at with the clock.
 	grants map[string]map[string]*events.Grant
+	// longest maps (agent, permission) to the grant in grants that includes
+	// the permission and has the latest expires_at. If that one no longer
+	// counts at some instant, none does: Allowed is one lookup and one clock
+	// comparison however many grants an agent holds.
+	longest map[permKey]*events.Grant
 	// suspended maps agent → its suspension record.
 	suspended map[string]*events.Suspension
 	// changed, when not nil, is closed (and cleared) at the next change of
@@ -104,6 +109,7 @@ func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
 		staleAfter: DefaultStaleAfter,
 		grantWait:  DefaultGrantWait,
 		grants:     map[string]map[string]*events.Grant{},
+		longest:    map[permKey]*events.Grant{},
 		suspended:  map[string]*events.Suspension{},
 		ended:      map[string]struct{}{},
 	}
@@ -233,9 +239,13 @@ func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
 	if g == nil {
 		c.remember(e.Key())
 		if m := c.grants[agent]; m != nil {
+			old := m[id]
 			delete(m, id)
 			if len(m) == 0 {
 				delete(c.grants, agent)
+			}
+			if old != nil {
+				c.unindex(agent, old)
 			}
 		}
 		return
@@ -245,7 +255,46 @@ func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
 		m = map[string]*events.Grant{}
 		c.grants[agent] = m
 	}
+	old := m[id]
 	m[id] = g
+	if old != nil {
+		c.unindex(agent, old)
+	}
+	c.index(agent, g)
+}
+
+// permKey names one permission of one agent.
+type permKey struct{ agent, perm string }
+
+// index makes g the longest-lasting grant of each of its permissions where
+// it lasts longer than the current one; c.mu is held.
+func (c *Checker) index(agent string, g *events.Grant) {
+	for _, p := range g.Permissions {
+		k := permKey{agent, p}
+		if cur := c.longest[k]; cur == nil || g.ExpiresAt.After(cur.ExpiresAt) {
+			c.longest[k] = g
+		}
+	}
+}
+
+// unindex drops g, which has left c.grants, from the index: where it was the
+// longest-lasting grant of a permission, the next one among the agent's
+// remaining grants takes its place. c.mu is held.
+func (c *Checker) unindex(agent string, g *events.Grant) {
+	for _, p := range g.Permissions {
+		k := permKey{agent, p}
+		if c.longest[k] != g {
+			continue
+		}
+		delete(c.longest, k)
+		for _, o := range c.grants[agent] {
+			if o.Has(p) {
+				if cur := c.longest[k]; cur == nil || o.ExpiresAt.After(cur.ExpiresAt) {
+					c.longest[k] = o
+				}
+			}
+		}
+	}
 }
 
 // endedCap bounds how many ended grants the checker remembers for
@@ -442,14 +491,8 @@ func (c *Checker) decide(agent, perm string, now time.Time) decision {
 	if c.stale.Load() {
 		return decision{kind: refusedStale}
 	}
-	var best *events.Grant
-	for _, g := range c.grants[agent] {
-		if g.ActiveAt(now) && g.Has(perm) && (best == nil || g.ExpiresAt.After(best.ExpiresAt)) {
-			best = g
-		}
-	}
-	if best != nil {
-		return decision{kind: allowedGrant, grant: best}
+	if g := c.longest[permKey{agent, perm}]; g != nil && g.ActiveAt(now) {
+		return decision{kind: allowedGrant, grant: g}
 	}
 	return decision{kind: refusedNoGrant}
 }
