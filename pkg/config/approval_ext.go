@@ -79,8 +79,28 @@ func (c *Config) validateApprovalExt(bad badFunc) {
 				able++
 			}
 		}
-		if need := max(r.Approvals, 1); len(r.ApproverRoles) > 0 && able < need {
+		need := max(r.Approvals, 1)
+		if len(r.ApproverRoles) > 0 && able < need {
 			bad(r.line, what, "needs %d distinct approvers but only %d hold one of %v", need, able, r.ApproverRoles)
+		} else if len(r.ApproverRoles) > 0 && r.SeparateOwner {
+			// Under separation of duties the owners of an agent do not
+			// count for that agent's requests.
+			for k := range c.Agents {
+				ag := &c.Agents[k]
+				if !r.MatchesAgent(ag) {
+					continue
+				}
+				eligible := 0
+				for j := range c.Approvers {
+					if ap := &c.Approvers[j]; ap.HasRole(r.ApproverRoles...) && !ap.Owns(ag.Owner) {
+						eligible++
+					}
+				}
+				if eligible < need {
+					bad(r.line, what, "needs %d distinct approvers for agent %q but only %d hold one of %v without owning it (separate_owner)",
+						need, ag.ID, eligible, r.ApproverRoles)
+				}
+			}
 		}
 		for _, n := range r.Notify {
 			if !notifiers[n] {

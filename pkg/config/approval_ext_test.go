@@ -28,7 +28,7 @@ notifiers:
 rules:
 `
 	rule := "  - name: r1\n    permissions: [data:write]\n    mode: require-approval\n    approver_roles: [security-admin]\n"
-	ok, err := config.Parse("x.yaml", []byte(base+rule+"    approval_window: 5m\n    separate_owner: true\n    notify: [hook]\n"))
+	ok, err := config.Parse("x.yaml", []byte(replace(base, "owner: alice", "owner: intel-team")+rule+"    approval_window: 5m\n    separate_owner: true\n    notify: [hook]\n"))
 	require.NoError(t, err)
 	require.Equal(t, "5m0s", ok.Rules[0].ApprovalWindow.D().String())
 
@@ -41,6 +41,7 @@ rules:
 
 	for name, tc := range map[string]struct{ yaml, want string }{
 		"two-person rule, one approver": {base + rule + "    approvals: 2\n", "needs 2 distinct approvers but only 1"},
+		"separate_owner leaves nobody":  {base + rule + "    separate_owner: true\n", `needs 1 distinct approvers for agent "a1" but only 0 hold one of [security-admin] without owning it`},
 		"negative approvals":            {base + rule + "    approvals: -1\n", "approvals must not be negative"},
 		"window too short":              {base + rule + "    approval_window: 10ms\n", "approval_window 10ms must be between 1s and 24h"},
 		"unknown notifier":              {base + rule + "    notify: [pager]\n", `notify names "pager"`},
