@@ -125,20 +125,23 @@ func (s *Service) grant(ctx context.Context, dec events.Decision) error {
 	grantID := events.GrantIDFor(dec.RequestID)
 	key := broker.GrantKey(dec.Agent, grantID)
 
+	// The normal path is suspension check, then create the lease: one read
+	// and one write. The lease is read back only when it already exists (a
+	// redelivery), and then what the earlier delivery started is finished
+	// whatever happened since: ending it is the revoker's job.
+	susp, err := s.suspension(ctx, dec.Agent)
+	if err != nil {
+		return err
+	}
 	var lease broker.Lease
-	_, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease)
-	switch {
-	case err == nil:
-		// An earlier delivery created the lease: finish what it started, with
-		// the grant it recorded.
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		susp, err := s.suspension(ctx, dec.Agent)
-		if err != nil {
-			return err
-		}
-		if susp != nil {
+	if susp != nil {
+		switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
 			return s.denySuspended(ctx, dec, susp)
+		case err != nil:
+			return fmt.Errorf("read lease %s: %w", key, err)
 		}
+	} else {
 		lease = broker.Lease{Grant: s.newGrant(dec, grantID), State: broker.LeaseActive}
 		b, err := json.Marshal(lease)
 		if err != nil {
@@ -152,8 +155,6 @@ func (s *Service) grant(ctx context.Context, dec events.Decision) error {
 				return fmt.Errorf("read lease %s: %w", key, err)
 			}
 		}
-	default:
-		return fmt.Errorf("read lease %s: %w", key, err)
 	}
 
 	if lease.State != broker.LeaseActive {
