@@ -69,3 +69,25 @@ func TestTTLFor(t *testing.T) {
 	require.Equal(t, time.Second, broker.TTLFor(now.Add(-time.Hour), now))
 	_ = json.Valid
 }
+
+func TestSuspensionFailsClosed(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := context.Background()
+	s, err := broker.Suspension(ctx, env.Buckets.Suspensions, "a1")
+	require.NoError(t, err)
+	require.Nil(t, s, "not suspended")
+
+	b, _ := json.Marshal(events.Suspension{Agent: "a1", Rule: "price-floor"})
+	_, err = env.Buckets.Suspensions.Put(ctx, "a1", b)
+	require.NoError(t, err)
+	s, err = broker.Suspension(ctx, env.Buckets.Suspensions, "a1")
+	require.NoError(t, err)
+	require.Equal(t, "price-floor", s.Rule)
+
+	_, err = env.Buckets.Suspensions.Put(ctx, "a2", []byte("garbage"))
+	require.NoError(t, err)
+	s, err = broker.Suspension(ctx, env.Buckets.Suspensions, "a2")
+	require.NoError(t, err)
+	require.NotNil(t, s, "an unreadable record still suspends")
+	require.Equal(t, "a2", s.Agent)
+}

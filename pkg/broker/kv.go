@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -47,4 +48,23 @@ func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uin
 		return 0, fmt.Errorf("decode %s/%s: %w", kv.Bucket(), key, err)
 	}
 	return e.Revision(), nil
+}
+
+// Suspension reads agent's record from the suspensions bucket kv: nil if
+// the agent is not suspended. A record that exists but does not decode
+// still counts as a suspension (fail closed): it is returned with only
+// Agent set.
+func Suspension(ctx context.Context, kv jetstream.KeyValue, agent string) (*events.Suspension, error) {
+	e, err := kv.Get(ctx, agent)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read suspension of %s: %w", agent, err)
+	}
+	var s events.Suspension
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return &events.Suspension{Agent: agent}, nil
+	}
+	return &s, nil
 }

@@ -204,20 +204,8 @@ func (s *Service) newGrant(dec events.Decision, grantID string) events.Grant {
 
 // suspension returns the agent's suspension, or nil if it is not suspended.
 func (s *Service) suspension(ctx context.Context, agent string) (*events.Suspension, error) {
-	e, err := s.d.Buckets.Suspensions.Get(ctx, agent)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read suspension of %s: %w", agent, err)
-	}
-	var susp events.Suspension
-	if err := json.Unmarshal(e.Value(), &susp); err != nil {
-		// Present but unreadable still means suspended: fail closed.
-		zerolog.Ctx(ctx).Warn().Err(err).Str("agent", agent).Msg("unreadable suspension record; treating the agent as suspended")
-		susp = events.Suspension{Agent: agent}
-	}
-	return &susp, nil
+	// A record that exists but does not decode still counts (fail closed).
+	return broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
 }
 
 func suspendedReason(agent string, susp *events.Suspension) string {

@@ -5,7 +5,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
@@ -104,19 +102,12 @@ func (s *Service) decide(ctx context.Context, req events.Request, seq uint64, at
 // suspended reads the agent's suspension. A record that exists but cannot
 // be decoded counts as a suspension: fail closed.
 func (s *Service) suspended(ctx context.Context, agent string, log zerolog.Logger) (bool, error) {
-	var sus events.Suspension
-	_, err := broker.GetJSON(ctx, s.d.Buckets.Suspensions, agent, &sus)
-	var syntaxErr *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return false, nil
-	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
-		log.Warn().Err(err).Msg("unreadable suspension record; treating the agent as suspended")
-		return true, nil
-	default:
-		return false, fmt.Errorf("read suspension of %s: %w", agent, err)
+	sus, err := broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
+	if err != nil {
+		return false, err
 	}
+	if sus != nil && sus.Rule == "" && sus.SuspendedAt.IsZero() {
+		log.Warn().Msg("unreadable suspension record; treating the agent as suspended")
+	}
+	return sus != nil, nil
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
@@ -178,13 +177,13 @@ func checkAgent(cfg *config.Config, actor events.Actor) (*config.Agent, error) {
 // checkSuspended refuses a suspended agent. A suspension record that cannot
 // be read refuses the request too (fail closed), as an internal error.
 func (s *Service) checkSuspended(ctx context.Context, agent string) error {
-	var sus events.Suspension
-	_, err := broker.GetJSON(ctx, s.d.Buckets.Suspensions, agent, &sus)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return nil
-	case err != nil:
-		return fmt.Errorf("read suspension of %s: %w", agent, err)
+	sus, err := broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
+	if err != nil || sus == nil {
+		return err
+	}
+	if sus.Rule == "" {
+		return broker.Errorf(403, events.CodeSuspended,
+			"agent %s is suspended; an org-admin or security-admin must reinstate it", agent)
 	}
 	return broker.Errorf(403, events.CodeSuspended,
 		"agent %s is suspended since %s by guardrail %s; an org-admin or security-admin must reinstate it",
