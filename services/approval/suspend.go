@@ -15,18 +15,7 @@ const DurableSuspensions = "approval-suspensions"
 // startSuspensions runs the consumer that releases a suspended agent's
 // waiting requests. It stops with the service's context.
 func (s *Service) startSuspensions() error {
-	c, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
-		Durable:        DurableSuspensions,
-		FilterSubjects: []string{events.TypeSuspended + ".>"},
-	}, s.onSuspended, s.pub.RejectMalformed(DurableSuspensions), s.log)
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-s.ctx.Done()
-		c.Stop()
-	}()
-	return nil
+	return s.consumeUntilStopped(DurableSuspensions, events.TypeSuspended+".>", s.onSuspended)
 }
 
 // onSuspended denies every request of the suspended agent that still waits

@@ -26,10 +26,16 @@ var errNotYet = errors.New("the withdrawn request is not decided yet; looking ag
 // startWithdrawals runs the consumer that denies withdrawn pending
 // requests. It stops with the service's context.
 func (s *Service) startWithdrawals() error {
+	return s.consumeUntilStopped(DurableWithdrawals, events.TypeWithdrawn+".>", s.onWithdrawn)
+}
+
+// consumeUntilStopped runs h on the audit stream's events matching filter
+// with the durable consumer durable, until the service's context ends.
+func (s *Service) consumeUntilStopped(durable, filter string, h broker.Handler) error {
 	c, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
-		Durable:        DurableWithdrawals,
-		FilterSubjects: []string{events.TypeWithdrawn + ".>"},
-	}, s.onWithdrawn, s.pub.RejectMalformed(DurableWithdrawals), s.log)
+		Durable:        durable,
+		FilterSubjects: []string{filter},
+	}, h, s.pub.RejectMalformed(durable), s.log)
 	if err != nil {
 		return err
 	}
