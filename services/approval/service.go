@@ -369,12 +369,26 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		return broker.ActionResult{}, err
 	}
 	if len(entries) == 0 {
+		// Whether a request existed and how it ended is for approvers who
+		// could have answered one: someone holding no role that any rule
+		// asks for learns nothing about it.
+		if !s.mayAnswerAny(approver) {
+			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+				"%s holds %v, and no rule asks an approver with any of these roles", approver.Name, approver.Roles), rej)
+		}
 		return broker.ActionResult{}, s.refuse(ctx, s.gone(ctx, in.RequestID), withCode(rej, events.CodeStale))
 	}
 	e := entries[0]
 	p := e.rec.Decision
 	rej.Agent = p.Agent
 	result := broker.ActionResult{RequestID: p.RequestID, Agent: p.Agent, Outcome: outcome}
+	// The role comes first, so that an approver outside the rule's roles
+	// learns nothing of the request's state.
+	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
+		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"to %s request %s an approver needs one of the roles %v; %s holds %v",
+			verb, p.RequestID, p.ApproverRoles, approver.Name, approver.Roles), rej)
+	}
 
 	if a := e.rec.Answer; a != nil {
 		// Already answered; the answer may not be published yet (a failed
@@ -391,11 +405,6 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	if now := s.now(); !now.Before(e.rec.Deadline) {
 		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
 			"approval window closed at %s: the request timed out unanswered", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
-	}
-	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"to %s request %s an approver needs one of the roles %v; %s holds %v",
-			verb, p.RequestID, p.ApproverRoles, approver.Name, approver.Roles), rej)
 	}
 	cfg := s.d.Config.Current()
 	if approver.Name == p.Agent {
@@ -669,4 +678,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// mayAnswerAny reports whether the approver holds a role that some
+// require-approval rule of the active configuration asks for.
+func (s *Service) mayAnswerAny(approver *config.Approver) bool {
+	cfg := s.d.Config.Current()
+	if cfg == nil {
+		return false
+	}
+	for i := range cfg.Rules {
+		if r := &cfg.Rules[i]; r.Mode == config.ModeRequireApproval && approver.HasRole(r.ApproverRoles...) {
+			return true
+		}
+	}
+	return false
 }
