@@ -20,26 +20,8 @@ var RevokeRoles = config.ReinstateRoles
 // handleRevoke serves broker.APIRevoke: an admin, named by the approver
 // token in broker.HeaderToken, ends a grant now.
 func (s *Service) handleRevoke(req micro.Request) {
-	if !s.enterAPI() {
-		broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the revoker is stopping; try again"))
-		return
-	}
-	defer s.apiWG.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
-	defer cancel()
-	var in broker.RevokeInput
-	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		var ae *broker.APIError
-		if !errors.As(err, &ae) {
-			ae = broker.Errorf(400, events.CodeMalformed, "%v", err)
-		}
-		broker.Respond(req, nil, s.refuse(ctx, events.StageRevoke, ae,
-			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}))
-		return
-	}
-	out, err := s.adminRevoke(ctx, req.Headers().Get(broker.HeaderToken), in)
-	s.logAPI(broker.APIRevoke, err)
-	broker.Respond(req, out, err)
+	serveAPI(s, req, broker.APIRevoke, events.StageRevoke,
+		events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}, s.adminRevoke)
 }
 
 // adminRevoke ends the grant in.GrantID with reason events.RevokedAdmin and

@@ -20,51 +20,47 @@ const grantsSubjectPrefix = "$KV." + broker.BucketGrants + "."
 
 // handleDone serves broker.APIDone.
 func (s *Service) handleDone(req micro.Request) {
-	if !s.enterAPI() {
-		broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the revoker is stopping; try again"))
-		return
-	}
-	defer s.apiWG.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
-	defer cancel()
-	var in broker.DoneInput
-	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		broker.Respond(req, nil, s.refuseInput(ctx, events.StageCompletion, err, events.Rejection{}))
-		return
-	}
-	out, err := s.done(ctx, in)
-	s.logAPI(broker.APIDone, err)
-	broker.Respond(req, out, err)
+	serveAPI(s, req, broker.APIDone, events.StageCompletion, unknownAgent,
+		func(ctx context.Context, _ string, in broker.DoneInput) (broker.ActionResult, error) {
+			return s.done(ctx, in)
+		})
 }
 
 // handleReinstate serves broker.APIReinstate; the approver's token comes in
 // the broker.HeaderToken header.
 func (s *Service) handleReinstate(req micro.Request) {
+	serveAPI(s, req, broker.APIReinstate, events.StageReinstate, unknownAgent, s.reinstate)
+}
+
+// unknownAgent is who sent an API body too malformed to tell.
+var unknownAgent = events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}
+
+// serveAPI runs one call of an API endpoint: refused with 503 while the
+// revoker stops; the body decoded strictly into an In (a bad body is
+// refused and audited at stage, as sent by actor); then do, under the API
+// deadline, with the caller's token from broker.HeaderToken; its outcome is
+// logged and answered.
+func serveAPI[In any](s *Service, req micro.Request, subject, stage string, actor events.Actor,
+	do func(ctx context.Context, token string, in In) (broker.ActionResult, error)) {
 	if !s.enterAPI() {
-		broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the revoker is stopping; try again"))
+		broker.Respond(req, nil, broker.Errorf(503, events.CodeUnavailable, "the revoker is stopping; try again"))
 		return
 	}
 	defer s.apiWG.Done()
 	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
 	defer cancel()
-	var in broker.ReinstateInput
+	var in In
 	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		broker.Respond(req, nil, s.refuseInput(ctx, events.StageReinstate, err, events.Rejection{}))
+		var ae *broker.APIError
+		if !errors.As(err, &ae) {
+			ae = broker.Errorf(400, events.CodeMalformed, "%v", err)
+		}
+		broker.Respond(req, nil, s.refuse(ctx, stage, ae, events.Rejection{Actor: actor}))
 		return
 	}
-	out, err := s.reinstate(ctx, req.Headers().Get(broker.HeaderToken), in)
-	s.logAPI(broker.APIReinstate, err)
+	out, err := do(ctx, req.Headers().Get(broker.HeaderToken), in)
+	s.logAPI(subject, err)
 	broker.Respond(req, out, err)
-}
-
-// refuseInput records an undecodable API body.
-func (s *Service) refuseInput(ctx context.Context, stage string, err error, r events.Rejection) error {
-	var ae *broker.APIError
-	if !errors.As(err, &ae) {
-		ae = broker.Errorf(400, events.CodeMalformed, "%v", err)
-	}
-	r.Actor = events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}
-	return s.refuse(ctx, stage, ae, r)
 }
 
 func (s *Service) logAPI(subject string, err error) {
