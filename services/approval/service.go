@@ -273,9 +273,9 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 	key := broker.PendingKey(dec.Agent, dec.RequestID)
 	now := s.now()
 	if !now.Before(deadline) {
-		seen, err := s.everPending(ctx, key)
-		if err != nil || seen {
-			return err // seen: its answer or its time-out marker ends it
+		h, err := s.everPending(ctx, key)
+		if err != nil || h != neverPending {
+			return err // stored once: its answer or its time-out marker ends it
 		}
 		return s.timeOut(ctx, dec.Agent, dec.RequestID, &dec)
 	}

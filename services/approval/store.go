@@ -79,20 +79,33 @@ func (s *Service) pendingEntries(ctx context.Context, filter string) ([]pendingE
 	}
 }
 
-// everPending reports whether the pending bucket's stream holds anything for
-// key: a record, an answer's delete marker or a time-out marker. Such a
-// request was stored once and ends through its answer or its marker.
-func (s *Service) everPending(ctx context.Context, key string) (bool, error) {
-	_, err := s.pendingStream.GetLastMsgForSubject(ctx, pendingSubjectPrefix+key)
+// everPending reports what the pending bucket's stream holds for key: no
+// message (never stored, or not yet), a live record (its last message is a
+// put, possibly written after the caller's snapshot of live records), or an
+// answer's delete marker or a time-out marker (ended).
+func (s *Service) everPending(ctx context.Context, key string) (pendingHistory, error) {
+	m, err := s.pendingStream.GetLastMsgForSubject(ctx, pendingSubjectPrefix+key)
 	switch {
-	case err == nil:
-		return true, nil
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
+		return neverPending, nil
+	case err != nil:
+		return neverPending, fmt.Errorf("read pending history of %s: %w", key, err)
+	case m.Header.Get("KV-Operation") != "" || m.Header.Get(jetstream.MarkerReasonHeader) != "":
+		return pendingEnded, nil
 	default:
-		return false, fmt.Errorf("read pending history of %s: %w", key, err)
+		// A record written after the caller's snapshot of live records.
+		return pendingLive, nil
 	}
 }
+
+// pendingHistory is what the pending bucket's stream says of one request.
+type pendingHistory int
+
+const (
+	neverPending pendingHistory = iota // no message: not stored (yet)
+	pendingLive                        // its last message is a live record
+	pendingEnded                       // deleted (answered) or expired (timed out)
+)
 
 // isConflict reports whether err is a lost compare-and-set on a key.
 func isConflict(err error) bool {

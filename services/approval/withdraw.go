@@ -88,11 +88,17 @@ func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Deli
 // record means: answered or timed out before (nothing to do), granted (the
 // revoker ends the grant), or not decided yet (look again later).
 func (s *Service) notPending(ctx context.Context, w events.Withdrawal, key string) error {
-	seen, err := s.everPending(ctx, key)
-	if err != nil || seen {
+	switch h, err := s.everPending(ctx, key); {
+	case err != nil:
 		return err
+	case h == pendingLive:
+		// Stored after this delivery looked for live records: the next
+		// delivery finds it and denies it.
+		return errNotYet
+	case h == pendingEnded:
+		return nil // answered or timed out before the withdrawal
 	}
-	_, err = s.d.Buckets.Leases.Get(ctx, broker.GrantKey(w.Agent, events.GrantIDFor(w.RequestID)))
+	_, err := s.d.Buckets.Leases.Get(ctx, broker.GrantKey(w.Agent, events.GrantIDFor(w.RequestID)))
 	switch {
 	case err == nil:
 		return nil
