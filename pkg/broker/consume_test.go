@@ -87,7 +87,7 @@ func TestConcurrentOverlapsRequests(t *testing.T) {
 	svc, err := micro.AddService(env.NC, micro.Config{Name: "slow", Version: "0.0.1"})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = svc.Stop() })
-	require.NoError(t, svc.AddEndpoint("slow", broker.Concurrent(4, micro.HandlerFunc(func(r micro.Request) {
+	require.NoError(t, svc.AddEndpoint("slow", broker.Concurrent(env.NC, 4, micro.HandlerFunc(func(r micro.Request) {
 		started.Add(1)
 		<-release
 		_ = r.Respond([]byte("ok"))
@@ -103,5 +103,32 @@ func TestConcurrentOverlapsRequests(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return started.Load() == 3 }, 5*time.Second, 5*time.Millisecond)
 	close(release)
+	wg.Wait()
+}
+
+// TestConcurrentErrorAnswers: error answers sent from the handler's
+// goroutine reach the caller intact and do not race with micro's own
+// bookkeeping of the request (run with -race).
+func TestConcurrentErrorAnswers(t *testing.T) {
+	env := natstest.Setup(t)
+	svc, err := micro.AddService(env.NC, micro.Config{Name: "erring", Version: "0.0.1"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+	require.NoError(t, svc.AddEndpoint("erring", broker.Concurrent(env.NC, 8, micro.HandlerFunc(func(r micro.Request) {
+		var in broker.DoneInput
+		broker.Respond(r, nil, broker.DecodeInput(r.Data(), &in))
+	})), micro.WithEndpointSubject("test.erring")))
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			err := broker.Call(t.Context(), env.NC, "test.erring", "", map[string]int{"unknown": i}, nil)
+			var ae *broker.APIError
+			if assert.ErrorAs(t, err, &ae) {
+				assert.Equal(t, 400, ae.Status)
+				assert.Equal(t, events.CodeMalformed, ae.Code)
+				assert.Contains(t, ae.Message, `unknown field "unknown"`)
+			}
+		})
+	}
 	wg.Wait()
 }

@@ -37,7 +37,7 @@ func (s *Service) Start(ctx context.Context) error {
 		cancel()
 		return fmt.Errorf("add micro service: %w", err)
 	}
-	if err := svc.AddEndpoint("request", broker.Concurrent(requestConcurrency, micro.HandlerFunc(s.handleRequest)), micro.WithEndpointSubject(broker.APIRequest)); err != nil {
+	if err := svc.AddEndpoint("request", broker.Concurrent(s.d.NC, requestConcurrency, micro.HandlerFunc(s.handleRequest)), micro.WithEndpointSubject(broker.APIRequest)); err != nil {
 		_ = svc.Stop()
 		cancel()
 		return fmt.Errorf("add endpoint %s: %w", broker.APIRequest, err)
