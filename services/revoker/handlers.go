@@ -113,11 +113,14 @@ func (s *Service) onGuardrail(ctx context.Context, e events.Event, d broker.Deli
 // agents, to be checked for a suspension once all are in.
 func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[string]struct{}) {
 	key := e.Key()
+	agent, _, ok := broker.SplitKey(key)
 	if e.Operation() != jetstream.KeyValuePut {
 		s.sched.cancel(key)
+		if ok {
+			s.index.set(agent, key, false)
+		}
 		return
 	}
-	agent, _, ok := broker.SplitKey(key)
 	if !ok || !events.ValidID(agent) {
 		s.log.Warn().Str("key", key).Msg("ignoring a lease key that is not a grant key")
 		return
@@ -128,6 +131,7 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 		s.log.Error().Err(err).Str("key", key).Msg("lease record does not decode")
 		return
 	}
+	s.index.set(agent, key, l.State == broker.LeaseActive)
 	switch l.State {
 	case broker.LeaseActive:
 		s.sched.schedule(l.Grant.ExpiresAt, s.revokeJob(key))

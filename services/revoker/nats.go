@@ -160,12 +160,14 @@ func (s *Service) enterAPI() bool {
 func (s *Service) watchLeases(w jetstream.KeyWatcher) {
 	defer close(s.watchDone)
 	for attempt := uint64(0); ; attempt++ {
+		s.index.reset()
 		initial, n := true, 0
 		agents := make(map[string]struct{})
 		for e := range w.Updates() {
 			if e == nil {
 				if initial {
 					initial = false
+					s.index.markReady()
 					for a := range agents {
 						s.sched.enqueue(s.checkAgentJob(a))
 					}

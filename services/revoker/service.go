@@ -63,6 +63,7 @@ type Service struct {
 	pub   *broker.Publisher
 	locks keyLocks
 	sched *scheduler
+	index leaseIndex // active leases per agent, from the lease watch
 
 	ctx    context.Context // cancelled by Stop, after in-flight work ended
 	cancel context.CancelFunc

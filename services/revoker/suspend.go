@@ -68,29 +68,30 @@ func (s *Service) suspend(ctx context.Context, eventID string, g events.Guardrai
 // returns the suspension now stored.
 func (s *Service) putSuspension(ctx context.Context, rec events.Suspension, log zerolog.Logger) (events.Suspension, error) {
 	kv := s.d.Buckets.Suspensions
+	// Create first: the common case (not suspended yet) is one round trip.
 	for range maxCAS {
+		_, err := kv.Create(ctx, rec.Agent, mustJSON(rec))
+		if err == nil {
+			return rec, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return events.Suspension{}, fmt.Errorf("suspend %s: %w", rec.Agent, err)
+		}
 		var cur events.Suspension
-		_, err := broker.GetJSON(ctx, kv, rec.Agent, &cur)
+		_, err = broker.GetJSON(ctx, kv, rec.Agent, &cur)
 		switch {
 		case err == nil:
 			return cur, nil
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, gerr := kv.Get(ctx, rec.Agent); gerr == nil {
-				// Present but undecodable: the agent is suspended all the
-				// same; leave the record for an operator to inspect.
-				log.Error().Err(err).Msg("stored suspension does not decode; keeping it")
-				return rec, nil
-			}
-			return events.Suspension{}, fmt.Errorf("read suspension of %s: %w", rec.Agent, err)
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue // reinstated meanwhile: suspend again
 		}
-		_, err = kv.Create(ctx, rec.Agent, mustJSON(rec))
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue
+		if _, gerr := kv.Get(ctx, rec.Agent); gerr == nil {
+			// Present but undecodable: the agent is suspended all the
+			// same; leave the record for an operator to inspect.
+			log.Error().Err(err).Msg("stored suspension does not decode; keeping it")
+			return rec, nil
 		}
-		if err != nil {
-			return events.Suspension{}, fmt.Errorf("suspend %s: %w", rec.Agent, err)
-		}
-		return rec, nil
+		return events.Suspension{}, fmt.Errorf("read suspension of %s: %w", rec.Agent, err)
 	}
 	return events.Suspension{}, fmt.Errorf("suspend %s: %w", rec.Agent, ErrContended)
 }
@@ -118,9 +119,12 @@ func (s *Service) suspension(ctx context.Context, agent string) (events.Suspensi
 // revokeAgent revokes every grant of agent that has not ended, with reason
 // guardrail, and returns the ids of the grants this call ended (sorted).
 func (s *Service) revokeAgent(ctx context.Context, agent string, by events.Actor, detail string) ([]string, error) {
-	keys, err := s.leaseKeys(ctx, agent+".*")
-	if err != nil {
-		return nil, err
+	keys, ok := s.index.keys(agent)
+	if !ok {
+		var err error
+		if keys, err = s.leaseKeys(ctx, agent+".*"); err != nil {
+			return nil, err
+		}
 	}
 	var (
 		mu      sync.Mutex
