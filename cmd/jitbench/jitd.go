@@ -22,6 +22,7 @@ type jitd struct {
 	bin, dataDir, config string
 	natsAddr, httpAddr   string
 	pprof                bool
+	memLimit             string // --memory-limit, if set
 
 	cmd     *exec.Cmd
 	started time.Time
@@ -43,7 +44,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func newJitd(bin, dataDir, config string, pprof bool) (*jitd, error) {
+func newJitd(bin, dataDir, config string, pprof bool, memLimit string) (*jitd, error) {
 	nats, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -52,7 +53,7 @@ func newJitd(bin, dataDir, config string, pprof bool) (*jitd, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &jitd{bin: bin, dataDir: dataDir, config: config, natsAddr: nats, httpAddr: http, pprof: pprof}
+	j := &jitd{bin: bin, dataDir: dataDir, config: config, natsAddr: nats, httpAddr: http, pprof: pprof, memLimit: memLimit}
 	j.reset()
 	return j, nil
 }
@@ -82,6 +83,9 @@ func (j *jitd) start(timeout time.Duration) error {
 	}
 	if j.pprof {
 		args = append(args, "--pprof")
+	}
+	if j.memLimit != "" {
+		args = append(args, "--memory-limit", j.memLimit)
 	}
 	cmd := exec.Command(j.bin, args...)
 	logf, err := os.OpenFile(filepath.Join(j.dataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -74,6 +74,7 @@ func main() {
 	tput := fs.Duration("duration", 0, "how long each sustained-throughput run lasts (default 5s; 1s with --quick)")
 	profile := fs.String("profile", "", "directory for jitd's CPU profile (during the 256-agent run) and heap profile (at scale)")
 	keep := fs.Bool("keep", false, "keep the temporary data directory")
+	memLimit := fs.String("jitd-memory-limit", "256MiB", "jitd's --memory-limit (Go's soft memory limit; empty: jitd's default, none)")
 	_ = fs.Parse(os.Args[1:])
 
 	p := fullParams()
@@ -88,7 +89,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, log: os.Stderr})
+	rep, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, log: os.Stderr})
 	if rep != nil {
 		rep.print(os.Stdout)
 		if *out != "" {
@@ -121,6 +122,7 @@ type options struct {
 	quick      bool
 	profileDir string
 	keep       bool
+	memLimit   string // jitd's --memory-limit
 	log        io.Writer
 }
 
@@ -146,7 +148,8 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, fmt.Errorf("the generated configuration is refused: %w", err)
 	}
 	rep := newReport(o.quick, p)
-	d, err := newJitd(o.jitd, dir, cfgPath, o.profileDir != "")
+	rep.memLimit = o.memLimit
+	d, err := newJitd(o.jitd, dir, cfgPath, o.profileDir != "", o.memLimit)
 	if err != nil {
 		return rep, err
 	}
@@ -285,7 +288,11 @@ func run(ctx context.Context, o options) (*report, error) {
 	time.Sleep(time.Second)
 	rss, _ = d.rssMB()
 	hwm, _ := procStatusMB(d.cmd.Process.Pid, "VmHWM:")
-	rep.set("rss_mb_at_100k_grants", rss, "MiB", "")
+	limitNote := "jitd without a memory limit"
+	if o.memLimit != "" {
+		limitNote = "jitd --memory-limit " + o.memLimit
+	}
+	rep.set("rss_mb_at_100k_grants", rss, "MiB", limitNote)
 	rep.set("rss_peak_mb", hwm, "MiB", "")
 	if o.profileDir != "" {
 		if err := fetch(ctx, "http://"+d.httpAddr+"/debug/pprof/heap", filepath.Join(o.profileDir, "heap-100k.pprof")); err != nil {
@@ -435,14 +442,15 @@ func benchConfig(p params) string {
 
 // report is the figures of a run, in the order they were taken.
 type report struct {
-	keys   []string
-	vals   map[string]float64
-	units  map[string]string
-	notes  map[string]string
-	limit  limitResult
-	quick  bool
-	params params
-	start  time.Time
+	keys     []string
+	vals     map[string]float64
+	units    map[string]string
+	notes    map[string]string
+	limit    limitResult
+	quick    bool
+	memLimit string
+	params   params
+	start    time.Time
 }
 
 func newReport(quick bool, p params) *report {
@@ -529,7 +537,7 @@ func (r *report) write(path string) error {
 	m["run"] = map[string]any{
 		"quick": r.quick, "started": r.start.UTC().Format(time.RFC3339), "seconds": round(time.Since(r.start).Seconds()),
 		"cpus": runtime.NumCPU(), "go": runtime.Version(), "host": host, "loadavg": loadavg(),
-		"live_grants_target": r.params.scaleN,
+		"live_grants_target": r.params.scaleN, "jitd_memory_limit": r.memLimit,
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {

@@ -25,9 +25,18 @@ func main() {
 	fs.BoolVar(&o.SyncAlways, "sync-always", false, "fsync every JetStream write (survives power loss, slower)")
 	fs.BoolVar(&o.PProf, "pprof", false, "serve Go's profiler at /debug/pprof/ on --http-listen")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	memLimit := fs.String("memory-limit", os.Getenv("JIT_MEMORY_LIMIT"), "soft memory limit of the Go runtime, e.g. 256MiB or off (env JIT_MEMORY_LIMIT; empty: GOMEMLIMIT or none)")
 	_ = fs.Parse(os.Args[1:])
 
 	log := service.Logger("jitd", *level)
+	limit, err := applyMemoryLimit(*memLimit)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: --memory-limit: %v\n", err)
+		os.Exit(2)
+	}
+	if limit > 0 {
+		log.Info().Int64("memory_limit_bytes", limit).Msg("soft memory limit set")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := allinone.New(o, log)
