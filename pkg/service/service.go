@@ -27,6 +27,20 @@ type Deps struct {
 	Log     zerolog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Suspensions, if set, answers the edge checks (requester, policy)
+	// from memory; nil means reading the suspensions bucket each time.
+	Suspensions *broker.SuspensionView
+}
+
+// Suspension returns agent's suspension, or nil if it is not suspended:
+// from d.Suspensions when set, else from the bucket. For the edge checks
+// only: a service that grants or revokes reads the bucket itself
+// (broker.Suspension), so that a suspension stored an instant ago counts.
+func (d Deps) Suspension(ctx context.Context, agent string) (*events.Suspension, error) {
+	if d.Suspensions != nil {
+		return d.Suspensions.Suspension(ctx, agent)
+	}
+	return broker.Suspension(ctx, d.Buckets.Suspensions, agent)
 }
 
 // Clock returns d.Now or time.Now.
@@ -64,8 +78,9 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Prepare ensures the topology, applies configFile if set, and waits for an
-// active configuration.
+// Prepare ensures the topology, applies configFile if set, waits for an
+// active configuration and starts the suspension view. The configuration
+// and the view follow their buckets until ctx ends.
 func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log zerolog.Logger) (Deps, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -100,7 +115,11 @@ func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log 
 	if err != nil {
 		return Deps{}, err
 	}
-	return Deps{NC: nc, JS: js, Buckets: b, Config: src, Log: log}, nil
+	susp, err := broker.WatchSuspensions(ctx, b.Suspensions, log)
+	if err != nil {
+		return Deps{}, err
+	}
+	return Deps{NC: nc, JS: js, Buckets: b, Config: src, Log: log, Suspensions: susp}, nil
 }
 
 // ApplyFile validates the configuration at path and stores it as the active

@@ -102,7 +102,7 @@ func (s *Service) decide(ctx context.Context, req events.Request, seq uint64, at
 // suspended reads the agent's suspension. A record that exists but cannot
 // be decoded counts as a suspension: fail closed.
 func (s *Service) suspended(ctx context.Context, agent string, log zerolog.Logger) (bool, error) {
-	sus, err := broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
+	sus, err := s.d.Suspension(ctx, agent)
 	if err != nil {
 		return false, err
 	}

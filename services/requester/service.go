@@ -177,7 +177,7 @@ func checkAgent(cfg *config.Config, actor events.Actor) (*config.Agent, error) {
 // checkSuspended refuses a suspended agent. A suspension record that cannot
 // be read refuses the request too (fail closed), as an internal error.
 func (s *Service) checkSuspended(ctx context.Context, agent string) error {
-	sus, err := broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
+	sus, err := s.d.Suspension(ctx, agent)
 	if err != nil || sus == nil {
 		return err
 	}
