@@ -249,6 +249,11 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep.set("expiry_storm_lag_p99_ms", st.lag.pct(99), "ms", "")
 	rep.set("expiry_storm_lost", float64(st.lost), "", "")
 
+	logf("settle: the storm's expiry markers handled")
+	if err := settle(ctx, c, st.lastExpiry); err != nil {
+		return rep, err
+	}
+
 	logf("guardrail: %d agents with %d grants each", p.guardAgents, p.guardK)
 	gr, err := guardrails(ctx, c, chk, p.guardAgents, p.guardK)
 	if err != nil {

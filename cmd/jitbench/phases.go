@@ -13,6 +13,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/services/revoker"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -76,6 +77,7 @@ type expiryResult struct {
 	wrongReason    int
 	createdPerSec  float64
 	lastAfterFinal time.Duration // last revocation − the latest expires_at
+	lastExpiry     time.Time     // the latest expires_at
 }
 
 // expiry creates n grants through the pipeline with durations spread evenly
@@ -143,6 +145,7 @@ func expiry(ctx context.Context, c *client, chk *checker.Checker, n int, minD, m
 		}
 	}
 	res.lastAfterFinal = lastRev.Sub(last)
+	res.lastExpiry = last
 	return res, nil
 }
 
@@ -325,6 +328,7 @@ func storm(ctx context.Context, c *client, n, conc int, rate float64) (expiryRes
 		}
 	}
 	res.lastAfterFinal = lastRev.Sub(last)
+	res.lastExpiry = last
 	return res, nil
 }
 
@@ -468,4 +472,38 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// settle waits until the broker has written the expiry markers of every
+// grant that ended by lastExpiry (its TTL sweep runs in whole seconds, about
+// every 250 ms: BROKER-FACTS) and the revoker has handled them all, so that
+// the next phase is not measured while the revoker still works through a
+// storm's backstop markers.
+func settle(ctx context.Context, c *client, lastExpiry time.Time) error {
+	if wait := time.Until(lastExpiry.Add(2 * time.Second)); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	cons, err := c.js.Consumer(ctx, "KV_"+broker.BucketGrants, revoker.DurableExpiry)
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if ci.NumPending == 0 && ci.NumAckPending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the revoker did not catch up with the expiry markers within 60 s")
 }
