@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
+	jsoniter "github.com/json-iterator/go"
 )
 
 // Event is a CloudEvent (sdk-go v2's event model).
@@ -91,8 +93,10 @@ func New(id, typ, source, agent string, data any, opts ...Option) (Event, error)
 	return e, nil
 }
 
-// Encode returns the structured-mode JSON of e.
-func Encode(e Event) ([]byte, error) { return json.Marshal(e) }
+// Encode returns the structured-mode JSON of e. It calls the event's own
+// marshaller: json.Marshal would re-validate and compact its output, a
+// third of the cost.
+func Encode(e Event) ([]byte, error) { return e.MarshalJSON() }
 
 // Decode parses a structured-mode CloudEvent (JSON) and validates it: size,
 // CloudEvents attributes, and that its type is one of AllTypes. It returns
@@ -105,8 +109,16 @@ func Decode(body []byte) (Event, error) {
 	if len(body) == 0 || body[0] != '{' {
 		return Event{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
 	}
+	// json.Valid refuses anything that is not exactly one JSON value, as
+	// json.Unmarshal would; calling the event's own parser then saves
+	// json.Unmarshal's second pass over the body.
+	if !json.Valid(body) {
+		var v any
+		err := json.Unmarshal(body, &v) // only for its message
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	e := cloudevents.NewEvent()
-	if err := json.Unmarshal(body, &e); err != nil {
+	if err := e.UnmarshalJSON(body); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return e, check(e)
@@ -189,13 +201,39 @@ func DataAs[T any](e Event) (T, error) {
 	if len(e.Data()) == 0 {
 		return v, fmt.Errorf("%w: %s event has no data", ErrInvalid, e.Type())
 	}
-	dec := json.NewDecoder(bytes.NewReader(e.Data()))
+	data := e.Data()
+	// The common case, valid data, decodes with jsoniter (which the
+	// CloudEvents SDK already uses for the envelope): 3× faster here than a
+	// json.Decoder. Syntax is checked first by the standard library, and
+	// anything jsoniter refuses is decoded again by encoding/json, whose
+	// verdict and message stand, so a refusal reads as it always has.
+	// FuzzDataAsAgrees checks that both accept the same data.
+	// Invalid UTF-8 takes the slow path too: encoding/json replaces it with
+	// U+FFFD, jsoniter would keep the bytes.
+	if utf8.Valid(data) && json.Valid(data) {
+		if err := strictJSON.Unmarshal(data, &v); err == nil {
+			return v, nil
+		}
+		v = *new(T)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
 		return v, fmt.Errorf("%w: %s data: %v", ErrInvalid, e.Type(), err)
 	}
+	if dec.More() {
+		return v, fmt.Errorf("%w: %s data: data after the JSON value", ErrInvalid, e.Type())
+	}
 	return v, nil
 }
+
+// strictJSON decodes like encoding/json (field names matched without case,
+// the types' own UnmarshalJSON) but refuses unknown fields.
+var strictJSON = jsoniter.Config{
+	EscapeHTML:             true,
+	ValidateJsonRawMessage: true,
+	DisallowUnknownFields:  true,
+}.Froze()
 
 // RequestID returns the event's requestid extension, or "".
 func RequestID(e Event) string { return extString(e, ExtRequestID) }
