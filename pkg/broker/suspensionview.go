@@ -140,6 +140,20 @@ func (v *SuspensionView) Suspension(ctx context.Context, agent string) (*events.
 	return Suspension(ctx, v.kv, agent)
 }
 
+// Hold records that agent has a record, before the watch delivers it: a
+// writer of suspensions calls it after its write, so that the view answers
+// its own write at once. The record is confirmed in the bucket like any
+// other; a record that is not there (reinstated meanwhile) answers "not
+// suspended", and the watch removes it when its delete arrives.
+func (v *SuspensionView) Hold(agent string) {
+	v.mu.Lock()
+	if v.agents == nil {
+		v.agents = make(map[string]struct{})
+	}
+	v.agents[agent] = struct{}{}
+	v.mu.Unlock()
+}
+
 // Live reports whether the view answers from memory (for tests and health).
 func (v *SuspensionView) Live() bool {
 	v.mu.RLock()

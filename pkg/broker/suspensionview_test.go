@@ -74,6 +74,16 @@ func TestSuspensionView(t *testing.T) {
 		return err == nil && s != nil && s.Agent == "a2"
 	}, 5*time.Second, time.Millisecond, "an unreadable record suspends")
 
+	// A writer that holds its own write sees it at once.
+	v.Hold("a4")
+	s, err = v.Suspension(ctx, "a4")
+	require.NoError(t, err)
+	require.Nil(t, s, "held but not in the bucket: not suspended")
+	suspend("a4", rec)
+	s, err = v.Suspension(ctx, "a4")
+	require.NoError(t, err)
+	require.NotNil(t, s, "no wait for the watch")
+
 	// A view that no longer follows the bucket reads it for every answer.
 	stop()
 	require.Eventually(t, func() bool { return !v.Live() }, 5*time.Second, time.Millisecond)

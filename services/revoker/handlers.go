@@ -163,8 +163,17 @@ func (s *Service) revokeJob(key string) job {
 
 // checkLeaseJob revokes a new grant at once if its agent is suspended: it
 // closes the race of a grant created while a guardrail suspends the agent.
+// With a suspension view it reads the bucket only for an agent the view
+// holds: the view holds every suspension this revoker wrote from the moment
+// it wrote it (suspend calls Hold before it lists the agent's leases), and a
+// suspension another revoker wrote is that revoker's to enforce the same way.
 func (s *Service) checkLeaseJob(key, agent string) job {
 	return job{key: "check/" + key, run: func(ctx context.Context) error {
+		if s.d.Suspensions != nil {
+			if sp, err := s.d.Suspensions.Suspension(ctx, agent); err != nil || sp == nil {
+				return err
+			}
+		}
 		susp, _, suspended, err := s.suspension(ctx, agent)
 		if err != nil || !suspended {
 			return err

@@ -53,7 +53,12 @@ func setupAt(t *testing.T, dir string) *fixture {
 		require.NoError(t, err)
 		src = env.ApplyConfig(t, string(yml))
 	}
-	return &fixture{env: env, deps: service.Deps{NC: env.NC, JS: env.JS, Buckets: env.Buckets, Config: src, Log: env.Log}}
+	// As in production (service.Prepare): a suspension view.
+	vctx, vcancel := context.WithCancel(context.Background())
+	t.Cleanup(vcancel)
+	view, err := broker.WatchSuspensions(vctx, env.Buckets.Suspensions, env.Log)
+	require.NoError(t, err)
+	return &fixture{env: env, deps: service.Deps{NC: env.NC, JS: env.JS, Buckets: env.Buckets, Config: src, Log: env.Log, Suspensions: view}}
 }
 
 // start runs a new revoker and stops it at cleanup.

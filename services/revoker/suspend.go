@@ -45,6 +45,11 @@ func (s *Service) suspend(ctx context.Context, eventID string, g events.Guardrai
 	if err != nil {
 		return err
 	}
+	if s.d.Suspensions != nil {
+		// Before the index is read: every lease this revoker learns of from
+		// now on is checked against the bucket (checkLeaseJob).
+		s.d.Suspensions.Hold(g.Agent)
+	}
 	revoked, err := s.revokeAgent(ctx, g.Agent, by, g.Detail)
 	if err != nil {
 		return err
