@@ -32,6 +32,8 @@ type harness struct {
 	env    *natstest.Env
 	cfg    *config.Source
 	policy *broker.Publisher
+	// view is the suspension view, as service.Prepare makes one.
+	view *broker.SuspensionView
 }
 
 func exampleConfig(t *testing.T) string {
@@ -56,11 +58,15 @@ func newHarness(t *testing.T) *harness {
 
 func harnessOn(t *testing.T, env *natstest.Env, yml string) *harness {
 	t.Helper()
-	return &harness{t: t, env: env, cfg: env.ApplyConfig(t, yml), policy: broker.NewPublisher(env.JS, "policy")}
+	vctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	view, err := broker.WatchSuspensions(vctx, env.Buckets.Suspensions, natstest.Logger(t))
+	require.NoError(t, err)
+	return &harness{t: t, env: env, cfg: env.ApplyConfig(t, yml), policy: broker.NewPublisher(env.JS, "policy"), view: view}
 }
 
 func (h *harness) deps() service.Deps {
-	return service.Deps{NC: h.env.NC, JS: h.env.JS, Buckets: h.env.Buckets, Config: h.cfg, Log: natstest.Logger(h.t)}
+	return service.Deps{NC: h.env.NC, JS: h.env.JS, Buckets: h.env.Buckets, Config: h.cfg, Log: natstest.Logger(h.t), Suspensions: h.view}
 }
 
 // start runs a new instance of the service, stopped at cleanup.
@@ -280,6 +286,8 @@ func (h *harness) suspend(agent string) {
 	require.NoError(h.t, err)
 	_, err = h.env.Buckets.Suspensions.Put(ctxT(h.t), agent, b)
 	require.NoError(h.t, err)
+	// As the revoker does after its own write: the view answers it at once.
+	h.view.Hold(agent)
 }
 
 // call calls an API endpoint with token; a refusal comes back as

@@ -129,7 +129,13 @@ func (s *Service) grant(ctx context.Context, dec events.Decision) error {
 	// and one write. The lease is read back only when it already exists (a
 	// redelivery), and then what the earlier delivery started is finished
 	// whatever happened since: ending it is the revoker's job.
-	susp, err := s.suspension(ctx, dec.Agent)
+	//
+	// The check asks the suspension view (the bucket if there is none): a
+	// suspension stored an instant ago that the view has not seen yet lets
+	// this grant through, and the revoker that stored it revokes the grant
+	// as soon as the lease appears (docs/architecture.md, "Where
+	// suspensions are read"); checkers refuse a suspended agent meanwhile.
+	susp, err := s.d.Suspension(ctx, dec.Agent)
 	if err != nil {
 		return err
 	}
