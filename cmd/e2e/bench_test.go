@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +14,8 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -18,7 +23,11 @@ import (
 
 func benchJitd(b *testing.B) string {
 	b.Helper()
-	cfg := "../../examples/jit.yaml"
+	return benchJitdWith(b, "../../examples/jit.yaml")
+}
+
+func benchJitdWith(b *testing.B, cfg string) string {
+	b.Helper()
 	app := allinone.New(allinone.Options{ConfigFile: cfg, DataDir: b.TempDir(), NATSListen: "127.0.0.1:-1"}, zerolog.Nop())
 	require.NoError(b, app.Run(context.Background()))
 	b.Cleanup(app.Close)
@@ -85,6 +94,85 @@ func BenchmarkRevocationToRefusal(b *testing.B) {
 			runtime.Gosched()
 		}
 		samples = append(samples, time.Since(t0))
+	}
+	slices.Sort(samples)
+	pct := func(p float64) float64 {
+		return float64(samples[int(p*float64(len(samples)-1))].Microseconds())
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkGuardrailToRefusal measures, per guardrail, the time from
+// publishing guardrail.fired against an agent with 4 live grants until all
+// 4 jit.revoked events are on the audit stream and a checker (its own
+// connection) refuses the agent. The agent is reinstated between rounds,
+// outside the timing. p50 and p99 are reported.
+func BenchmarkGuardrailToRefusal(b *testing.B) {
+	const agent, grantsPerRound = "market-intel", 4
+	// The example configuration denies an agent whose guardrails fired three
+	// times in a day; this benchmark fires one per round.
+	yml, err := os.ReadFile("../../examples/jit.yaml")
+	require.NoError(b, err)
+	const rule = "condition: agent.guardrail_fires_24h >= 3"
+	require.Contains(b, string(yml), rule)
+	cfg := filepath.Join(b.TempDir(), "jit.yaml")
+	require.NoError(b, os.WriteFile(cfg, []byte(strings.Replace(string(yml), rule, "condition: false", 1)), 0o600))
+	url := benchJitdWith(b, cfg)
+	c := sdkClient(b, url, agent)
+	nc := agentConn(b, url)
+	js, err := jetstream.New(nc)
+	require.NoError(b, err)
+	ctx := b.Context()
+	bk, err := broker.OpenBuckets(ctx, js)
+	require.NoError(b, err)
+	src, err := config.Watch(ctx, bk.Config, zerolog.Nop())
+	require.NoError(b, err)
+	chk := checker.New(js, src)
+	require.NoError(b, chk.Start(ctx))
+	b.Cleanup(chk.Stop)
+	revoked := make(chan struct{}, 64)
+	sub, err := nc.Subscribe("jit.revoked."+agent, func(*nats.Msg) { revoked <- struct{}{} })
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(b, nc.Flush())
+	pub := broker.NewPublisher(js, "bench")
+	admin := agentConn(b, url)
+
+	var samples []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		for range grantsPerRound {
+			if _, err := c.Request(ctx, []string{"data:write"}, 10*time.Minute, "bench", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for !chk.Allowed(agent, "data:write") {
+			runtime.Gosched()
+		}
+		e, err := events.New(events.NewID("grd"), events.TypeGuardrailFired, "bench", agent,
+			events.GuardrailFired{Agent: agent, Rule: "price-floor", Detail: "bench", FiredAt: time.Now().UTC()})
+		require.NoError(b, err)
+		b.StartTimer()
+		t0 := time.Now()
+		if _, err := pub.Publish(ctx, events.Subject(events.TypeGuardrailFired, agent), e); err != nil {
+			b.Fatal(err)
+		}
+		for range grantsPerRound {
+			<-revoked
+		}
+		for chk.Allowed(agent, "data:write") {
+			runtime.Gosched()
+		}
+		samples = append(samples, time.Since(t0))
+		b.StopTimer()
+		if err := broker.Call(ctx, admin, broker.APIReinstate, "dev-bob", broker.ReinstateInput{Agent: agent}, nil); err != nil {
+			b.Fatal(err)
+		}
+		for _, ok := chk.Suspended(agent); ok; _, ok = chk.Suspended(agent) {
+			runtime.Gosched()
+		}
+		b.StartTimer()
 	}
 	slices.Sort(samples)
 	pct := func(p float64) float64 {

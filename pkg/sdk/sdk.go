@@ -434,7 +434,8 @@ func activeValue(b []byte) bool {
 	return v.Status == "" || v.Status == events.GrantActive
 }
 
-// endReason reads why a grant ended from its lease, the revoker's ledger.
+// endReason reads why a grant ended from its lease, the revoker's ledger,
+// waiting (at most a second) for the reason to be recorded.
 func (c *Client) endReason(ctx context.Context, key string) string {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
@@ -442,9 +443,29 @@ func (c *Client) endReason(ctx context.Context, key string) string {
 	if err != nil {
 		return "revoked"
 	}
-	var l broker.Lease
-	if _, err := broker.GetJSON(rctx, kv, key, &l); err != nil || l.Revocation == nil {
+	// The revoker records the reason in the lease at the same time as it
+	// tombstones the grant key, so the key may end a moment before the
+	// reason is there: watch the lease until it is.
+	w, err := kv.Watch(rctx, key)
+	if err != nil {
 		return "revoked"
 	}
-	return strings.TrimSpace(l.Revocation.Reason)
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-rctx.Done():
+			return "revoked"
+		case e, ok := <-w.Updates():
+			if !ok {
+				return "revoked"
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var l broker.Lease
+			if json.Unmarshal(e.Value(), &l) == nil && l.Revocation != nil {
+				return strings.TrimSpace(l.Revocation.Reason)
+			}
+		}
+	}
 }

@@ -140,7 +140,7 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 				return revokeResult{}, fmt.Errorf("record revocation of %s without a lease: %w", key, err)
 			}
 			s.log.Warn().Str("key", key).Str("reason", reason).Msg("revoking a grant that has no lease record")
-			return s.finish(ctx, key, lease, rev, true)
+			return s.finish(ctx, key, lease, rev, true, false)
 		}
 		if err != nil {
 			return revokeResult{}, fmt.Errorf("read lease %s: %w", key, err)
@@ -149,19 +149,36 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 		case lease.State == broker.LeaseRevoked:
 			return revokeResult{Lease: lease, Already: true}, nil
 		case lease.State == broker.LeaseActive, lease.State == broker.LeaseRevoking && lease.Revocation == nil:
-			// 2. Decide the revocation by compare-and-set: the first reason wins.
+			// 2. Decide the revocation by compare-and-set: the first reason
+			// wins. A grant revoked for any reason but its expiry is also
+			// made a tombstone (step 3) at the same time, one round trip
+			// sooner: whichever revocation wins the lease, the grant ends,
+			// and a tombstone changes nothing for a grant that expires.
 			r := revocationOf(lease.Grant, reason, by, detail, s.now())
 			lease.State, lease.Revocation = broker.LeaseRevoking, &r
+			var tomb chan error
+			if reason != events.RevokedExpired {
+				tomb = make(chan error, 1)
+				go func(g events.Grant) { tomb <- s.tombstone(ctx, key, g) }(lease.Grant)
+			}
 			rev, err = s.d.Buckets.Leases.Update(ctx, key, mustJSON(lease), rev)
+			var terr error
+			if tomb != nil {
+				terr = <-tomb
+			}
 			if isConflict(err) {
 				continue
 			}
 			if err != nil {
 				return revokeResult{}, fmt.Errorf("mark lease %s revoking: %w", key, err)
 			}
-			return s.finish(ctx, key, lease, rev, true)
+			if terr != nil {
+				// Revoking is recorded: a retry or a restart finishes it.
+				return revokeResult{}, terr
+			}
+			return s.finish(ctx, key, lease, rev, true, tomb != nil)
 		case lease.State == broker.LeaseRevoking:
-			return s.finish(ctx, key, lease, rev, false)
+			return s.finish(ctx, key, lease, rev, false, false)
 		default:
 			return revokeResult{}, fmt.Errorf("lease %s has unknown state %q", key, lease.State)
 		}
@@ -169,12 +186,13 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 	return revokeResult{}, fmt.Errorf("revoke %s: %w", key, ErrContended)
 }
 
-// finish runs steps 3-5 for a lease in state revoking at revision rev.
-func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, rev uint64, decided bool) (revokeResult, error) {
+// finish runs steps 3-5 for a lease in state revoking at revision rev;
+// tombstoned says step 3 is done already.
+func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, rev uint64, decided, tombstoned bool) (revokeResult, error) {
 	r := *lease.Revocation
 	// 3. Unless it expired, make the grant key a tombstone so checkers drop it
 	// at once and it cannot be created again.
-	if r.Reason != events.RevokedExpired {
+	if r.Reason != events.RevokedExpired && !tombstoned {
 		if err := s.tombstone(ctx, key, lease.Grant); err != nil {
 			return revokeResult{}, err
 		}
