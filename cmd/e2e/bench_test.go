@@ -55,6 +55,19 @@ func BenchmarkSDKAutoApprove(b *testing.B) {
 	}
 }
 
+// benchChecker starts a checker on js, as a resource server runs one.
+func benchChecker(b *testing.B, js jetstream.JetStream) *checker.Checker {
+	b.Helper()
+	bk, err := broker.OpenBuckets(b.Context(), js)
+	require.NoError(b, err)
+	src, err := config.Watch(b.Context(), bk.Config, zerolog.Nop())
+	require.NoError(b, err)
+	chk := checker.New(js, src)
+	require.NoError(b, chk.Start(b.Context()))
+	b.Cleanup(chk.Stop)
+	return chk
+}
+
 // BenchmarkRevocationToRefusal measures, per revocation, the time from
 // asking the revoker to end a grant (jitapi.done) to a checker in another
 // process-like client (its own connection) refusing the permission. Run
@@ -66,13 +79,7 @@ func BenchmarkRevocationToRefusal(b *testing.B) {
 	js, err := jetstream.New(nc)
 	require.NoError(b, err)
 	ctx := b.Context()
-	bk, err := broker.OpenBuckets(ctx, js)
-	require.NoError(b, err)
-	src, err := config.Watch(ctx, bk.Config, zerolog.Nop())
-	require.NoError(b, err)
-	chk := checker.New(js, src)
-	require.NoError(b, chk.Start(ctx))
-	b.Cleanup(chk.Stop)
+	chk := benchChecker(b, js)
 	caller := agentConn(b, url)
 
 	var samples []time.Duration
@@ -124,13 +131,7 @@ func BenchmarkGuardrailToRefusal(b *testing.B) {
 	js, err := jetstream.New(nc)
 	require.NoError(b, err)
 	ctx := b.Context()
-	bk, err := broker.OpenBuckets(ctx, js)
-	require.NoError(b, err)
-	src, err := config.Watch(ctx, bk.Config, zerolog.Nop())
-	require.NoError(b, err)
-	chk := checker.New(js, src)
-	require.NoError(b, chk.Start(ctx))
-	b.Cleanup(chk.Stop)
+	chk := benchChecker(b, js)
 	revoked := make(chan struct{}, 64)
 	sub, err := nc.Subscribe("jit.revoked."+agent, func(*nats.Msg) { revoked <- struct{}{} })
 	require.NoError(b, err)

@@ -71,7 +71,7 @@ func (v *SuspensionView) follow(ctx context.Context, w jetstream.KeyWatcher, rea
 		nw, err := v.kv.WatchAll(ctx)
 		if err != nil {
 			v.log.Error().Err(err).Msg("watch suspensions")
-			w = closedKeyWatcher{}
+			w = ClosedWatcher{}
 			continue
 		}
 		w = nw
@@ -161,14 +161,16 @@ func (v *SuspensionView) Live() bool {
 	return v.live
 }
 
-// closedKeyWatcher stands for a watch that could not be started: its
-// updates end at once, so the follower tries again.
-type closedKeyWatcher struct{}
+// ClosedWatcher stands for a KV watch that could not be started: its
+// updates end at once, so a loop that watches again tries once more.
+type ClosedWatcher struct{}
 
-func (closedKeyWatcher) Updates() <-chan jetstream.KeyValueEntry {
+// Updates returns a closed channel.
+func (ClosedWatcher) Updates() <-chan jetstream.KeyValueEntry {
 	ch := make(chan jetstream.KeyValueEntry)
 	close(ch)
 	return ch
 }
 
-func (closedKeyWatcher) Stop() error { return nil }
+// Stop does nothing.
+func (ClosedWatcher) Stop() error { return nil }

@@ -194,7 +194,7 @@ func (s *Service) watchLeases(w jetstream.KeyWatcher) {
 		nw, err := s.d.Buckets.Leases.WatchAll(s.ctx)
 		if err != nil {
 			s.log.Error().Err(err).Msg("watch leases")
-			w = closedWatcher{}
+			w = broker.ClosedWatcher{}
 			continue
 		}
 		s.mu.Lock()
@@ -217,14 +217,3 @@ func (s *Service) isStopping() bool {
 		return false
 	}
 }
-
-// closedWatcher stands in for a watch that could not be made, so the loop
-// tries again.
-type closedWatcher struct{}
-
-func (closedWatcher) Updates() <-chan jetstream.KeyValueEntry {
-	c := make(chan jetstream.KeyValueEntry)
-	close(c)
-	return c
-}
-func (closedWatcher) Stop() error { return nil }
