@@ -249,7 +249,8 @@ const (
 	CodeStale            = "stale"
 	CodeConflict         = "conflict"
 	CodeInvalidConfig    = "invalid_config"
-	CodeUnavailable      = "unavailable" // the service is stopping or a dependency is down: retry
+	CodeUnavailable      = "unavailable"  // the service is stopping or a dependency is down: retry
+	CodeRateLimited      = "rate_limited" // too many failed sign-ins from one address
 )
 
 // Rejection is the data of jit.rejected: input that was refused, with the

@@ -32,6 +32,12 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 			return
 		}
 		defer done()
+		addr := clientAddr(r)
+		if w.refuseLocked(rw, addr) {
+			writeAPIError(rw, broker.Errorf(http.StatusTooManyRequests, events.CodeRateLimited,
+				"too many failed sign-ins from %s; retry after the Retry-After header's seconds", addr))
+			return
+		}
 		token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		anonymous := events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}
 		if !found || token == "" {
@@ -41,10 +47,13 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 		}
 		a, ok := w.s.d.Config.Current().Authenticate(token)
 		if !ok {
-			writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-				"the approver token is not recognised"), events.Rejection{Actor: anonymous}))
+			err := w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
+				"the approver token is not recognised"), events.Rejection{Actor: anonymous})
+			w.authFailed(ctx, addr)
+			writeAPIError(rw, err)
 			return
 		}
+		w.auth.succeed(addr)
 		h(ctx, rw, r, a, token)
 	}
 }

@@ -87,13 +87,20 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	defer cancel()
+	addr := clientAddr(r)
+	if w.refuseLocked(rw, addr) {
+		w.renderLogin(rw, r, http.StatusTooManyRequests, "Too many failed sign-ins from your address; try again in a minute.")
+		return
+	}
 	a, ok := w.s.d.Config.Current().Authenticate(r.PostFormValue("token"))
 	if !ok {
 		_ = w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated, "console sign-in with an unknown approver token"),
 			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}})
+		w.authFailed(ctx, addr)
 		w.renderLogin(rw, r, http.StatusUnauthorized, "That token is not recognised.")
 		return
 	}
+	w.auth.succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
 	setCookie(rw, loginCookie, "", "/console/login", -1)
 	setCookie(rw, sessionCookie, sess.id, "/", int(sessionTTL/time.Second))

@@ -61,7 +61,8 @@ type web struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 
-	hub *hub
+	hub  *hub
+	auth *authLimiter
 }
 
 func newWeb(s *Service) *web {
@@ -74,7 +75,7 @@ func newWeb(s *Service) *web {
 		"dur":   func(ms int64) string { return events.MSDuration(ms).String() },
 	}
 	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
-	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s)}
+	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: newAuthLimiter(s.now)}
 }
 
 func (w *web) close() { w.hub.close() }
