@@ -26,7 +26,13 @@ func main() {
 	fs.BoolVar(&o.PProf, "pprof", false, "serve Go's profiler at /debug/pprof/ on --http-listen")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	memLimit := fs.String("memory-limit", os.Getenv("JIT_MEMORY_LIMIT"), "soft memory limit of the Go runtime, e.g. 256MiB or off (env JIT_MEMORY_LIMIT; empty: GOMEMLIMIT or none)")
+	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), service.AuditMaxAgeUsage)
 	_ = fs.Parse(os.Args[1:])
+	var err error
+	if o.AuditMaxAge, err = service.ParseAge(*maxAge); err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: --audit-max-age: %v\n", err)
+		os.Exit(2)
+	}
 
 	log := service.Logger("jitd", *level)
 	limit, err := applyMemoryLimit(*memLimit)

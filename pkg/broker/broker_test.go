@@ -91,3 +91,34 @@ func TestSuspensionFailsClosed(t *testing.T) {
 	require.NotNil(t, s, "an unreadable record still suspends")
 	require.Equal(t, "a2", s.Agent)
 }
+
+// TestEnsureKeepsAuditRetention: a service restarting never undoes the
+// retention an operator set on the audit stream; an explicit AuditMaxAge
+// changes it.
+func TestEnsureKeepsAuditRetention(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := t.Context()
+	info := func() jetstream.StreamConfig {
+		s, err := env.JS.Stream(ctx, broker.AuditStream)
+		require.NoError(t, err)
+		return s.CachedInfo().Config
+	}
+	require.Zero(t, info().MaxAge, "created without a limit")
+
+	c := info()
+	c.MaxAge, c.MaxBytes = 90*24*time.Hour, 1<<30
+	_, err := env.JS.UpdateStream(ctx, c) // the operator: nats stream edit
+	require.NoError(t, err)
+	require.NoError(t, broker.Ensure(ctx, env.JS, broker.DefaultOptions()))
+	require.Equal(t, 90*24*time.Hour, info().MaxAge, "kept across a service's start")
+	require.Equal(t, int64(1<<30), info().MaxBytes)
+
+	o := broker.DefaultOptions()
+	o.AuditMaxAge = 30 * 24 * time.Hour
+	require.NoError(t, broker.Ensure(ctx, env.JS, o))
+	require.Equal(t, 30*24*time.Hour, info().MaxAge, "set explicitly")
+	require.Equal(t, int64(1<<30), info().MaxBytes)
+
+	o.AuditMaxAge = time.Minute
+	require.ErrorContains(t, broker.Ensure(ctx, env.JS, o), "shorter than the de-duplication window")
+}

@@ -6,6 +6,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,6 +49,28 @@ type Options struct {
 	MarkerTTL time.Duration
 	// LeaseRetention is how long lease records outlive their last change.
 	LeaseRetention time.Duration
+	// AuditMaxAge, if set, is how long the audit stream keeps events. Zero
+	// keeps the stream's own limits: none when Ensure creates it, and
+	// whatever an operator set (nats stream edit) when it exists.
+	AuditMaxAge time.Duration
+}
+
+// withDefaults fills o's zero fields from DefaultOptions.
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.Replicas == 0 {
+		o.Replicas = d.Replicas
+	}
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = d.DuplicateWindow
+	}
+	if o.MarkerTTL == 0 {
+		o.MarkerTTL = d.MarkerTTL
+	}
+	if o.LeaseRetention == 0 {
+		o.LeaseRetention = d.LeaseRetention
+	}
+	return o
 }
 
 // DefaultOptions suit a single server.
@@ -61,12 +84,15 @@ func DefaultOptions() Options {
 }
 
 // Ensure creates the audit stream and the buckets, or updates them to the
-// expected configuration. It is safe to call from every service at start.
+// expected configuration. The audit stream's retention limits (max age,
+// bytes, messages) are kept as they are unless o.AuditMaxAge is set. It is
+// safe to call from every service at start.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
-	if o.Replicas == 0 {
-		o = DefaultOptions()
+	o = o.withDefaults()
+	if o.AuditMaxAge > 0 && o.AuditMaxAge < o.DuplicateWindow {
+		return fmt.Errorf("audit max age %s is shorter than the de-duplication window %s", o.AuditMaxAge, o.DuplicateWindow)
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	audit := jetstream.StreamConfig{
 		Name:        AuditStream,
 		Description: "JIT access audit trail: every event as a CloudEvent",
 		Subjects:    AuditSubjects,
@@ -76,8 +102,20 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Duplicates:  o.DuplicateWindow,
 		MaxMsgSize:  1 << 20,
 		AllowDirect: true,
-	})
-	if err != nil {
+	}
+	// How long and how much the audit trail keeps is the operator's
+	// choice: every service calls Ensure at start and must not undo it.
+	switch cur, err := js.Stream(ctx, AuditStream); {
+	case err == nil:
+		c := cur.CachedInfo().Config
+		audit.MaxAge, audit.MaxBytes, audit.MaxMsgs, audit.Discard = c.MaxAge, c.MaxBytes, c.MaxMsgs, c.Discard
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
+	}
+	if o.AuditMaxAge > 0 {
+		audit.MaxAge = o.AuditMaxAge
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, audit); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
 	}
 	buckets := []jetstream.KeyValueConfig{

@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
 )
 
 // Main is the whole main function of a service binary: it reads flags and
-// environment (NATS_URL, JIT_CONFIG, LOG_LEVEL), connects, prepares, builds
+// environment (NATS_URL, JIT_CONFIG, JIT_AUDIT_MAX_AGE, LOG_LEVEL), connects, prepares, builds
 // the service with build, runs it until SIGINT or SIGTERM, and exits 0, or 2
 // on a start-up error.
 func Main(name string, build func(Deps) Service) {
@@ -18,25 +23,32 @@ func Main(name string, build func(Deps) Service) {
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage)
 	_ = fs.Parse(os.Args[1:])
 
 	log := Logger(name, *level)
+	var topo broker.Options
+	var err error
+	if topo.AuditMaxAge, err = ParseAge(*maxAge); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: --audit-max-age: %v\n", name, err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, name, *natsURL, *cfgFile, build, log); err != nil {
+	if err := run(ctx, name, *natsURL, *cfgFile, topo, build, log); err != nil {
 		log.Error().Err(err).Msg("exiting")
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
 }
 
-func run(ctx context.Context, name, url, cfgFile string, build func(Deps) Service, log Log) error {
+func run(ctx context.Context, name, url, cfgFile string, topo broker.Options, build func(Deps) Service, log Log) error {
 	nc, err := Connect(url, name, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	deps, err := Prepare(ctx, nc, cfgFile, name, log)
+	deps, err := Prepare(ctx, nc, cfgFile, name, log, topo)
 	if err != nil {
 		return err
 	}
@@ -49,6 +61,31 @@ func run(ctx context.Context, name, url, cfgFile string, build func(Deps) Servic
 	log.Info().Msg("stopping")
 	svc.Stop()
 	return nc.Drain()
+}
+
+// AuditMaxAgeUsage describes the --audit-max-age flag of jitd and the
+// service binaries.
+const AuditMaxAgeUsage = "how long the audit stream keeps events, e.g. 90d or 2160h (env JIT_AUDIT_MAX_AGE; empty: keep the stream's own limits, none when it is created)"
+
+// ParseAge reads a retention: a Go duration ("2160h") or a number of days
+// ("90d"). Empty is zero.
+func ParseAge(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100*365 {
+			return 0, fmt.Errorf("%q is not a number of days such as 90d", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a duration such as 90d or 2160h", s)
+	}
+	return d, nil
 }
 
 func envOr(k, def string) string {

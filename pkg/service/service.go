@@ -81,7 +81,8 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 // Prepare ensures the topology, applies configFile if set, waits for an
 // active configuration and starts the suspension view. The configuration
 // and the view follow their buckets until ctx ends.
-func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log zerolog.Logger) (Deps, error) {
+// topo tunes the topology (broker.Ensure); its zero value is the default.
+func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log zerolog.Logger, topo broker.Options) (Deps, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return Deps{}, err
@@ -89,7 +90,7 @@ func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log 
 	// The broker may still be coming up: retry topology creation for a while.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err = broker.Ensure(ctx, js, broker.DefaultOptions())
+		err = broker.Ensure(ctx, js, topo)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
@@ -40,6 +41,9 @@ type Options struct {
 	// HTTPListen serves /healthz, the approver console (/console/) and the
 	// HTTP JSON API (/api/v1/); empty disables HTTP.
 	HTTPListen string
+	// AuditMaxAge, if set, is how long the audit stream keeps events
+	// (broker.Options.AuditMaxAge); zero keeps the stream's own limits.
+	AuditMaxAge time.Duration
 	// SyncAlways makes JetStream fsync every write.
 	SyncAlways bool
 	// PProf serves Go's profiler under /debug/pprof/ on HTTPListen. Off by
@@ -83,7 +87,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	deps, err := service.Prepare(ctx, a.nc, a.opts.ConfigFile, "jitd", a.log)
+	deps, err := service.Prepare(ctx, a.nc, a.opts.ConfigFile, "jitd", a.log, broker.Options{AuditMaxAge: a.opts.AuditMaxAge})
 	if err != nil {
 		return err
 	}
