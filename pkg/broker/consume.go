@@ -26,7 +26,9 @@ type Delivery struct {
 	Subject      string
 	StreamSeq    uint64
 	NumDelivered uint64
-	Header       nats.Header
+	// Timestamp is when the broker stored the message.
+	Timestamp time.Time
+	Header    nats.Header
 	// Op is the KV operation for messages of a bucket's stream: "" for a
 	// put, otherwise the KV-Operation header or the marker reason (MaxAge,
 	// Purge, Remove).
@@ -216,6 +218,7 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 	if md, err := m.Metadata(); err == nil {
 		d.StreamSeq = md.Sequence.Stream
 		d.NumDelivered = md.NumDelivered
+		d.Timestamp = md.Timestamp
 	}
 	if op := d.Header.Get("KV-Operation"); op != "" {
 		d.Op = op

@@ -143,19 +143,14 @@ func TestRateLimitAndHistoryFromTheStream(t *testing.T) {
 func TestHistoryCountsOnlyWhatCameBefore(t *testing.T) {
 	h := NewHistory()
 	at := time.Date(2025, 3, 5, 10, 0, 0, 0, time.UTC)
-	ev := func(id, typ string, t0 time.Time, data any) events.Event {
-		e, err := events.New(id, typ, "test", "a1", data, events.WithTime(t0))
-		require.NoError(t, err)
-		return e
-	}
-	h.Add(1, "jit.requested.a1", ev("r1", events.TypeRequested, at.Add(-30*time.Hour), events.Request{}))
-	h.Add(2, "jit.requested.a1", ev("r2", events.TypeRequested, at.Add(-30*time.Second), events.Request{}))
-	h.Add(3, "jit.decided.a1", ev("d2", events.TypeDecided, at.Add(-29*time.Second), events.Decision{Outcome: events.OutcomeDenied}))
-	h.Add(4, "jit.decided.a1", ev("d3", events.TypeDecided, at.Add(-28*time.Second), events.Decision{Outcome: events.OutcomeApproved}))
-	h.Add(5, "jit.granted.a1", ev("g3", events.TypeGranted, at.Add(-2*time.Hour), events.Grant{}))
-	h.Add(6, "guardrail.fired.a1", ev("f1", events.TypeGuardrailFired, at.Add(-23*time.Hour), events.GuardrailFired{}))
-	h.Add(7, "jit.requested.a1", ev("r3", events.TypeRequested, at, events.Request{}))
-	h.Add(8, "jit.requested.a1", ev("r4", events.TypeRequested, at.Add(time.Second), events.Request{}))
+	h.Add(1, "jit.requested.a1", at.Add(-30*time.Hour), false)
+	h.Add(2, "jit.requested.a1", at.Add(-30*time.Second), false)
+	h.Add(3, "jit.decided.a1", at.Add(-29*time.Second), true)
+	h.Add(4, "jit.decided.a1", at.Add(-28*time.Second), false) // approved
+	h.Add(5, "jit.granted.a1", at.Add(-2*time.Hour), false)
+	h.Add(6, "guardrail.fired.a1", at.Add(-23*time.Hour), false)
+	h.Add(7, "jit.requested.a1", at, false)
+	h.Add(8, "jit.requested.a1", at.Add(time.Second), false)
 
 	require.Equal(t, Counts{Grants: 1, Denials: 1, GuardrailFires: 1, RequestsLastMinute: 1, RequestsInRateWindow: 1},
 		h.Counts("a1", 7, at, 5*time.Minute), "before r3: r1 is out of the window, r4 comes after")
@@ -233,4 +228,31 @@ func ruleLine(t *testing.T, name string) string {
 	}
 	t.Fatalf("no rule %s", name)
 	return ""
+}
+
+// TestHistoryUsesTheBrokersClock: requests whose own time attribute says an
+// hour ago still count in the last minute, so a publisher cannot backdate
+// its way out of the rate limit; a decision counts as a denial only if it
+// decodes as one.
+func TestHistoryUsesTheBrokersClock(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := context.Background()
+	pub := broker.NewPublisher(env.JS, "agent")
+	hourAgo := time.Now().Add(-time.Hour).UTC()
+	for i := range 3 {
+		id := fmt.Sprintf("req-old-%d", i)
+		_, _, err := pub.Emit(ctx, id, events.TypeRequested, "a1",
+			events.Request{RequestID: id, Agent: "a1"}, events.WithTime(hourAgo))
+		require.NoError(t, err)
+	}
+	_, _, err := pub.Emit(ctx, "dec-1", events.TypeDecided, "a1", events.Decision{RequestID: "req-old-0", Agent: "a1", Outcome: events.OutcomeDenied})
+	require.NoError(t, err)
+	_, _, err = pub.Emit(ctx, "dec-2", events.TypeDecided, "a1", map[string]any{"outcome": "denied", "bogus": true})
+	require.NoError(t, err)
+
+	h := NewHistory()
+	require.NoError(t, h.Replay(ctx, env.JS, time.Now(), env.Log))
+	c := h.Counts("a1", 1<<62, time.Now(), time.Minute)
+	require.Equal(t, 3, c.RequestsLastMinute, "counted when the broker stored them")
+	require.Equal(t, 1, c.Denials, "the decision that does not decode is not a denial")
 }

@@ -22,7 +22,13 @@ func (s *Service) handle(ctx context.Context, e events.Event, d broker.Delivery)
 		return broker.Permanent(err)
 	}
 	log = log.With().Str("request_id", req.RequestID).Str("agent", req.Agent).Logger()
-	return s.decide(ctx, req, d.StreamSeq, e.Time(), log)
+	// The history counts by the broker's clock (History.Add): so does the
+	// request's own place in it.
+	at := d.Timestamp
+	if at.IsZero() {
+		at = e.Time()
+	}
+	return s.decide(ctx, req, d.StreamSeq, at, log)
 }
 
 // decodeRequest returns the request an event on subject carries. It refuses

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,9 +60,15 @@ func NewHistory() *History {
 	return &History{agents: map[string]*agentHistory{}, changed: make(chan struct{})}
 }
 
-// Add applies one event read at stream sequence seq. Events of other types,
-// and decisions other than denials, only advance the sequence.
-func (h *History) Add(seq uint64, subject string, e events.Event) {
+// Add records one event read at stream sequence seq on subject, stored by
+// the broker at time at; denied says a decision is a denial. Events of other
+// types, and decisions other than denials, only advance the sequence.
+//
+// Times are the broker's (the stream's timestamp), not the events' own
+// time attribute: a publisher cannot backdate its requests out of the rate
+// limit's window, and requested, granted and guardrail events need no
+// decoding at all.
+func (h *History) Add(seq uint64, subject string, at time.Time, denied bool) {
 	agent := broker.AgentOfSubject(subject)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -69,25 +76,37 @@ func (h *History) Add(seq uint64, subject string, e events.Event) {
 	if !events.ValidID(agent) {
 		return
 	}
+	var list *[]stamp
 	a := h.agents[agent]
 	if a == nil {
 		a = &agentHistory{}
-		h.agents[agent] = a
 	}
-	st := stamp{seq: seq, at: e.Time()}
-	switch e.Type() {
+	switch typeOfSubject(subject) {
 	case events.TypeRequested:
-		a.requests = push(a.requests, st)
+		list = &a.requests
 	case events.TypeGranted:
-		a.grants = push(a.grants, st)
+		list = &a.grants
 	case events.TypeGuardrailFired:
-		a.fires = push(a.fires, st)
+		list = &a.fires
 	case events.TypeDecided:
-		d, err := events.DataAs[events.Decision](e)
-		if err == nil && d.Outcome == events.OutcomeDenied {
-			a.denials = push(a.denials, st)
+		if denied {
+			list = &a.denials
 		}
 	}
+	if list == nil {
+		return
+	}
+	h.agents[agent] = a
+	*list = push(*list, stamp{seq: seq, at: at})
+}
+
+// typeOfSubject is the event type a history subject carries: the subject
+// without its last token (jit.requested.<agent> → jit.requested).
+func typeOfSubject(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i > 0 {
+		return subject[:i]
+	}
+	return ""
 }
 
 // advance records that everything up to seq was seen; h.mu is held.
@@ -208,16 +227,16 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 		if err != nil {
 			return
 		}
-		e, err := broker.FromMsg(m.Headers(), m.Data())
-		if err != nil {
-			// Malformed events are the other services' to reject; they
-			// still advance the history.
-			h.mu.Lock()
-			h.advance(md.Sequence.Stream)
-			h.mu.Unlock()
-		} else {
-			h.Add(md.Sequence.Stream, m.Subject(), e)
+		denied := false
+		if typeOfSubject(m.Subject()) == events.TypeDecided {
+			// Only a decision is read: is it a denial? One that does not
+			// decode is the other services' to reject, and counts as none.
+			if e, err := broker.FromMsg(m.Headers(), m.Data()); err == nil {
+				d, err := events.DataAs[events.Decision](e)
+				denied = err == nil && d.Outcome == events.OutcomeDenied
+			}
 		}
+		h.Add(md.Sequence.Stream, m.Subject(), md.Timestamp, denied)
 		if md.NumPending == 0 {
 			h.mu.Lock()
 			if !h.replayed {

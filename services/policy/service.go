@@ -55,8 +55,8 @@ func New(d service.Deps) *Service {
 // History returns the service's window on agents' recent history.
 func (s *Service) History() *History { return s.hist }
 
-// decide decides one request, read at stream sequence seq with event time
-// at, and publishes the decision with the derived id "<request_id>/policy",
+// decide decides one request, read at stream sequence seq and stored by the
+// broker at time at, and publishes the decision with the derived id "<request_id>/policy",
 // so that a redelivered request is stored once (within the audit stream's
 // duplicate window). It first waits until the history window has seen every
 // event before seq, so that the agent's history (and the rate limit) counts
