@@ -74,8 +74,11 @@ func BenchmarkAutoApproveHops(b *testing.B) {
 		FilterSubjects: []string{"jit.requested.>", "jit.decided.>", "jit.granted.>"},
 	})
 	require.NoError(b, err)
+	it, err := cons.Messages()
+	require.NoError(b, err)
+	defer it.Stop()
 	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		m, err := it.Next()
 		require.NoError(b, err)
 		md, err := m.Metadata()
 		require.NoError(b, err)
