@@ -51,7 +51,7 @@ func fullParams() params {
 	return params{
 		limitN: 5000, seqN: 2000, tputDur: 5 * time.Second, concurrency: []int{1, 16, 256},
 		expiryN: 2000, expiryMin: 2 * time.Second, expiryMax: 5 * time.Second,
-		stormN: 10000, guardAgents: 50, guardK: 4,
+		stormN: 10000, guardAgents: 200, guardK: 4,
 		scaleN: 100_000, scaleExpiryN: 500, checkN: 200_000,
 	}
 }
