@@ -118,17 +118,30 @@ func expiry(ctx context.Context, c *client, chk *checker.Checker, n int, minD, m
 		pr.stop()
 		return res, err
 	}
+	ids, last := idsAndLastExpiry(grants)
+	revs := c.waitRevoked(ids, last.Add(30*time.Second))
+	pr.wait(last.Add(time.Second))
+	res.late, res.firstRefusal, res.probed = pr.results()
+	res.tally(ids, revs, last)
+	return res, nil
+}
+
+// idsAndLastExpiry returns the grants' ids and their latest expires_at.
+func idsAndLastExpiry(grants []grant) ([]string, time.Time) {
 	var last time.Time
-	ids := make([]string, n)
-	for i, g := range grants {
-		ids[i] = g.id
+	ids := make([]string, 0, len(grants))
+	for _, g := range grants {
+		ids = append(ids, g.id)
 		if g.expiresAt.After(last) {
 			last = g.expiresAt
 		}
 	}
-	revs := c.waitRevoked(ids, last.Add(30*time.Second))
-	pr.wait(last.Add(time.Second))
-	res.late, res.firstRefusal, res.probed = pr.results()
+	return ids, last
+}
+
+// tally counts the revocations of ids that arrived (revs) against grants
+// whose latest expires_at is last.
+func (res *expiryResult) tally(ids []string, revs map[string]revocation, last time.Time) {
 	var lastRev time.Time
 	for _, id := range ids {
 		r, ok := revs[id]
@@ -146,7 +159,6 @@ func expiry(ctx context.Context, c *client, chk *checker.Checker, n int, minD, m
 	}
 	res.lastAfterFinal = lastRev.Sub(last)
 	res.lastExpiry = last
-	return res, nil
 }
 
 // prober asks a checker, around each grant's expires_at, whether the grant
@@ -306,29 +318,8 @@ func storm(ctx context.Context, c *client, n, conc int, rate float64) (expiryRes
 	if err, _ := firstErr.Load().(error); err != nil {
 		return res, err
 	}
-	var last time.Time
-	ids := make([]string, 0, n)
-	for _, g := range grants {
-		ids = append(ids, g.id)
-		if g.expiresAt.After(last) {
-			last = g.expiresAt
-		}
-	}
-	revs := c.waitRevoked(ids, last.Add(60*time.Second))
-	var lastRev time.Time
-	for _, id := range ids {
-		r, ok := revs[id]
-		if !ok {
-			res.lost++
-			continue
-		}
-		res.lag = append(res.lag, r.at.Sub(r.expiresAt))
-		if r.at.After(lastRev) {
-			lastRev = r.at
-		}
-	}
-	res.lastAfterFinal = lastRev.Sub(last)
-	res.lastExpiry = last
+	ids, last := idsAndLastExpiry(grants)
+	res.tally(ids, c.waitRevoked(ids, last.Add(60*time.Second)), last)
 	return res, nil
 }
 
