@@ -34,11 +34,7 @@ func (a *app) pending(ctx context.Context, args []string) error {
 	if err := positionals(pos); err != nil {
 		return err
 	}
-	token, err := a.token()
-	if err != nil {
-		return err
-	}
-	nc, _, err := a.connect()
+	token, nc, err := a.approverConn()
 	if err != nil {
 		return err
 	}

@@ -44,11 +44,7 @@ func (a *app) configApply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	token, err := a.token()
-	if err != nil {
-		return err
-	}
-	nc, _, err := a.connect()
+	token, nc, err := a.approverConn()
 	if err != nil {
 		return err
 	}

@@ -242,6 +242,20 @@ func (a *app) token() (string, error) {
 	return t, nil
 }
 
+// approverConn returns the approver's token and a connection, for the
+// commands that act as an approver. The caller closes the connection.
+func (a *app) approverConn() (string, *nats.Conn, error) {
+	token, err := a.token()
+	if err != nil {
+		return "", nil, err
+	}
+	nc, _, err := a.connect()
+	if err != nil {
+		return "", nil, err
+	}
+	return token, nc, nil
+}
+
 // call makes one API call under callTimeout.
 func (a *app) call(ctx context.Context, nc *nats.Conn, subject, token string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
