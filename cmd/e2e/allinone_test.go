@@ -23,6 +23,7 @@ func startJitd(t *testing.T, dataDir, configFile string) *allinone.App {
 	}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)
+	register(t, app.NATSURL(), filepath.Join(dataDir, "keys"), app.CredsDir())
 	return app
 }
 
@@ -116,6 +117,10 @@ func TestWalkthrough(t *testing.T) {
 	liveGrant := r.JSON(t)["grant_id"].(string)
 
 	// 8. Bad input: a clear error, exit 2, and an audit event each.
+	// An agent the configuration does not know: a credential can be issued
+	// for it (jitctl creds issue, with the data directory's keys), but the
+	// requester refuses it.
+	require.Equal(t, 0, c.run("creds", "issue", "agent", "ghost", "--data-dir", dataDir).Code)
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
@@ -28,9 +29,11 @@ func benchJitd(b *testing.B) string {
 
 func benchJitdWith(b *testing.B, cfg string) string {
 	b.Helper()
-	app := allinone.New(allinone.Options{ConfigFile: cfg, DataDir: b.TempDir(), NATSListen: "127.0.0.1:-1"}, zerolog.Nop())
+	dir := b.TempDir()
+	app := allinone.New(allinone.Options{ConfigFile: cfg, DataDir: dir, NATSListen: "127.0.0.1:-1"}, zerolog.Nop())
 	require.NoError(b, app.Run(context.Background()))
 	b.Cleanup(app.Close)
+	register(b, app.NATSURL(), filepath.Join(dir, "keys"), app.CredsDir())
 	return app.NATSURL()
 }
 
@@ -55,12 +58,14 @@ func BenchmarkSDKAutoApprove(b *testing.B) {
 	}
 }
 
-// benchChecker starts a checker on js, as a resource server runs one.
-func benchChecker(b *testing.B, js jetstream.JetStream) *checker.Checker {
+// benchChecker starts a checker with the checker's credential, as a
+// resource server runs one.
+func benchChecker(b *testing.B, url string) *checker.Checker {
 	b.Helper()
-	bk, err := broker.OpenBuckets(b.Context(), js)
+	nc := connectAs(b, url, auth.DefaultChecker)
+	js, err := auth.JetStream(nc, auth.DefaultChecker, true)
 	require.NoError(b, err)
-	src, err := config.Watch(b.Context(), bk.Config, zerolog.Nop())
+	src, err := config.Follow(b.Context(), js, zerolog.Nop())
 	require.NoError(b, err)
 	chk := checker.New(js, src)
 	require.NoError(b, chk.Start(b.Context()))
@@ -75,12 +80,9 @@ func benchChecker(b *testing.B, js jetstream.JetStream) *checker.Checker {
 func BenchmarkRevocationToRefusal(b *testing.B) {
 	url := benchJitd(b)
 	c := sdkClient(b, url, "market-intel")
-	nc := agentConn(b, url)
-	js, err := jetstream.New(nc)
-	require.NoError(b, err)
 	ctx := b.Context()
-	chk := benchChecker(b, js)
-	caller := agentConn(b, url)
+	chk := benchChecker(b, url)
+	caller := agentConn(b, url, "market-intel")
 
 	var samples []time.Duration
 	for b.Loop() {
@@ -127,18 +129,17 @@ func BenchmarkGuardrailToRefusal(b *testing.B) {
 	require.NoError(b, os.WriteFile(cfg, []byte(strings.Replace(string(yml), rule, "condition: false", 1)), 0o600))
 	url := benchJitdWith(b, cfg)
 	c := sdkClient(b, url, agent)
-	nc := agentConn(b, url)
-	js, err := jetstream.New(nc)
-	require.NoError(b, err)
+	nc := agentConn(b, url, agent)
 	ctx := b.Context()
-	chk := benchChecker(b, js)
+	chk := benchChecker(b, url)
 	revoked := make(chan struct{}, 64)
-	sub, err := nc.Subscribe("jit.revoked."+agent, func(*nats.Msg) { revoked <- struct{}{} })
+	sub, err := nc.Subscribe(broker.LivePrefix+".jit.revoked."+agent, func(*nats.Msg) { revoked <- struct{}{} })
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(b, nc.Flush())
-	pub := broker.NewPublisher(js, "bench")
-	admin := agentConn(b, url)
+	gjs, err := jetstream.New(connectAs(b, url, auth.Principal{Kind: auth.KindGuardrail, ID: "pricing-guard"}))
+	require.NoError(b, err)
+	admin := operatorConn(b, url)
 
 	var samples []time.Duration
 	for b.Loop() {
@@ -156,7 +157,11 @@ func BenchmarkGuardrailToRefusal(b *testing.B) {
 		require.NoError(b, err)
 		b.StartTimer()
 		t0 := time.Now()
-		if _, err := pub.Publish(ctx, events.Subject(events.TypeGuardrailFired, agent), e); err != nil {
+		m, err := broker.ToMsg(events.Subject(events.TypeGuardrailFired, agent), e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := gjs.PublishMsg(ctx, m); err != nil {
 			b.Fatal(err)
 		}
 		for range grantsPerRound {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,20 +12,14 @@ import (
 
 // TestDistributed runs the four service binaries as separate processes
 // against a standalone nats-server process (built from the Go module), as
-// deploy/docker-compose.yml does, and kills each service with SIGKILL at an
-// awkward moment to show that it resumes from its durable consumer and
-// finishes the work exactly once.
+// deploy/docker-compose.yml does, each with its own credential from
+// jitctl creds init, and kills each service with SIGKILL at an awkward
+// moment to show that it resumes from its durable consumer and finishes the
+// work exactly once.
 func TestDistributed(t *testing.T) {
 	bin := bins(t)
-	port := freePort(t)
-	url := "nats://127.0.0.1:" + strconv.Itoa(port)
-	startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
-		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
-	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t), "LOG_LEVEL=debug"}
-	svc := map[string]*proc{}
-	for _, name := range []string{"revoker", "approval", "policy", "requester"} {
-		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
-	}
+	dep := deployExternal(t, bin, exampleConfig(t))
+	url, svc := dep.url, dep.services
 	c := cli{t: t, bin: bin, url: url}
 	waitFor(t, "services answer", 30*time.Second, func() bool {
 		return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "warm up").Code == 0

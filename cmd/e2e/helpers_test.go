@@ -12,12 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
@@ -102,6 +104,58 @@ func (r result) JSONLines(t *testing.T) []map[string]any {
 	return out
 }
 
+// deployment is where a running system's keys and credentials are.
+type deployment struct {
+	keys  string // the keys directory (auth.Store)
+	creds string // one credentials file per principal
+}
+
+// deployments maps a NATS URL to its deployment, so that every helper acts
+// with the credential it needs.
+var deployments sync.Map
+
+// register records the deployment behind url.
+func register(t testing.TB, url, keys, creds string) {
+	t.Helper()
+	deployments.Store(url, deployment{keys: keys, creds: creds})
+	t.Cleanup(func() { deployments.Delete(url) })
+}
+
+func deploymentOf(t testing.TB, url string) deployment {
+	t.Helper()
+	d, ok := deployments.Load(url)
+	require.True(t, ok, "no deployment registered for %s", url)
+	return d.(deployment)
+}
+
+// connectAs connects to url with the credentials file of principal p from
+// its deployment.
+func connectAs(t testing.TB, url string, p auth.Principal, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	d := deploymentOf(t, url)
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(filepath.Join(d.creds, p.CredsFile()))}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// adminConnect connects to url as the break-glass administrator (a
+// credential made for the test from the deployment's keys): the tests read
+// the stream and buckets as they are.
+func adminConnect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	store, err := auth.OpenStore(deploymentOf(t, url).keys)
+	require.NoError(t, err)
+	is, err := store.Ephemeral(auth.Admin)
+	require.NoError(t, err)
+	opts, err := is.Options()
+	require.NoError(t, err)
+	nc, err := nats.Connect(url, opts...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 type cli struct {
 	t     *testing.T
 	bin   string
@@ -114,6 +168,9 @@ func (c cli) as(token string) cli { c.token = token; return c }
 func (c cli) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "jitctl"), args...)
 	cmd.Env = append(os.Environ(), "NATS_URL="+c.url, "JIT_TOKEN="+c.token)
+	if d, ok := deployments.Load(c.url); ok {
+		cmd.Env = append(cmd.Env, "JIT_CREDS_DIR="+d.(deployment).creds)
+	}
 	return cmd
 }
 
@@ -165,8 +222,7 @@ func (c cli) background(args ...string) func() result {
 // audit reads the events stored on subjects matching filter, in order.
 func audit(t *testing.T, url, filter string) []events.Event {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
+	nc := adminConnect(t, url)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
@@ -266,4 +322,47 @@ func tail(s string, n int) string {
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	require.Eventually(t, cond, timeout, 50*time.Millisecond, what)
+}
+
+// external is a deployment of the service binaries on a standalone
+// nats-server, with credentials, as deploy/docker-compose.yml runs it.
+type external struct {
+	url, dir string
+	server   *proc
+	services map[string]*proc
+}
+
+// deployExternal writes a deployment's keys, credentials and server
+// configuration with jitctl creds init, starts nats-server with it and the
+// four services each with its own credential (the policy service applies
+// cfg), provisions the readers' durables, and registers the deployment.
+func deployExternal(t *testing.T, bin, cfg string) external {
+	t.Helper()
+	dir := t.TempDir()
+	port := freePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	initCmd := exec.Command(filepath.Join(bin, "jitctl"), "creds", "init", "--dir", dir, "--config", cfg,
+		"--listen", "127.0.0.1:"+strconv.Itoa(port))
+	out, err := initCmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	server := startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil, "-c", filepath.Join(dir, "nats-server.conf"))
+	register(t, url, filepath.Join(dir, "keys"), filepath.Join(dir, "creds"))
+	svc := map[string]*proc{}
+	for _, name := range []string{"policy", "revoker", "approval", "requester"} {
+		env := []string{"NATS_URL=" + url, "NATS_CREDS=" + filepath.Join(dir, "creds", "service-"+name+".creds"), "LOG_LEVEL=debug"}
+		if name == "policy" {
+			env = append(env, "JIT_CONFIG="+cfg)
+		}
+		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
+	}
+	waitFor(t, "provisioned", 30*time.Second, func() bool {
+		cmd := exec.Command(filepath.Join(bin, "jitctl"), "creds", "provision", "--keys", filepath.Join(dir, "keys"))
+		cmd.Env = append(os.Environ(), "NATS_URL="+url)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Logf("provision: %v\n%s", err, out)
+		}
+		return err == nil
+	})
+	return external{url: url, dir: dir, server: server, services: svc}
 }

@@ -1,19 +1,16 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentjit/jit/cmd/internal/allinone"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -29,16 +26,14 @@ import (
 //	5-granted    → jit.granted stored
 //	6-received   → the client's subscription has it
 func BenchmarkAutoApproveHops(b *testing.B) {
-	app := allinone.New(allinone.Options{ConfigFile: "../../examples/jit.yaml", DataDir: b.TempDir(), NATSListen: "127.0.0.1:-1"}, zerolog.Nop())
-	require.NoError(b, app.Run(context.Background()))
-	b.Cleanup(app.Close)
-	nc, err := nats.Connect(app.NATSURL())
-	require.NoError(b, err)
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	url := benchJitdWith(b, "../../examples/jit.yaml")
+	// The agent asks with its credential and hears its grant on its live
+	// feed; the stages are read from the stream as the administrator.
+	nc := agentConn(b, url, "market-intel")
+	js, err := jetstream.New(adminConnect(b, url))
 	require.NoError(b, err)
 	granted := make(chan string, 16)
-	sub, err := nc.Subscribe("jit.granted.>", func(m *nats.Msg) { granted <- m.Header.Get(jetstream.MsgIDHeader) })
+	sub, err := nc.Subscribe(broker.LivePrefix+".jit.granted.>", func(m *nats.Msg) { granted <- m.Header.Get(jetstream.MsgIDHeader) })
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(b, nc.Flush())

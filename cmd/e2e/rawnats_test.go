@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,19 +23,21 @@ type cloudEvent struct {
 }
 
 // TestRawNATSAgent is docs/agents.md's "Any language" section done with
-// nothing but nats.go core NATS and encoding/json: subscribe to the agent's
-// outcome subjects, ask on jitapi.request, read the decision and grant
-// CloudEvents; then publish a guardrail.fired CloudEvent and read the
-// revocation and suspension.
+// nothing but nats.go core NATS, the agent's credentials file and
+// encoding/json: subscribe to the agent's live events, ask on
+// jitapi.request, read the decision and grant CloudEvents; then, with the
+// guardrail source's credential, publish a guardrail.fired CloudEvent and
+// read the revocation and suspension.
 func TestRawNATSAgent(t *testing.T) {
 	app := startJitd(t, t.TempDir(), exampleConfig(t))
-	nc, err := nats.Connect(app.NATSURL())
+	const agent = "svc-price-optimizer"
+	creds := deploymentOf(t, app.NATSURL()).creds
+	nc, err := nats.Connect(app.NATSURL(), nats.UserCredentials(filepath.Join(creds, "agent-"+agent+".creds")))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	const agent = "svc-price-optimizer"
 
 	// Subscribe first, so no outcome is missed.
-	sub, err := nc.SubscribeSync("jit.*." + agent)
+	sub, err := nc.SubscribeSync("jitlive.jit.*." + agent)
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 	next := func(typ, requestID string) cloudEvent {
@@ -47,7 +50,8 @@ func TestRawNATSAgent(t *testing.T) {
 			var e cloudEvent
 			require.NoError(t, json.Unmarshal(m.Data, &e))
 			if e.Type == typ && (requestID == "" || e.RequestID == requestID) {
-				require.Equal(t, typ+"."+agent, m.Subject)
+				require.Equal(t, "jitlive."+typ+"."+agent, m.Subject)
+				require.NotEmpty(t, m.Header.Get("Nats-Sequence"), "the stream's sequence comes along")
 				return e
 			}
 		}
@@ -93,11 +97,17 @@ func TestRawNATSAgent(t *testing.T) {
 	fired := fmt.Sprintf(`{"specversion":"1.0","id":"raw-grd-1","source":"/shop/price-guard","type":"guardrail.fired",`+
 		`"subject":%q,"datacontenttype":"application/json","data":{"agent":%q,"rule":"price-floor",`+
 		`"detail":"SKU 1182 at 0.40","fired_at":%q}}`, agent, agent, time.Now().UTC().Format(time.RFC3339))
+	guard, err := nats.Connect(app.NATSURL(), nats.UserCredentials(filepath.Join(creds, "guardrail-pricing-guard.creds")))
+	require.NoError(t, err)
+	t.Cleanup(guard.Close)
 	m := nats.NewMsg("guardrail.fired." + agent)
 	m.Header.Set("Content-Type", "application/cloudevents+json")
 	m.Header.Set("Nats-Msg-Id", "raw-grd-1")
 	m.Data = []byte(fired)
-	require.NoError(t, nc.PublishMsg(m))
+	// The answer is a JetStream acknowledgement: the event is stored.
+	ack, err := guard.RequestMsg(m, 5*time.Second)
+	require.NoError(t, err)
+	require.Contains(t, string(ack.Data), `"stream":"JIT_AUDIT"`)
 
 	rev := next("jit.revoked", acc.RequestID)
 	var r struct{ Reason, GrantID string }

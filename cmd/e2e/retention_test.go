@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ func TestAuditRetention(t *testing.T) {
 	dir := t.TempDir()
 	maxAge := func(app *allinone.App) time.Duration {
 		t.Helper()
-		js, err := jetstream.New(agentConn(t, app.NATSURL()))
+		js, err := jetstream.New(adminConnect(t, app.NATSURL()))
 		require.NoError(t, err)
 		s, err := js.Stream(t.Context(), broker.AuditStream)
 		require.NoError(t, err)
@@ -28,6 +29,7 @@ func TestAuditRetention(t *testing.T) {
 		app := allinone.New(allinone.Options{ConfigFile: config, DataDir: dir, NATSListen: "127.0.0.1:-1", AuditMaxAge: age},
 			natstest.Logger(t))
 		require.NoError(t, app.Run(context.Background()))
+		register(t, app.NATSURL(), filepath.Join(dir, "keys"), app.CredsDir())
 		return app
 	}
 	app := start(30*24*time.Hour, exampleConfig(t))

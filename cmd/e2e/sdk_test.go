@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
@@ -19,18 +20,40 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// agentConn dials url the way an agent should: reconnecting forever.
-func agentConn(t testing.TB, url string) *nats.Conn {
+// agentConn dials url the way an agent should: with its own credential,
+// reconnecting forever.
+func agentConn(t testing.TB, url, agent string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return connectAs(t, url, auth.Principal{Kind: auth.KindAgent, ID: agent}, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+}
+
+// operatorConn dials url with the operator's credential (approvers name
+// themselves with their token on it).
+func operatorConn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	return connectAs(t, url, auth.DefaultOperator, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+}
+
+// fireGuardrail reports a violation as the example's guardrail source does:
+// a CloudEvent published on guardrail.fired.<agent> with its credential.
+func fireGuardrail(t *testing.T, url, agent, rule, detail string) events.Event {
+	t.Helper()
+	nc := connectAs(t, url, auth.Principal{Kind: auth.KindGuardrail, ID: "pricing-guard"})
+	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
+	e, err := events.New(events.NewID("grd"), events.TypeGuardrailFired, "/test/guardrail", agent,
+		events.GuardrailFired{Agent: agent, Rule: rule, Detail: detail, FiredAt: time.Now().UTC()})
+	require.NoError(t, err)
+	m, err := broker.ToMsg(events.Subject(events.TypeGuardrailFired, agent), e)
+	require.NoError(t, err)
+	_, err = js.PublishMsg(t.Context(), m)
+	require.NoError(t, err)
+	return e
 }
 
 func sdkClient(t testing.TB, url, agent string) *sdk.Client {
 	t.Helper()
-	c, err := sdk.New(agentConn(t, url), agent, sdk.WithLogger(natstest.Logger(t)))
+	c, err := sdk.New(agentConn(t, url, agent), agent, sdk.WithLogger(natstest.Logger(t)))
 	require.NoError(t, err)
 	return c
 }
@@ -123,13 +146,7 @@ func TestSDKGuardrailClosesRevokedAndSuspends(t *testing.T) {
 	g, err := c.Request(ctx, []string{"data:write"}, 10*time.Minute, "reprice winter catalogue", nil)
 	require.NoError(t, err)
 
-	nc := agentConn(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	pub := broker.NewPublisher(js, "test-guardrail")
-	_, _, err = pub.Emit(ctx, events.NewID("grd"), events.TypeGuardrailFired, "svc-price-optimizer",
-		events.GuardrailFired{Agent: "svc-price-optimizer", Rule: "price-floor", Detail: "SKU 1182 at 0.40", FiredAt: time.Now().UTC()})
-	require.NoError(t, err)
+	fireGuardrail(t, url, "svc-price-optimizer", "price-floor", "SKU 1182 at 0.40")
 	select {
 	case <-g.Revoked():
 	case <-time.After(10 * time.Second):
@@ -181,7 +198,7 @@ func TestSDKWithdrawPending(t *testing.T) {
 	require.Equal(t, broker.WithdrawnEventID(requestID), ws[0].ID())
 
 	var res broker.ActionResult
-	err := broker.Call(t.Context(), agentConn(t, url), broker.APIApprove, "dev-alice", broker.ApproveInput{RequestID: requestID}, &res)
+	err := broker.Call(t.Context(), operatorConn(t, url), broker.APIApprove, "dev-alice", broker.ApproveInput{RequestID: requestID}, &res)
 	var ae *broker.APIError
 	require.ErrorAs(t, err, &ae, "a withdrawn request cannot be approved")
 	require.Contains(t, []int{404, 409}, ae.Status)
@@ -198,7 +215,7 @@ func TestWithdrawAfterGrant(t *testing.T) {
 	g, err := c.Request(t.Context(), []string{"data:write"}, 10*time.Minute, "task", nil)
 	require.NoError(t, err)
 	var res broker.ActionResult
-	require.NoError(t, broker.Call(t.Context(), agentConn(t, url), broker.APIWithdraw, "",
+	require.NoError(t, broker.Call(t.Context(), agentConn(t, url, "market-intel"), broker.APIWithdraw, "",
 		broker.WithdrawInput{RequestID: g.RequestID(), Agent: "market-intel"}, &res))
 	require.Equal(t, "withdrawn", res.Outcome)
 	select {
@@ -211,7 +228,7 @@ func TestWithdrawAfterGrant(t *testing.T) {
 	require.Len(t, revs, 1)
 	require.Equal(t, events.RevokedWithdrawn, revs[0].Reason)
 
-	err = broker.Call(t.Context(), agentConn(t, url), broker.APIWithdraw, "", broker.WithdrawInput{RequestID: "../x", Agent: "market-intel"}, nil)
+	err = broker.Call(t.Context(), agentConn(t, url, "market-intel"), broker.APIWithdraw, "", broker.WithdrawInput{RequestID: "../x", Agent: "market-intel"}, nil)
 	var ae *broker.APIError
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, 400, ae.Status)
@@ -231,6 +248,7 @@ func TestSDKSurvivesRestart(t *testing.T) {
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(func() { app.Close() })
 	url := app.NATSURL()
+	register(t, url, filepath.Join(dataDir, "keys"), app.CredsDir())
 
 	c := sdkClient(t, url, "svc-price-optimizer")
 	type out struct {
@@ -257,7 +275,7 @@ func TestSDKSurvivesRestart(t *testing.T) {
 	app = allinone.New(allinone.Options{DataDir: dataDir, NATSListen: opts.NATSListen}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 
-	nc := agentConn(t, url)
+	nc := operatorConn(t, url)
 	require.Eventually(t, func() bool {
 		var res broker.ActionResult
 		return broker.Call(t.Context(), nc, broker.APIApprove, "dev-alice", broker.ApproveInput{RequestID: requestID, Comment: "ok"}, &res) == nil
@@ -279,23 +297,9 @@ func TestSDKSurvivesRestart(t *testing.T) {
 // drops the agent's connection: every waiting call returns its outcome.
 func TestSDKSurvivesServiceRestarts(t *testing.T) {
 	bin := bins(t)
-	port := freePort(t)
-	url := "nats://127.0.0.1:" + strconv.Itoa(port)
-	store := t.TempDir()
-	nsrv := startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
-		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", store)
-	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t)}
-	svc := map[string]*proc{}
-	for _, name := range []string{"revoker", "approval", "policy", "requester"} {
-		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
-	}
-	var nc *nats.Conn
-	require.Eventually(t, func() bool {
-		var err error
-		nc, err = nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-		return err == nil
-	}, 10*time.Second, 50*time.Millisecond, "broker up")
-	t.Cleanup(nc.Close)
+	dep := deployExternal(t, bin, exampleConfig(t))
+	url, nsrv, svc := dep.url, dep.server, dep.services
+	nc := agentConn(t, url, "market-intel")
 	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(natstest.Logger(t)), sdk.WithCallTimeout(500*time.Millisecond))
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -332,7 +336,8 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 		svc["requester"].kill()
 		// See the SDK's call go out while nobody serves it.
 		seen := make(chan struct{}, 16)
-		watcher := agentConn(t, url)
+		// In the agent's own account, a subscriber sees its calls.
+		watcher := agentConn(t, url, "market-intel")
 		sub, err := watcher.Subscribe(broker.APIRequest, func(*nats.Msg) { seen <- struct{}{} })
 		require.NoError(t, err)
 		require.NoError(t, watcher.Flush())
@@ -378,7 +383,8 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 	})
 
 	t.Run("broker restarted: the connection drops", func(t *testing.T) {
-		human, err := sdk.New(nc, "svc-price-optimizer", sdk.WithLogger(natstest.Logger(t)))
+		onc := agentConn(t, url, "svc-price-optimizer")
+		human, err := sdk.New(onc, "svc-price-optimizer", sdk.WithLogger(natstest.Logger(t)))
 		require.NoError(t, err)
 		ch := ask(human, "integrations:write", "broker restart")
 		var requestID string
@@ -392,16 +398,16 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 			return false
 		})
 		reconnected := make(chan struct{}, 1)
-		nc.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
+		onc.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
 		nsrv.kill()
-		waitFor(t, "agent disconnected", 10*time.Second, func() bool { return !nc.IsConnected() })
+		waitFor(t, "agent disconnected", 10*time.Second, func() bool { return !onc.IsConnected() })
 		nsrv.start()
 		select {
 		case <-reconnected:
 		case <-time.After(20 * time.Second):
 			t.Fatal("the agent's connection did not come back")
 		}
-		approver := agentConn(t, url)
+		approver := operatorConn(t, url)
 		waitFor(t, "approve after the broker restart", 20*time.Second, func() bool {
 			var res broker.ActionResult
 			return broker.Call(t.Context(), approver, broker.APIApprove, "dev-alice",

@@ -7,13 +7,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
 )
 
 // done ends a grant at once (revocation reason "completed").
 func (a *app) done(ctx context.Context, args []string) error {
 	fs := a.flags()
+	agent := fs.String("agent", "", "the agent whose grant it is (with --creds-dir: whose credential to use; only the grant's own agent may end it)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -21,7 +24,16 @@ func (a *app) done(ctx context.Context, args []string) error {
 	if err := positionals(pos, "GRANT_ID"); err != nil {
 		return err
 	}
-	return a.action(ctx, broker.APIDone, "", broker.DoneInput{GrantID: pos[0]})
+	if *agent == "" && a.client.Creds == "" && a.credsDir != "" {
+		// Whose grant is it? Ask as the operator, who may read grants, then
+		// end it with the agent's own credential.
+		found, err := a.grantAgent(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		*agent = found
+	}
+	return a.actionAs(ctx, auth.Principal{Kind: auth.KindAgent, ID: *agent}, broker.APIDone, "", broker.DoneInput{GrantID: pos[0]})
 }
 
 // pending lists the requests waiting for a human.
@@ -165,7 +177,13 @@ func (a *app) reinstate(ctx context.Context, args []string) error {
 
 // action calls an endpoint that answers with an ActionResult and prints it.
 func (a *app) action(ctx context.Context, subject, token string, in any) error {
-	nc, _, err := a.connect()
+	return a.actionAs(ctx, auth.DefaultOperator, subject, token, in)
+}
+
+// actionAs makes one action call as principal p (see connectAs) and prints
+// its result.
+func (a *app) actionAs(ctx context.Context, p auth.Principal, subject, token string, in any) error {
+	nc, _, err := a.connectAs(p)
 	if err != nil {
 		return err
 	}
@@ -212,4 +230,33 @@ func (a *app) hashToken(_ context.Context, args []string) error {
 	}
 	a.printf("%s\n", sum)
 	return nil
+}
+
+// grantAgent finds the agent of a grant from its key (<agent>.<grant_id>)
+// in the grants bucket, read as the operator.
+func (a *app) grantAgent(ctx context.Context, grantID string) (string, error) {
+	if !events.ValidID(grantID) {
+		return "", usagef("GRANT_ID %q is not a valid id", grantID)
+	}
+	nc, js, err := a.connectAs(auth.DefaultOperator)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	subj := broker.APIPrefixOf(js) + ".DIRECT.GET.KV_" + broker.BucketGrants + ".$KV." + broker.BucketGrants + ".*." + grantID
+	m, err := nc.RequestWithContext(ctx, subj, nil)
+	if err != nil {
+		return "", fmt.Errorf("look up grant %s: %w", grantID, err)
+	}
+	if m.Header.Get("Status") != "" {
+		return "", fmt.Errorf("no grant %s (pass --agent to ask as its agent)", grantID)
+	}
+	key := strings.TrimPrefix(m.Header.Get("Nats-Subject"), "$KV."+broker.BucketGrants+".")
+	agent, _, ok := broker.SplitKey(key)
+	if !ok {
+		return "", fmt.Errorf("grant %s is stored under an unexpected key %q", grantID, key)
+	}
+	return agent, nil
 }

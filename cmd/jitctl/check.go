@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
@@ -34,7 +35,7 @@ func (a *app) check(ctx context.Context, args []string) error {
 	if err := required("agent", *agent, "perm", *perm); err != nil {
 		return err
 	}
-	nc, js, err := a.connect()
+	nc, js, err := a.connectAs(auth.DefaultChecker)
 	if err != nil {
 		return err
 	}
@@ -139,15 +140,12 @@ func (a *app) grants(ctx context.Context, args []string) error {
 	return tw.Flush()
 }
 
-// watchConfig follows the active configuration until ctx ends.
+// watchConfig follows the active configuration until ctx ends, without a
+// consumer (the checker's and the operator's credentials may not make one).
 func (a *app) watchConfig(ctx context.Context, js jetstream.JetStream) (*config.Source, error) {
-	kv, err := js.KeyValue(ctx, broker.BucketConfig)
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s (is the JIT system set up on this server?): %w", broker.BucketConfig, err)
-	}
 	wctx, cancel := context.WithTimeout(ctx, configWait)
 	defer cancel()
-	// config.Watch keeps following until its context ends; it must outlive
+	// config.Follow keeps following until its context ends; it must outlive
 	// this function, so the wait is bounded by a watchdog instead.
 	type result struct {
 		src *config.Source
@@ -155,13 +153,13 @@ func (a *app) watchConfig(ctx context.Context, js jetstream.JetStream) (*config.
 	}
 	done := make(chan result, 1)
 	go func() {
-		src, err := config.Watch(ctx, kv, a.logger())
+		src, err := config.Follow(ctx, js, a.logger())
 		done <- result{src, err}
 	}()
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, r.err
+			return nil, fmt.Errorf("read the configuration (bucket %s; is the JIT system set up on this server?): %w", broker.BucketConfig, r.err)
 		}
 		return r.src, nil
 	case <-wctx.Done():

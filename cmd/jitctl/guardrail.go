@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 )
@@ -21,6 +25,7 @@ func (a *app) guardrail(ctx context.Context, args []string) error {
 	agent := fs.String("agent", "", "the agent that violated the guardrail")
 	rule := fs.String("rule", "", "the guardrail rule that fired")
 	detail := fs.String("detail", "", "what happened")
+	source := fs.String("source", "", "the guardrail source reporting it (with --creds-dir: whose credential to use; default the only guardrail-*.creds there)")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -40,17 +45,29 @@ func (a *app) guardrail(ctx context.Context, args []string) error {
 		return err
 	}
 
-	nc, js, err := a.connect()
+	src, err := a.guardrailSource(*source)
+	if err != nil {
+		return err
+	}
+	nc, js, err := a.connectAs(auth.Principal{Kind: auth.KindGuardrail, ID: src})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	seq, err := broker.NewPublisher(js, "jitctl").Publish(ctx, events.Subject(events.TypeGuardrailFired, *agent), e)
+	// A guardrail source's publish reaches the revoker's ingress, which
+	// checks it and stores it on the audit stream, and answers as the
+	// stream would.
+	m, err := broker.ToMsg(events.Subject(events.TypeGuardrailFired, *agent), e)
 	if err != nil {
 		return err
 	}
+	ack, err := js.PublishMsg(ctx, m)
+	if err != nil {
+		return fmt.Errorf("fire %s against %s: %w", *rule, *agent, err)
+	}
+	seq := ack.Sequence
 	if a.json {
 		return a.printJSON(struct {
 			EventID string `json:"event_id"`
@@ -61,4 +78,24 @@ func (a *app) guardrail(ctx context.Context, args []string) error {
 	}
 	a.printf("guardrail %s fired against %s (event %s)\n", *rule, *agent, e.ID())
 	return nil
+}
+
+// guardrailSource is the source a guardrail fire acts as: the one named, or
+// with --creds-dir and no --creds the only guardrail-*.creds there.
+func (a *app) guardrailSource(named string) (string, error) {
+	if named != "" || a.client.Creds != "" || a.credsDir == "" {
+		if named == "" {
+			named = "jitctl"
+		}
+		return named, nil
+	}
+	matches, err := filepath.Glob(filepath.Join(a.credsDir, "guardrail-*.creds"))
+	if err != nil {
+		return "", err
+	}
+	if len(matches) != 1 {
+		return "", usagef("--source is needed: %d guardrail sources' credentials in %s", len(matches), a.credsDir)
+	}
+	name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(matches[0]), "guardrail-"), ".creds")
+	return name, nil
 }

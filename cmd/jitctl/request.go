@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // request asks for elevation, then follows the request's decision and grant
@@ -53,7 +53,7 @@ func (a *app) request(ctx context.Context, args []string) error {
 		reqCtx[k] = v
 	}
 
-	nc, js, err := a.connect()
+	nc, _, err := a.connectAs(auth.Principal{Kind: auth.KindAgent, ID: *agent})
 	if err != nil {
 		return err
 	}
@@ -63,10 +63,18 @@ func (a *app) request(ctx context.Context, args []string) error {
 		RequestID: *requestID, Agent: *agent, Permissions: perms,
 		Duration: *duration, Reason: *reason, Context: reqCtx,
 	}
+	// Follow the agent's events before asking, so that the outcome is
+	// never missed.
+	feed, err := broker.FollowAgent(ctx, nc, *agent, 0, 0, broker.EventsCaller(nc, callTimeout))
+	if err != nil {
+		return err
+	}
+	defer feed.Stop()
 	var acc broker.RequestAccepted
 	if err := a.call(ctx, nc, broker.APIRequest, "", in, &acc); err != nil {
 		return err
 	}
+	feed.SetFrom(acc.Seq)
 	if !a.json {
 		a.printf("request %s accepted; waiting for the decision\n", acc.RequestID)
 	}
@@ -75,35 +83,28 @@ func (a *app) request(ctx context.Context, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	err = a.await(ctx, js, *agent, acc)
+	err = a.await(ctx, feed, acc)
 	if errors.Is(err, context.DeadlineExceeded) && *timeout > 0 {
 		return fmt.Errorf("no outcome for request %s within %s; it may still be decided (see jitctl audit)", acc.RequestID, *timeout)
 	}
 	return err
 }
 
-// await reads the agent's decisions and grants from the request's stream
-// sequence on, with an ordered consumer (it recreates itself after a
-// reconnect), until the request is granted or denied.
-func (a *app) await(ctx context.Context, js jetstream.JetStream, agent string, acc broker.RequestAccepted) error {
-	it, stop, err := broker.Follow(ctx, js,
-		[]string{events.Subject(events.TypeDecided, agent), events.Subject(events.TypeGranted, agent)}, acc.Seq)
-	if err != nil {
-		return fmt.Errorf("follow request %s: %w", acc.RequestID, err)
-	}
-	defer stop()
-
+// await reads the agent's events from the request's stream sequence on
+// (broker.AgentFeed: live, caught up after a reconnect) until the request is
+// granted or denied.
+func (a *app) await(ctx context.Context, feed *broker.AgentFeed, acc broker.RequestAccepted) error {
 	pendingShown := false
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		fe, err := feed.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return fmt.Errorf("follow request %s: %w", acc.RequestID, err)
 		}
-		e, err := broker.FromMsg(m.Headers(), m.Data())
-		if err != nil || requestIDOf(e) != acc.RequestID {
+		e := fe.Event
+		if requestIDOf(e) != acc.RequestID {
 			continue
 		}
 		switch e.Type() {

@@ -7,9 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,6 +64,8 @@ var commands = []command{
 	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
 		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
+	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision  [--data-dir D | --keys DIR]",
+		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin)", (*app).credsCmd},
 	{"help", "", "show this help", nil},
 }
 
@@ -70,6 +75,12 @@ type app struct {
 	env            func(string) string
 	json           bool
 	cmd            *command
+	// client is how to connect: --creds (NATS_CREDS) and TLS, as the nats
+	// CLI names them; credsDir (--creds-dir, JIT_CREDS_DIR) holds one
+	// credentials file per principal, from which a command picks the one
+	// it acts as when --creds is not given.
+	client   auth.ClientOptions
+	credsDir string
 }
 
 // run is the whole program: it runs the command in args and returns the
@@ -136,6 +147,9 @@ func (a *app) usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nenvironment:")
 	fmt.Fprintf(w, "  NATS_URL   the NATS server (default %s)\n", defaultNATSURL)
+	fmt.Fprintln(w, "  NATS_CREDS the credentials file of the principal to act as (--creds)")
+	fmt.Fprintln(w, "  JIT_CREDS_DIR  a directory of credentials files (jitd's <data-dir>/creds): each command")
+	fmt.Fprintln(w, "             picks the principal it acts as (--creds-dir)")
 	fmt.Fprintln(w, "  JIT_TOKEN  the approver's token, for pending, approve, deny, reinstate and config apply")
 	fmt.Fprintln(w, "\n--json prints one JSON object per line.")
 	fmt.Fprintln(w, "exit status: 0 granted/allowed/success, 1 denied/not allowed, 2 error.")
@@ -146,6 +160,8 @@ func (a *app) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("jitctl "+a.cmd.name, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	fs.BoolVar(&a.json, "json", a.json, "print one JSON object per line")
+	a.client.Flags(fs, a.env)
+	fs.StringVar(&a.credsDir, "creds-dir", a.env("JIT_CREDS_DIR"), "directory of credentials files (jitd's <data-dir>/creds): without --creds, the command acts as the principal it needs (env JIT_CREDS_DIR)")
 	fs.Usage = func() {
 		fmt.Fprintf(a.stderr, "usage: jitctl %s %s\n\n%s\n\nflags:\n", a.cmd.name, a.cmd.args, a.cmd.help)
 		fs.PrintDefaults()
@@ -209,23 +225,46 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// connect dials NATS_URL. A failed first connection is an error at once;
-// later disconnects are retried without limit.
+// connect dials NATS_URL as the principal the command acts as (see
+// connectAs), the default operator.
 func (a *app) connect() (*nats.Conn, jetstream.JetStream, error) {
+	return a.connectAs(auth.DefaultOperator)
+}
+
+// connectAs dials NATS_URL with the credential of principal want: the
+// --creds file if given (whoever it names: the server holds it to its
+// rights), else want's file in --creds-dir, else none (a server without
+// authentication). A failed first connection is an error at once; later
+// disconnects are retried without limit. The JetStream context of a client
+// principal uses its account's API prefix.
+func (a *app) connectAs(want auth.Principal) (*nats.Conn, jetstream.JetStream, error) {
 	url := a.env("NATS_URL")
 	if url == "" {
 		url = defaultNATSURL
 	}
-	nc, err := nats.Connect(url,
+	client := a.client
+	if client.Creds == "" && a.credsDir != "" {
+		path := filepath.Join(a.credsDir, want.CredsFile())
+		if _, err := os.Stat(path); err != nil {
+			return nil, nil, fmt.Errorf("no credential for %s in %s (%s): %w", want, a.credsDir, want.CredsFile(), err)
+		}
+		client.Creds = path
+	}
+	opts, err := client.NATSOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name("jitctl"),
-		nats.Timeout(5*time.Second),
+		nats.Timeout(5 * time.Second),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-	)
+		nats.ReconnectWait(250 * time.Millisecond),
+	}, opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc)
+	p, withCreds, _ := client.Principal()
+	js, err := auth.JetStream(nc, p, withCreds)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -26,6 +26,34 @@ const (
 	APIReinstate = "jitapi.reinstate" // revoker: lift a suspension
 	APIRevoke    = "jitapi.revoke"    // revoker: an admin ends a grant now
 	APIWithdraw  = "jitapi.withdraw"  // requester: the agent withdraws a request it no longer waits for
+	APIEvents    = "jitapi.events"    // requester: the calling agent's own events from the audit stream
+	APIGrants    = "jitapi.grants"    // requester: the calling agent's own grants
+	// APIConfigApply validates and stores a configuration (an org-admin's
+	// or security-admin's token); the approval service authenticates it
+	// and the policy service applies it.
+	APIConfigApply = "jitapi.config.apply"
+)
+
+// Internal subjects: requests between services inside the services'
+// account, which only the approval service may publish. The approval
+// service authenticates approvers (it alone sees their tokens and their
+// hashes) and forwards an authorised action to the service that owns it,
+// naming the approver in the body.
+const (
+	InternalPrefix      = "jitint"
+	InternalReinstate   = InternalPrefix + ".revoker.reinstate"
+	InternalRevoke      = InternalPrefix + ".revoker.revoke"
+	InternalConfigApply = InternalPrefix + ".policy.config.apply"
+)
+
+// Live feeds: the audit stream republishes every event it stores on
+// LivePrefix.<subject> (for example jitlive.jit.granted.market-intel), and
+// the grants, suspensions and configuration buckets republish every stored
+// change on StatePrefix.<bucket>.<key>, each with the stream's Nats-Sequence
+// header. Clients that may not create consumers follow them instead.
+const (
+	LivePrefix  = "jitlive"
+	StatePrefix = "jitkv"
 )
 
 // HeaderToken carries an approver's bearer token on API calls.
@@ -72,10 +100,81 @@ type RevokeInput struct {
 	Comment string `json:"comment,omitempty"`
 }
 
+// EventsInput is the body of APIEvents: the calling agent's events on the
+// audit stream (subjects jit.*.<agent> and guardrail.*.<agent>) from stream
+// sequence FromSeq on, at most Max (default and limit MaxEventsPage).
+type EventsInput struct {
+	FromSeq uint64 `json:"from_seq,omitempty"`
+	Max     int    `json:"max,omitempty"`
+	// Agent is optional; an agent may name only itself.
+	Agent string `json:"agent,omitempty"`
+}
+
+// MaxEventsPage bounds one APIEvents answer.
+const MaxEventsPage = 256
+
+// EventsPage is the reply to APIEvents. Each event is a structured-mode
+// CloudEvent with its stream sequence and subject; NextSeq is where the next
+// call starts, and More says whether the stream had more of the agent's
+// events when this page was read.
+type EventsPage struct {
+	Events  []StoredEvent `json:"events"`
+	NextSeq uint64        `json:"next_seq"`
+	More    bool          `json:"more"`
+}
+
+// StoredEvent is one event of an EventsPage.
+type StoredEvent struct {
+	Seq     uint64          `json:"seq"`
+	Subject string          `json:"subject"`
+	Event   json.RawMessage `json:"event"`
+}
+
+// GrantsInput is the body of APIGrants (optional).
+type GrantsInput struct {
+	// Agent is optional; an agent may name only itself.
+	Agent string `json:"agent,omitempty"`
+}
+
+// GrantsList is the reply to APIGrants: the calling agent's grants that are
+// active by the server's clock.
+type GrantsList struct {
+	Grants []events.Grant `json:"grants"`
+}
+
 // WithdrawInput is the body of APIWithdraw.
 type WithdrawInput struct {
 	RequestID string `json:"request_id"`
 	Agent     string `json:"agent"`
+}
+
+// MaxConfigBody bounds an APIConfigApply body (NATS's payload limit, less
+// room for the internal call that carries it on).
+const MaxConfigBody = 1<<20 - 4<<10
+
+// ConfigApplyInput is the body of an APIConfigApply call.
+type ConfigApplyInput struct {
+	// Source names the file; errors and the audit event name it.
+	Source string `json:"source"`
+	// YAML is the file's content.
+	YAML string `json:"yaml"`
+}
+
+// ConfigApplyResult is the answer to an applied (or unchanged)
+// configuration. A refused one is answered 400 invalid_config with every
+// problem in the message.
+type ConfigApplyResult struct {
+	Outcome  string `json:"outcome"` // applied | unchanged
+	Source   string `json:"source"`
+	Revision uint64 `json:"revision"`
+	Digest   string `json:"digest"`
+}
+
+// Authorized is the body of an internal call: the input of the API call
+// that the approval service authenticated, and the approver who made it.
+type Authorized[T any] struct {
+	Input T            `json:"input"`
+	By    events.Actor `json:"by"`
 }
 
 // ActionResult is the reply to approve, deny, done and reinstate.
@@ -178,9 +277,12 @@ func Call(ctx context.Context, nc *nats.Conn, subject, token string, in, out any
 
 // DecodeInput decodes an API body strictly: size-bounded, unknown fields
 // refused. The error is a 400 *APIError.
-func DecodeInput(data []byte, v any) error {
-	if len(data) > MaxAPIBody {
-		return Errorf(413, events.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), MaxAPIBody)
+func DecodeInput(data []byte, v any) error { return DecodeInputLimit(data, v, MaxAPIBody) }
+
+// DecodeInputLimit is DecodeInput with a size limit of max bytes.
+func DecodeInputLimit(data []byte, v any, max int) error {
+	if len(data) > max {
+		return Errorf(413, events.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), max)
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/agentjit/jit/pkg/events"
@@ -41,15 +42,79 @@ func (p *Publisher) Emit(ctx context.Context, id, typ, agent string, data any, o
 	return e, seq, err
 }
 
-// Publish publishes e on subject and waits for the stream's ack.
+// ErrForeignDuplicate is returned when the audit stream answers a publish
+// as a duplicate of an event that is not the publisher's own: another
+// publisher used the id first, so this event is not stored. With the
+// broker's permissions only services publish on the stream, so this means a
+// bug or a compromised service; it is never taken for success.
+var ErrForeignDuplicate = errors.New("the event id is taken by another event")
+
+// EmitChecked is Emit whose duplicate check also asks same whether the
+// stored event stands for this one (see PublishChecked).
+func (p *Publisher) EmitChecked(ctx context.Context, id, typ, agent string, data any, same func(stored events.Event) error, opts ...events.Option) (events.Event, uint64, error) {
+	e, err := events.New(id, typ, p.source, agent, data, opts...)
+	if err != nil {
+		return events.Event{}, 0, err
+	}
+	seq, _, err := p.PublishChecked(ctx, events.Subject(typ, agent), e, same)
+	return e, seq, err
+}
+
+// Publish publishes e on subject and waits for the stream's ack. A
+// duplicate acknowledgement (the id was stored before, within the
+// de-duplication window) is checked: the stored event must be this
+// publisher's event of the same type on the same subject, or
+// ErrForeignDuplicate is returned.
 func (p *Publisher) Publish(ctx context.Context, subject string, e events.Event) (uint64, error) {
+	seq, _, err := p.PublishChecked(ctx, subject, e, nil)
+	return seq, err
+}
+
+// PublishChecked is Publish whose duplicate check also asks same (if not
+// nil) whether the stored event stands for e; stored is returned for a
+// duplicate (nil otherwise).
+func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events.Event, same func(stored events.Event) error) (uint64, *events.Event, error) {
 	m, err := ToMsg(subject, e)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(AuditStream))
 	if err != nil {
-		return 0, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
+		return 0, nil, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
 	}
-	return ack.Sequence, nil
+	if !ack.Duplicate {
+		return ack.Sequence, nil, nil
+	}
+	stored, err := p.stored(ctx, ack.Sequence, subject, e)
+	if err != nil {
+		return 0, nil, err
+	}
+	if same != nil {
+		if err := same(stored); err != nil {
+			return 0, &stored, err
+		}
+	}
+	return ack.Sequence, &stored, nil
+}
+
+// stored reads the event at seq and checks it is e's publisher's, of e's
+// type, id and subject.
+func (p *Publisher) stored(ctx context.Context, seq uint64, subject string, e events.Event) (events.Event, error) {
+	st, err := p.js.Stream(ctx, AuditStream)
+	if err != nil {
+		return events.Event{}, fmt.Errorf("check duplicate of %s: %w", e.ID(), err)
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return events.Event{}, fmt.Errorf("check duplicate of %s at %d: %w", e.ID(), seq, err)
+	}
+	stored, err := events.Decode(raw.Data)
+	switch {
+	case err != nil:
+		return events.Event{}, fmt.Errorf("%w: %s at %d does not decode", ErrForeignDuplicate, e.ID(), seq)
+	case raw.Subject != subject || stored.ID() != e.ID() || stored.Type() != e.Type() || stored.Source() != e.Source():
+		return events.Event{}, fmt.Errorf("%w: %s on %s (%s from %s) is stored as %s on %s from %s", ErrForeignDuplicate,
+			e.ID(), subject, e.Type(), e.Source(), stored.Type(), raw.Subject, stored.Source())
+	}
+	return stored, nil
 }

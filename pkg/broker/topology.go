@@ -29,8 +29,13 @@ const (
 	// BucketPending holds requests waiting for a human, each with a TTL equal
 	// to the approval window.
 	BucketPending = "jit_pending"
-	// BucketConfig holds the active configuration.
+	// BucketConfig holds the active configuration without its secrets:
+	// every service and checker reads it.
 	BucketConfig = "jit_config"
+	// BucketSecrets holds the whole active configuration, approvers' token
+	// hashes and notifiers' secrets included: only the approval service
+	// reads it.
+	BucketSecrets = "jit_secrets"
 )
 
 // AuditSubjects are the subjects the audit stream captures.
@@ -102,6 +107,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Duplicates:  o.DuplicateWindow,
 		MaxMsgSize:  1 << 20,
 		AllowDirect: true,
+		// Nobody deletes or purges the trail, not even the break-glass
+		// credential: once set, the server refuses to unset them.
+		DenyDelete: true,
+		DenyPurge:  true,
+		// Every stored event is republished on jitlive.<subject> with its
+		// stream sequence, for clients that may not create consumers.
+		RePublish: &jetstream.RePublish{Source: ">", Destination: LivePrefix + ".>"},
 	}
 	// How long and how much the audit trail keeps is the operator's
 	// choice: every service calls Ensure at start and must not undo it.
@@ -118,12 +130,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if _, err := js.CreateOrUpdateStream(ctx, audit); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
 	}
+	// The grants, suspensions and configuration buckets republish every
+	// stored change on jitkv.<bucket>.<key>: checkers follow them there.
+	republish := func(bucket string) *jetstream.RePublish {
+		return &jetstream.RePublish{Source: "$KV." + bucket + ".>", Destination: StatePrefix + "." + bucket + ".>"}
+	}
 	buckets := []jetstream.KeyValueConfig{
-		{Bucket: BucketGrants, Description: "live JIT grants; per-key TTL drives expiry", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL},
+		{Bucket: BucketGrants, Description: "live JIT grants; per-key TTL drives expiry", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL, RePublish: republish(BucketGrants)},
 		{Bucket: BucketLeases, Description: "revoker ledger: one record per grant", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseRetention},
-		{Bucket: BucketSuspensions, Description: "suspended agents", History: 5, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: BucketSuspensions, Description: "suspended agents", History: 5, Storage: jetstream.FileStorage, Replicas: o.Replicas, RePublish: republish(BucketSuspensions)},
 		{Bucket: BucketPending, Description: "requests waiting for a human; per-key TTL is the approval window", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL},
-		{Bucket: BucketConfig, Description: "active JIT configuration", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: BucketConfig, Description: "active JIT configuration, without secrets", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas, RePublish: republish(BucketConfig)},
+		{Bucket: BucketSecrets, Description: "active JIT configuration with approvers' token hashes and notifiers' secrets: the approval service's alone", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, b := range buckets {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
@@ -135,7 +153,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 
 // Buckets are handles to every bucket.
 type Buckets struct {
-	Grants, Leases, Suspensions, Pending, Config jetstream.KeyValue
+	Grants, Leases, Suspensions, Pending, Config, Secrets jetstream.KeyValue
 }
 
 // OpenBuckets binds to the buckets that Ensure created.
@@ -143,7 +161,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
 	var b Buckets
 	for name, dst := range map[string]*jetstream.KeyValue{
 		BucketGrants: &b.Grants, BucketLeases: &b.Leases, BucketSuspensions: &b.Suspensions,
-		BucketPending: &b.Pending, BucketConfig: &b.Config,
+		BucketPending: &b.Pending, BucketConfig: &b.Config, BucketSecrets: &b.Secrets,
 	} {
 		kv, err := js.KeyValue(ctx, name)
 		if err != nil {
@@ -181,4 +199,35 @@ func TTLFor(deadline, now time.Time) time.Duration {
 		s = 1
 	}
 	return s * time.Second
+}
+
+// EnsureAuditDurable makes sure the audit stream has the durable pull
+// consumer name, which a SIEM reader or an operator (auth.Principal's
+// AuditDurable) reads with jitctl audit --follow: every event from the
+// first, acknowledged one by one. Such principals may read and acknowledge
+// it but never create, change or delete a consumer; an existing one is left
+// as it is (it holds the reader's position). An empty name does nothing.
+func EnsureAuditDurable(ctx context.Context, js jetstream.JetStream, name string) error {
+	if name == "" {
+		return nil
+	}
+	_, err := js.Consumer(ctx, AuditStream, name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("audit durable %s: %w", name, err)
+	}
+	_, err = js.CreateConsumer(ctx, AuditStream, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "a reader's position in the audit trail (jitctl audit --follow)",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 10_000,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return fmt.Errorf("create audit durable %s: %w", name, err)
+	}
+	return nil
 }

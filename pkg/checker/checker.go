@@ -84,8 +84,9 @@ type Checker struct {
 	// presents (GrantHeader) to reach the view (WithGrantWait).
 	grantWait time.Duration
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	followers []*broker.BucketFollower
 
 	// Freshness (fresh.go): staleAfter bounds the view's age; lastOK is
 	// the monotonic time since epoch of the last confirmed round trip;
@@ -126,46 +127,35 @@ func New(js jetstream.JetStream, cfg *config.Source, opts ...Option) *Checker {
 // consumers after a reconnect. Unless WithStaleAfter disabled it, Start also
 // begins confirming the connection: see WithStaleAfter.
 func (c *Checker) Start(ctx context.Context) error {
-	grants, err := c.js.KeyValue(ctx, broker.BucketGrants)
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", broker.BucketGrants, err)
-	}
-	susp, err := c.js.KeyValue(ctx, broker.BucketSuspensions)
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", broker.BucketSuspensions, err)
-	}
+	nc, prefix := c.js.Conn(), broker.APIPrefixOf(c.js)
 	wctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
-	gw, err := grants.WatchAll(wctx)
+	gf, err := broker.FollowBucket(ctx, nc, prefix, broker.BucketGrants, c.applyGrant)
 	if err != nil {
 		cancel()
-		return fmt.Errorf("watch %s: %w", broker.BucketGrants, err)
+		return fmt.Errorf("follow %s: %w", broker.BucketGrants, err)
 	}
-	sw, err := susp.WatchAll(wctx)
+	sf, err := broker.FollowBucket(ctx, nc, prefix, broker.BucketSuspensions, c.applySuspension)
 	if err != nil {
-		_ = gw.Stop()
+		gf.Stop()
 		cancel()
-		return fmt.Errorf("watch %s: %w", broker.BucketSuspensions, err)
+		return fmt.Errorf("follow %s: %w", broker.BucketSuspensions, err)
 	}
-	gready, sready := make(chan struct{}), make(chan struct{})
-	c.wg.Add(2)
-	go c.follow(wctx, gw, gready, c.applyGrant)
-	go c.follow(wctx, sw, sready, c.applySuspension)
-	for _, ready := range []chan struct{}{gready, sready} {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			c.Stop()
-			return fmt.Errorf("waiting for the initial grants and suspensions: %w", ctx.Err())
-		}
-	}
+	c.followers = []*broker.BucketFollower{gf, sf}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		<-wctx.Done()
+		gf.Stop()
+		sf.Stop()
+	}()
 	if c.staleAfter > 0 {
 		c.epoch = time.Now()
 		c.lastOK.Store(0)
 		c.stale.Store(false)
-		c.wg.Add(1)
-		go c.monitor(wctx, c.js.Conn())
 	}
+	c.wg.Add(1)
+	go c.monitor(wctx, nc)
 	return nil
 }
 
@@ -182,48 +172,34 @@ func (c *Checker) Stop() {
 	}
 }
 
-func (c *Checker) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, apply func(jetstream.KeyValueEntry)) {
-	defer c.wg.Done()
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				// The view no longer follows this bucket: fail closed.
-				c.broken.Store(true)
-				c.log.Warn().Msg("checker watch closed")
-				return
-			}
-			if e == nil {
-				if initial {
-					initial = false
-					close(ready)
-				}
-				continue
-			}
-			apply(e)
+// resync makes every follower read its bucket again if live changes may have
+// been lost; it is false if one could not.
+func (c *Checker) resync(ctx context.Context) bool {
+	ok := true
+	for _, f := range c.followers {
+		if err := f.Check(ctx); err != nil {
+			c.log.Warn().Err(err).Msg("checker could not catch up with a bucket")
+			ok = false
 		}
 	}
+	return ok
 }
 
-func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
-	agent, id, ok := broker.SplitKey(e.Key())
+func (c *Checker) applyGrant(e broker.KVChange) {
+	agent, id, ok := broker.SplitKey(e.Key)
 	if !ok {
-		c.log.Warn().Str("key", e.Key()).Msg("ignoring grant key of unexpected shape")
+		c.log.Warn().Str("key", e.Key).Msg("ignoring grant key of unexpected shape")
 		return
 	}
 	var g *events.Grant
-	if e.Operation() == jetstream.KeyValuePut {
+	if e.Op == jetstream.KeyValuePut {
 		var v events.Grant
-		switch err := json.Unmarshal(e.Value(), &v); {
+		switch err := json.Unmarshal(e.Value, &v); {
 		case err != nil:
 			// Failing closed: an unreadable grant grants nothing.
-			c.log.Error().Err(err).Str("key", e.Key()).Msg("ignoring undecodable grant")
-		case v.Agent != agent:
-			c.log.Error().Str("key", e.Key()).Str("grant_agent", v.Agent).Msg("ignoring grant stored under another agent's key")
+			c.log.Error().Err(err).Str("key", e.Key).Msg("ignoring undecodable grant")
+		case v.Agent != agent || v.GrantID != id:
+			c.log.Error().Str("key", e.Key).Str("grant_agent", v.Agent).Str("grant_id", v.GrantID).Msg("ignoring grant stored under another key")
 		case v.Status != "" && v.Status != events.GrantActive:
 			// A tombstone (revoked): the grant is gone.
 		default:
@@ -237,7 +213,7 @@ func (c *Checker) applyGrant(e jetstream.KeyValueEntry) {
 		c.changed = nil
 	}
 	if g == nil {
-		c.remember(e.Key())
+		c.remember(e.Key)
 		if m := c.grants[agent]; m != nil {
 			old := m[id]
 			delete(m, id)
@@ -316,16 +292,16 @@ func (c *Checker) remember(key string) {
 	c.ended[key] = struct{}{}
 }
 
-func (c *Checker) applySuspension(e jetstream.KeyValueEntry) {
-	agent := e.Key()
-	if e.Operation() != jetstream.KeyValuePut {
+func (c *Checker) applySuspension(e broker.KVChange) {
+	agent := e.Key
+	if e.Op != jetstream.KeyValuePut {
 		c.mu.Lock()
 		delete(c.suspended, agent)
 		c.mu.Unlock()
 		return
 	}
 	var s events.Suspension
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
+	if err := json.Unmarshal(e.Value, &s); err != nil {
 		// Failing closed: a suspension we cannot read still suspends.
 		c.log.Error().Err(err).Str("agent", agent).Msg("undecodable suspension record; treating the agent as suspended")
 		s = events.Suspension{Agent: agent, Rule: "unknown (unreadable record)"}

@@ -24,6 +24,9 @@ func WithStaleAfter(d time.Duration) Option { return func(c *Checker) { c.staleA
 // of the bound, within [10ms, 1s]. A stale view is therefore noticed at most
 // about staleAfter + 2 probe intervals after the last confirmation.
 func probeInterval(staleAfter time.Duration) time.Duration {
+	if staleAfter <= 0 {
+		return time.Second
+	}
 	return min(max(staleAfter/4, 10*time.Millisecond), time.Second)
 }
 
@@ -47,8 +50,20 @@ func (c *Checker) monitor(ctx context.Context, nc *nats.Conn) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil && !c.broken.Load() {
+		// The round trip proves the connection; the view is fresh only if
+		// the followers have nothing to catch up on (a reconnect or a
+		// dropped live change makes them read their buckets again).
+		if err == nil && c.resync(ctx) && !c.broken.Load() {
 			c.lastOK.Store(int64(time.Since(c.epoch)))
+		}
+		c.forgetExpired()
+		if c.staleAfter <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			continue
 		}
 		age := time.Since(c.epoch) - time.Duration(c.lastOK.Load())
 		stale := age > c.staleAfter
@@ -64,6 +79,31 @@ func (c *Checker) monitor(ctx context.Context, nc *nats.Conn) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// forgetAfter is how long after its expiry a grant stays in the view: the
+// view drops a grant when the bucket reports its key gone, but a checker
+// that follows no consumer may not hear of a TTL expiry, so the clock
+// clears it too. Expired grants never count either way.
+const forgetAfter = time.Minute
+
+// forgetExpired drops from the view the grants that expired more than
+// forgetAfter ago.
+func (c *Checker) forgetExpired() {
+	cut := c.now().Add(-forgetAfter)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for agent, m := range c.grants {
+		for id, g := range m {
+			if g.ExpiresAt.Before(cut) {
+				delete(m, id)
+				c.unindex(agent, g)
+			}
+		}
+		if len(m) == 0 {
+			delete(c.grants, agent)
 		}
 	}
 }

@@ -66,6 +66,17 @@ type Config struct {
 	Notifiers []Notifier `yaml:"notifiers" json:"notifiers,omitempty"`
 	// Console configures the approver console's public address.
 	Console Console `yaml:"console" json:"console"`
+	// GuardrailSources are the systems that may report guardrail
+	// violations, each with its own NATS credential.
+	GuardrailSources []GuardrailSource `yaml:"guardrail_sources" json:"guardrail_sources,omitempty"`
+
+	// Redacted is set on the copy stored for every service and checker
+	// (Public): approvers' token hashes and notifiers' URLs and secrets are
+	// blank, and only the approval service reads the whole configuration.
+	Redacted bool `yaml:"-" json:"redacted,omitempty"`
+	// FullDigest, on a redacted copy, is the digest of the whole
+	// configuration, so that every copy of one version has one digest.
+	FullDigest string `yaml:"-" json:"digest,omitempty"`
 
 	loc       *time.Location
 	lines     lineIndex
@@ -171,6 +182,30 @@ type Approver struct {
 	// owner is the approver's name or one of these teams is owned by the
 	// approver (separate_owner, see Approver.Owns).
 	Teams []string `yaml:"teams" json:"teams,omitempty"`
+}
+
+// GuardrailSource is a system that reports guardrail violations: it may
+// fire only its Guardrails, and only against its Agents (every agent if
+// empty). Its credential is guardrail-<name>.creds.
+type GuardrailSource struct {
+	Name       string   `yaml:"name" json:"name"`
+	Guardrails []string `yaml:"guardrails" json:"guardrails"`
+	Agents     []string `yaml:"agents" json:"agents,omitempty"`
+}
+
+// GuardrailSource returns the source named name, or false.
+func (c *Config) GuardrailSource(name string) (*GuardrailSource, bool) {
+	for i := range c.GuardrailSources {
+		if c.GuardrailSources[i].Name == name {
+			return &c.GuardrailSources[i], true
+		}
+	}
+	return nil, false
+}
+
+// May reports whether the source may fire guardrail against agent.
+func (g *GuardrailSource) May(guardrail, agent string) bool {
+	return slices.Contains(g.Guardrails, guardrail) && (len(g.Agents) == 0 || slices.Contains(g.Agents, agent))
 }
 
 // Guardrail names a guardrail rule that may fire against agents.

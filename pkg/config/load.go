@@ -211,7 +211,9 @@ func (c *Config) validate(name string) error {
 			}
 			held[r] = true
 		}
-		if h, err := hexSHA256(ap.TokenSHA256); err != nil {
+		if c.Redacted && ap.TokenSHA256 == "" {
+			// The token hash is only in the whole configuration.
+		} else if h, err := hexSHA256(ap.TokenSHA256); err != nil {
 			bad(line, what, "token_sha256: %v", err)
 		} else {
 			ap.TokenSHA256 = h
@@ -224,6 +226,30 @@ func (c *Config) validate(name string) error {
 			bad(at(c.lines.guardrails, i), fmt.Sprintf("guardrail %q", g.Name), "name must be set and unique")
 		}
 		seenG[g.Name] = true
+	}
+	seenS := map[string]bool{}
+	for _, src := range c.GuardrailSources {
+		what := fmt.Sprintf("guardrail source %q", src.Name)
+		if !events.ValidID(src.Name) {
+			bad(0, what, "name must be 1-64 letters, digits, '-' or '_'")
+		}
+		if seenS[src.Name] {
+			bad(0, what, "defined twice")
+		}
+		seenS[src.Name] = true
+		if len(src.Guardrails) == 0 {
+			bad(0, what, "names no guardrails it may fire")
+		}
+		for _, g := range src.Guardrails {
+			if !seenG[g] {
+				bad(0, what, "guardrail %q is not defined under guardrails", g)
+			}
+		}
+		for _, a := range src.Agents {
+			if _, ok := c.agents[a]; !ok {
+				bad(0, what, "agent %q is not defined under agents", a)
+			}
+		}
 	}
 
 	seenR := map[string]bool{}

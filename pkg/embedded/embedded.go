@@ -23,6 +23,13 @@ type Options struct {
 	// SyncAlways makes JetStream fsync every write (slower, survives power
 	// loss).
 	SyncAlways bool
+	// TLSCert and TLSKey, if set, make the client listener require TLS
+	// with this certificate.
+	TLSCert, TLSKey string
+	// Configure, if set, adjusts the server's options last (for example
+	// auth.Store.ConfigureServer, which turns on operator-mode
+	// authentication).
+	Configure func(*server.Options) error
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -50,6 +57,18 @@ func Start(o Options) (*server.Server, error) {
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
 		SyncAlways: o.SyncAlways,
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLSCert, KeyFile: o.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("nats tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS = tc, true
+	}
+	if o.Configure != nil {
+		if err := o.Configure(opts); err != nil {
+			return nil, err
+		}
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

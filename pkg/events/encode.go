@@ -185,6 +185,10 @@ func check(e Event) error {
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	// sdk-go also accepts CloudEvents 0.3; the system speaks 1.0 only.
+	if v := e.SpecVersion(); v != SpecVersion {
+		return fmt.Errorf("%w: specversion %q, want %s", ErrMalformed, v, SpecVersion)
+	}
 	for _, t := range AllTypes {
 		if e.Type() == t {
 			return nil

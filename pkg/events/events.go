@@ -39,6 +39,10 @@ var AllTypes = []string{
 const (
 	ExtRequestID = "requestid" // every event of one request carries its id
 	ExtGrantID   = "grantid"   // every event about one grant carries its id
+	// ExtPrincipal names the credential that reported an outside event
+	// (guardrail.fired): "guardrail:<source>". The revoker's ingress sets
+	// it from the broker-authenticated connection, never from the sender.
+	ExtPrincipal = "jitprincipal"
 )
 
 // SpecVersion is the CloudEvents version the system emits.

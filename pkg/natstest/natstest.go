@@ -79,19 +79,32 @@ func Logger(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
 }
 
-// ApplyConfig parses yml, stores it as the active configuration, and returns
-// a Source that follows it.
+// ApplyConfig parses yml, stores it as the active configuration (whole in
+// the secrets bucket, redacted in the config bucket), and returns a Source
+// that follows the redacted copy, as every service but approval does.
 func (e *Env) ApplyConfig(t testing.TB, yml string) *config.Source {
 	t.Helper()
 	c, err := config.Parse("test.yaml", []byte(yml))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _, err = config.Apply(ctx, e.Buckets.Config, c)
+	_, _, err = config.ApplyWithSecrets(ctx, config.Buckets{Config: e.Buckets.Config, Secrets: e.Buckets.Secrets}, c)
 	require.NoError(t, err)
+	return e.watch(t, e.Buckets.Config)
+}
+
+// WatchSecrets returns a Source that follows the whole configuration (the
+// secrets bucket), as the approval service does.
+func (e *Env) WatchSecrets(t testing.TB) *config.Source {
+	t.Helper()
+	return e.watch(t, e.Buckets.Secrets)
+}
+
+func (e *Env) watch(t testing.TB, kv jetstream.KeyValue) *config.Source {
+	t.Helper()
 	wctx, wcancel := context.WithCancel(context.Background())
 	t.Cleanup(wcancel)
-	src, err := config.Watch(wctx, e.Buckets.Config, e.Log)
+	src, err := config.Watch(wctx, kv, e.Log)
 	require.NoError(t, err)
 	return src
 }

@@ -3,10 +3,13 @@
 // decided, and gets a Grant that tells its expiry, signals the moment it
 // ends for any reason (Revoked), and can be ended early (Done).
 //
-// The client needs only a NATS connection; it speaks the documented API
-// (jitapi.request, jitapi.withdraw, jitapi.done) and reads outcomes from the
-// audit stream and the grants bucket, so it keeps working across NATS
-// reconnects and the restart of any JIT service while it waits.
+// The client needs only a NATS connection with the agent's credential; it
+// speaks the documented API (jitapi.request, jitapi.withdraw, jitapi.done,
+// jitapi.events) and follows the agent's own events live (jitlive.jit.*.<agent>),
+// catching up through jitapi.events whatever it missed, so it keeps working
+// across NATS reconnects and the restart of any JIT service while it waits.
+// An agent may create no consumer and read no other agent's events: the
+// broker's permissions hold it to its own.
 package sdk
 
 import (
@@ -21,7 +24,6 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -89,28 +91,33 @@ func WithLogger(log zerolog.Logger) Option { return func(c *Client) { c.log = lo
 // is retried until the caller's context ends.
 func WithCallTimeout(d time.Duration) Option { return func(c *Client) { c.callTimeout = d } }
 
+// WithResync sets how often a waiting client asks for the agent's events
+// besides following them live (default broker.DefaultResync): the longest
+// an event lost on the way (a reconnect) arrives late.
+func WithResync(d time.Duration) Option { return func(c *Client) { c.resync = d } }
+
 // Client asks for elevation on behalf of one agent. It is safe for
 // concurrent use.
 type Client struct {
 	nc          *nats.Conn
-	js          jetstream.JetStream
 	agent       string
 	log         zerolog.Logger
 	callTimeout time.Duration
+	resync      time.Duration
+
+	mu      sync.Mutex
+	held    map[string]*Grant // live grants, by id, whose end the client watches
+	watcher context.CancelFunc
 }
 
 // New returns a client for agent over nc. The connection is the caller's:
-// dial it with reconnects that never give up (nats.MaxReconnects(-1)) so
-// that waiting survives a broker restart.
+// dial it with the agent's credential and with reconnects that never give
+// up (nats.MaxReconnects(-1)) so that waiting survives a broker restart.
 func New(nc *nats.Conn, agent string, opts ...Option) (*Client, error) {
 	if !events.ValidID(agent) {
 		return nil, fmt.Errorf("agent %q is not a valid id (1-64 letters, digits, '-' or '_')", agent)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	c := &Client{nc: nc, js: js, agent: agent, log: zerolog.Nop(), callTimeout: 5 * time.Second}
+	c := &Client{nc: nc, agent: agent, log: zerolog.Nop(), callTimeout: 5 * time.Second, held: map[string]*Grant{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -127,11 +134,11 @@ func (c *Client) Agent() string { return c.agent }
 // input was refused, or ctx's error.
 //
 // The request has a client-chosen id, so a call retried after a broker or
-// requester failure is stored once. Waiting follows the audit stream from
-// the request's sequence with an ordered consumer, which survives
-// reconnects and service restarts. When ctx ends before the outcome, the
-// request is withdrawn (jitapi.withdraw, audited as jit.withdrawn): a
-// pending request is denied and a grant already made from it is revoked.
+// requester failure is stored once. Waiting follows the agent's events
+// from the request's sequence (broker.AgentFeed), which survives reconnects
+// and service restarts. When ctx ends before the outcome, the request is
+// withdrawn (jitapi.withdraw, audited as jit.withdrawn): a pending request
+// is denied and a grant already made from it is revoked.
 func (c *Client) Request(ctx context.Context, perms []string, d time.Duration, reason string, taskContext map[string]string) (*Grant, error) {
 	in := broker.RequestInput{
 		RequestID:   events.NewID("req"),
@@ -141,6 +148,12 @@ func (c *Client) Request(ctx context.Context, perms []string, d time.Duration, r
 		Reason:      reason,
 		Context:     taskContext,
 	}
+	// Follow before asking: nothing stored after the request is missed.
+	feed, err := broker.FollowAgent(ctx, c.nc, c.agent, 0, c.resync, broker.EventsCaller(c.nc, c.callTimeout))
+	if err != nil {
+		return nil, err
+	}
+	defer feed.Stop()
 	var acc broker.RequestAccepted
 	if err := c.call(ctx, broker.APIRequest, in, &acc); err != nil {
 		var ae *broker.APIError
@@ -152,7 +165,8 @@ func (c *Client) Request(ctx context.Context, perms []string, d time.Duration, r
 		}
 		return nil, err
 	}
-	g, err := c.await(ctx, acc)
+	feed.SetFrom(acc.Seq)
+	g, err := c.await(ctx, feed, acc.RequestID)
 	if err != nil && ctx.Err() != nil {
 		c.withdraw(acc.RequestID)
 		return nil, ctx.Err()
@@ -201,55 +215,15 @@ func (c *Client) withdraw(requestID string) {
 	c.log.Info().Str("request_id", requestID).Msg("request withdrawn")
 }
 
-// await follows the agent's decisions and grants from the request's stream
-// sequence until the request is granted or denied. The ordered consumer
-// recreates itself after a reconnect; if it fails for good it is created
-// again from the last sequence seen.
-func (c *Client) await(ctx context.Context, acc broker.RequestAccepted) (*Grant, error) {
-	next := acc.Seq
-	for attempt := uint64(1); ; attempt++ {
-		g, last, err := c.follow(ctx, acc.RequestID, next)
-		if err == nil || ctx.Err() != nil {
-			return g, err
-		}
-		var de *DeniedError
-		if errors.As(err, &de) {
-			return nil, err
-		}
-		if last > 0 {
-			next = last + 1
-		}
-		delay := broker.Backoff(attempt)
-		c.log.Warn().Err(err).Dur("retry_in", delay).Msg("following the request failed; following again")
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-	}
-}
-
-func (c *Client) follow(ctx context.Context, requestID string, from uint64) (*Grant, uint64, error) {
-	it, stop, err := broker.Follow(ctx, c.js,
-		[]string{events.Subject(events.TypeDecided, c.agent), events.Subject(events.TypeGranted, c.agent)}, from)
-	if err != nil {
-		return nil, 0, fmt.Errorf("follow request %s: %w", requestID, err)
-	}
-	defer stop()
-	var last uint64
+// await reads the agent's events until the request is granted or denied.
+func (c *Client) await(ctx context.Context, feed *broker.AgentFeed, requestID string) (*Grant, error) {
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		fe, err := feed.Next(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, last, ctx.Err()
-			}
-			return nil, last, fmt.Errorf("follow request %s: %w", requestID, err)
+			return nil, fmt.Errorf("follow request %s: %w", requestID, err)
 		}
-		if md, err := m.Metadata(); err == nil {
-			last = md.Sequence.Stream
-		}
-		e, err := broker.FromMsg(m.Headers(), m.Data())
-		if err != nil || events.RequestID(e) != requestID {
+		e := fe.Event
+		if events.RequestID(e) != requestID {
 			continue
 		}
 		switch e.Type() {
@@ -260,7 +234,7 @@ func (c *Client) follow(ctx context.Context, requestID string, from uint64) (*Gr
 			}
 			switch d.Outcome {
 			case events.OutcomeDenied:
-				return nil, last, &DeniedError{RequestID: requestID, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, Decision: d}
+				return nil, &DeniedError{RequestID: requestID, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, Decision: d}
 			case events.OutcomePending:
 				c.log.Info().Str("request_id", requestID).Strs("approver_roles", d.ApproverRoles).Msg("waiting for a human approver")
 			}
@@ -269,7 +243,7 @@ func (c *Client) follow(ctx context.Context, requestID string, from uint64) (*Gr
 			if err := json.Unmarshal(e.Data(), &g); err != nil {
 				continue
 			}
-			return c.watch(g), last, nil
+			return c.hold(g, fe.Seq), nil
 		}
 	}
 }
@@ -278,9 +252,10 @@ func (c *Client) follow(ctx context.Context, requestID string, from uint64) (*Gr
 // concurrent use.
 type Grant struct {
 	info    events.Grant
+	seq     uint64 // of its jit.granted
 	c       *Client
 	revoked chan struct{}
-	cancel  context.CancelFunc
+	timer   *time.Timer
 
 	mu     sync.Mutex
 	reason string
@@ -303,9 +278,11 @@ func (g *Grant) Info() events.Grant { return g.info }
 
 // Revoked returns a channel that is closed the moment the grant ends for
 // any reason: expiry (closed at expires_at by the local clock), completion,
-// a guardrail, an admin, a withdrawal, or its key vanishing from the grants
-// bucket. It is also closed (reason "revoked") if the client's connection
-// is closed, since revocations can no longer be seen. An agent selects on it and stops the work the grant allowed.
+// a guardrail, an admin or a withdrawal (its jit.revoked). It is also
+// closed (reason "revoked") if the client's connection is closed or its
+// credential no longer reads the agent's events, since revocations can no
+// longer be seen. An agent selects on it and stops the work the grant
+// allowed.
 func (g *Grant) Revoked() <-chan struct{} { return g.revoked }
 
 // Reason says why the grant ended (expired, completed, guardrail, admin,
@@ -332,7 +309,7 @@ func (g *Grant) Done(ctx context.Context) error {
 // Done ends the grant grantID now (reason completed), for an agent that no
 // longer holds its *Grant (e.g. after a restart). It returns nil if the
 // grant had already ended, and an *broker.APIError with status 404 if there
-// is no such grant. The caller must make sure the grant is this agent's.
+// is no such grant (403 if it is another agent's).
 func (c *Client) Done(ctx context.Context, grantID string) error {
 	var out broker.ActionResult
 	err := c.call(ctx, broker.APIDone, broker.DoneInput{GrantID: grantID}, &out)
@@ -348,124 +325,100 @@ func (c *Client) Done(ctx context.Context, grantID string) error {
 
 func (g *Grant) end(reason string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.reason != "" {
+		g.mu.Unlock()
 		return
 	}
 	g.reason = reason
 	close(g.revoked)
-	g.cancel()
+	g.mu.Unlock()
+	g.timer.Stop()
+	g.c.release(g)
 }
 
-// watch follows the grant's key in the grants bucket and closes Revoked
-// when it is tombstoned, deleted, purged or expires.
-func (c *Client) watch(info events.Grant) *Grant {
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &Grant{info: info, c: c, revoked: make(chan struct{}), cancel: cancel}
-	timer := time.AfterFunc(time.Until(info.ExpiresAt), func() { g.end(events.RevokedExpired) })
-	go func() {
-		defer timer.Stop()
-		key := broker.GrantKey(info.Agent, info.GrantID)
-		var w jetstream.KeyWatcher
-		for attempt := uint64(1); ctx.Err() == nil; attempt++ {
-			kv, err := c.js.KeyValue(ctx, broker.BucketGrants)
-			if err == nil {
-				w, err = kv.Watch(ctx, key)
-			}
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return // ended meanwhile (Done, expiry)
-			}
-			if c.nc.IsClosed() {
-				// The agent closed its connection: it can no longer see a
-				// revocation, so the grant no longer counts for it.
-				g.end("revoked")
-				return
-			}
-			c.log.Warn().Err(err).Str("grant_id", info.GrantID).Msg("watch grant; retrying")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(broker.Backoff(attempt)):
-			}
-		}
-		if w == nil {
-			return
-		}
-		defer func() { _ = w.Stop() }()
-		seen := false
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				switch {
-				case !ok:
-					// The watch ended for good: fail safe, the agent stops.
-					g.end("revoked")
-					return
-				case e == nil:
-					if !seen {
-						g.end(c.endReason(ctx, key))
-						return
-					}
-				default:
-					seen = true
-					if e.Operation() != jetstream.KeyValuePut || !activeValue(e.Value()) {
-						g.end(c.endReason(ctx, key))
-						return
-					}
-				}
-			}
-		}
-	}()
+// hold starts watching a grant's end: a timer at its expiry, and the
+// client's one follower of the agent's events for its jit.revoked.
+func (c *Client) hold(info events.Grant, seq uint64) *Grant {
+	g := &Grant{info: info, seq: seq, c: c, revoked: make(chan struct{})}
+	g.timer = time.AfterFunc(time.Until(info.ExpiresAt), func() { g.end(events.RevokedExpired) })
+	c.mu.Lock()
+	c.held[info.GrantID] = g
+	start := c.watcher == nil
+	var ctx context.Context
+	if start {
+		ctx, c.watcher = context.WithCancel(context.Background())
+	}
+	c.mu.Unlock()
+	if start {
+		go c.watchRevocations(ctx, seq)
+	}
 	return g
 }
 
-func activeValue(b []byte) bool {
-	var v struct {
-		Status string `json:"status"`
+// release stops watching g, and the follower when no grant is held.
+func (c *Client) release(g *Grant) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held[g.info.GrantID] == g {
+		delete(c.held, g.info.GrantID)
 	}
-	if json.Unmarshal(b, &v) != nil {
-		return false
+	if len(c.held) == 0 && c.watcher != nil {
+		c.watcher()
+		c.watcher = nil
 	}
-	return v.Status == "" || v.Status == events.GrantActive
 }
 
-// endReason reads why a grant ended from its lease, the revoker's ledger,
-// waiting (at most a second) for the reason to be recorded.
-func (c *Client) endReason(ctx context.Context, key string) string {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	kv, err := c.js.KeyValue(rctx, broker.BucketLeases)
-	if err != nil {
-		return "revoked"
+// watchRevocations follows the agent's events from seq and ends each held
+// grant at its jit.revoked. If following fails for good (the connection
+// closed, the credential revoked), every held grant ends: the agent can no
+// longer see a revocation, so its grants no longer count for it.
+func (c *Client) watchRevocations(ctx context.Context, from uint64) {
+	endAll := func() {
+		c.mu.Lock()
+		gs := make([]*Grant, 0, len(c.held))
+		for _, g := range c.held {
+			gs = append(gs, g)
+		}
+		c.mu.Unlock()
+		for _, g := range gs {
+			g.end("revoked")
+		}
 	}
-	// The revoker records the reason in the lease at the same time as it
-	// tombstones the grant key, so the key may end a moment before the
-	// reason is there: watch the lease until it is.
-	w, err := kv.Watch(rctx, key)
+	feed, err := broker.FollowAgent(ctx, c.nc, c.agent, from, c.resync, broker.EventsCaller(c.nc, c.callTimeout))
 	if err != nil {
-		return "revoked"
+		if ctx.Err() == nil {
+			c.log.Error().Err(err).Msg("cannot follow revocations; ending the grants held")
+			endAll()
+		}
+		return
 	}
-	defer func() { _ = w.Stop() }()
+	defer feed.Stop()
 	for {
-		select {
-		case <-rctx.Done():
-			return "revoked"
-		case e, ok := <-w.Updates():
-			if !ok {
-				return "revoked"
+		fe, err := feed.Next(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || c.nc.IsClosed() {
+			c.log.Error().Err(err).Msg("cannot follow revocations; ending the grants held")
+			endAll()
+			return
+		}
+		if fe.Event.Type() != events.TypeRevoked {
+			continue
+		}
+		var r events.Revocation
+		if json.Unmarshal(fe.Event.Data(), &r) != nil {
+			continue
+		}
+		c.mu.Lock()
+		g := c.held[r.GrantID]
+		c.mu.Unlock()
+		if g != nil {
+			reason := strings.TrimSpace(r.Reason)
+			if reason == "" {
+				reason = "revoked"
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var l broker.Lease
-			if json.Unmarshal(e.Value(), &l) == nil && l.Revocation != nil {
-				return strings.TrimSpace(l.Revocation.Reason)
-			}
+			g.end(reason)
 		}
 	}
 }

@@ -11,44 +11,75 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/auth"
+	"github.com/nats-io/nats.go"
 )
 
+// MainOption adjusts Main for one service.
+type MainOption func(*PrepareOptions)
+
+// WithSecrets makes the service's Config the whole configuration (the
+// approval service: it alone authenticates approvers and signs
+// notifications).
+func WithSecrets() MainOption { return func(o *PrepareOptions) { o.Secrets = true } }
+
 // Main is the whole main function of a service binary: it reads flags and
-// environment (NATS_URL, JIT_CONFIG, JIT_AUDIT_MAX_AGE, LOG_LEVEL), connects, prepares, builds
-// the service with build, runs it until SIGINT or SIGTERM, and exits 0, or 2
-// on a start-up error.
-func Main(name string, build func(Deps) Service) {
+// environment (NATS_URL, NATS_CREDS and TLS as the nats CLI names them,
+// JIT_CONFIG, JIT_AUDIT_MAX_AGE, LOG_LEVEL), connects, prepares, builds the
+// service with build, runs it until SIGINT or SIGTERM, and exits 0, or 2 on
+// a start-up error.
+func Main(name string, build func(Deps) Service, mopts ...MainOption) {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
-	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG)")
+	var client auth.ClientOptions
+	client.Flags(fs, os.Getenv)
+	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG; needs a credential that may write it: the policy service's)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage)
 	_ = fs.Parse(os.Args[1:])
 
 	log := Logger(name, *level)
-	var topo broker.Options
+	po := PrepareOptions{ConfigFile: *cfgFile, Source: name}
+	for _, o := range mopts {
+		o(&po)
+	}
 	var err error
-	if topo.AuditMaxAge, err = ParseAge(*maxAge); err != nil {
+	if po.Topology.AuditMaxAge, err = ParseAge(*maxAge); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: --audit-max-age: %v\n", name, err)
 		os.Exit(2)
 	}
+	nopts, err := client.NATSOptions()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	p, ok, _ := client.Principal()
+	if ok && po.ConfigFile != "" && p.ID != auth.ServicePolicy {
+		fmt.Fprintf(os.Stderr, "%s: --config: only the policy service applies a configuration file (with its credential)\n", name)
+		os.Exit(2)
+	}
+	if ok && (p.Kind != auth.KindService || p.ID != name) {
+		fmt.Fprintf(os.Stderr, "%s: the credentials file is %s's, not service:%s's\n", name, p, name)
+		os.Exit(2)
+	} else if !ok {
+		log.Warn().Msg("no credentials (--creds / NATS_CREDS): running as whatever an unauthenticated connection may do; every caller is trusted")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, name, *natsURL, *cfgFile, topo, build, log); err != nil {
+	if err := run(ctx, name, *natsURL, nopts, po, build, log); err != nil {
 		log.Error().Err(err).Msg("exiting")
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
 }
 
-func run(ctx context.Context, name, url, cfgFile string, topo broker.Options, build func(Deps) Service, log Log) error {
-	nc, err := Connect(url, name, log)
+func run(ctx context.Context, name, url string, nopts []nats.Option, po PrepareOptions, build func(Deps) Service, log Log) error {
+	nc, err := Connect(url, name, log, nopts...)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	deps, err := Prepare(ctx, nc, cfgFile, name, log, topo)
+	deps, err := Prepare(ctx, nc, log, po)
 	if err != nil {
 		return err
 	}

@@ -23,8 +23,11 @@ type Deps struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Buckets broker.Buckets
-	Config  *config.Source
-	Log     zerolog.Logger
+	// Config is the active configuration: its redacted copy (the config
+	// bucket) for every service but approval, whose Config is the whole of
+	// it (the secrets bucket), token hashes and notifiers' secrets included.
+	Config *config.Source
+	Log    zerolog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Suspensions, if set, answers the edge checks (requester, policy)
@@ -58,9 +61,26 @@ type Service interface {
 	Stop()
 }
 
-// Connect dials NATS with reconnects that never give up.
-func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+// Rebind returns d with its connection, JetStream context and bucket
+// handles on nc (jitd gives each in-process service a connection of its own
+// user, sharing the configuration and the suspension view).
+func (d Deps) Rebind(ctx context.Context, nc *nats.Conn) (Deps, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return Deps{}, err
+	}
+	b, err := broker.OpenBuckets(ctx, js)
+	if err != nil {
+		return Deps{}, err
+	}
+	d.NC, d.JS, d.Buckets = nc, js, b
+	return d, nil
+}
+
+// Connect dials NATS with reconnects that never give up; opts add
+// credentials, TLS or an in-process server.
+func Connect(url, name string, log zerolog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -71,18 +91,41 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrl()).Msg("nats reconnected") }),
-	)
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subscription", sub.Subject)
+			}
+			ev.Msg("nats")
+		}),
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", url, err)
 	}
 	return nc, nil
 }
 
-// Prepare ensures the topology, applies configFile if set, waits for an
+// PrepareOptions tune Prepare.
+type PrepareOptions struct {
+	// ConfigFile, if set, is validated and stored as the active
+	// configuration (only a principal that may write it: the policy
+	// service, jitd).
+	ConfigFile string
+	// Source names the applier in the jit.config event.
+	Source string
+	// Topology tunes the stream and buckets (broker.Ensure); its zero value
+	// is the default.
+	Topology broker.Options
+	// Secrets makes Config follow the whole configuration (the approval
+	// service, jitd) instead of its redacted copy.
+	Secrets bool
+}
+
+// Prepare ensures the topology, applies o.ConfigFile if set, waits for an
 // active configuration and starts the suspension view. The configuration
 // and the view follow their buckets until ctx ends.
-// topo tunes the topology (broker.Ensure); its zero value is the default.
-func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log zerolog.Logger, topo broker.Options) (Deps, error) {
+func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOptions) (Deps, error) {
+	configFile, source, topo := o.ConfigFile, o.Source, o.Topology
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return Deps{}, err
@@ -108,11 +151,15 @@ func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log 
 		return Deps{}, err
 	}
 	if configFile != "" {
-		if err := ApplyFile(ctx, js, b.Config, configFile, source, events.Actor{Kind: events.ActorSystem, ID: source}); err != nil {
+		if err := ApplyFile(ctx, js, config.Buckets{Config: b.Config, Secrets: b.Secrets}, configFile, source, events.Actor{Kind: events.ActorSystem, ID: source}); err != nil {
 			return Deps{}, err
 		}
 	}
-	src, err := config.Watch(ctx, b.Config, log)
+	followed := b.Config
+	if o.Secrets {
+		followed = b.Secrets
+	}
+	src, err := config.Watch(ctx, followed, log)
 	if err != nil {
 		return Deps{}, err
 	}
@@ -126,7 +173,7 @@ func Prepare(ctx context.Context, nc *nats.Conn, configFile, source string, log 
 // ApplyFile validates the configuration at path and stores it as the active
 // one. Both a change and a refusal are put on the audit stream; an unchanged
 // configuration is not.
-func ApplyFile(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, path, source string, by events.Actor) error {
+func ApplyFile(ctx context.Context, js jetstream.JetStream, kv config.Buckets, path, source string, by events.Actor) error {
 	pub := broker.NewPublisher(js, source)
 	c, err := config.LoadFile(path)
 	if err != nil {
@@ -136,7 +183,7 @@ func ApplyFile(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValu
 		}
 		return err
 	}
-	rev, changed, err := config.Apply(ctx, kv, c)
+	rev, changed, err := config.ApplyWithSecrets(ctx, kv, c)
 	if err != nil {
 		return err
 	}

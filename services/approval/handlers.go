@@ -1,7 +1,6 @@
 package approval
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 // onDecision decodes one jit.decided event and decides it. A message that is
@@ -98,57 +97,19 @@ func (s *Service) onPendingChange(ctx context.Context, _ []byte, d broker.Delive
 	return s.timeOut(l.WithContext(ctx), agent, requestID, nil)
 }
 
-// Endpoint handlers: decode → authenticate → call → answer.
+// Endpoint handlers: the API entry (service.Serve) has decoded the body
+// and authenticated the approver.
 
-func (s *Service) handlePending(ctx context.Context, req micro.Request) (any, error) {
-	approver, err := s.authenticate(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if len(bytes.TrimSpace(req.Data())) > 0 {
-		var in struct{}
-		if err := broker.DecodeInput(req.Data(), &in); err != nil {
-			return nil, s.refuseInput(ctx, err, approverActor(approver))
-		}
-	}
+func (s *Service) handlePending(ctx context.Context, c service.Call, _ struct{}) (any, error) {
 	return s.listPending(ctx)
 }
 
-func (s *Service) handleApprove(ctx context.Context, req micro.Request) (any, error) {
-	return s.handleAnswer(ctx, req, events.OutcomeApproved)
+func (s *Service) handleApprove(ctx context.Context, c service.Call, in broker.ApproveInput) (any, error) {
+	return s.answer(ctx, c.Approver, in, events.OutcomeApproved)
 }
 
-func (s *Service) handleDeny(ctx context.Context, req micro.Request) (any, error) {
-	return s.handleAnswer(ctx, req, events.OutcomeDenied)
-}
-
-func (s *Service) handleAnswer(ctx context.Context, req micro.Request, outcome string) (any, error) {
-	approver, err := s.authenticate(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	var in broker.ApproveInput
-	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		return nil, s.refuseInput(ctx, err, approverActor(approver))
-	}
-	return s.answer(ctx, approver, in, outcome)
-}
-
-// authenticate names the approver by the token in broker.HeaderToken. A
-// missing or unknown token is refused with 401 and a jit.rejected event.
-func (s *Service) authenticate(ctx context.Context, req micro.Request) (*config.Approver, error) {
-	token := req.Headers().Get(broker.HeaderToken)
-	anonymous := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}
-	if token == "" {
-		return nil, s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-			"no approver token: pass it in the %s header", broker.HeaderToken), anonymous)
-	}
-	a, ok := s.d.Config.Current().Authenticate(token)
-	if !ok {
-		return nil, s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-			"the approver token is not recognised"), anonymous)
-	}
-	return a, nil
+func (s *Service) handleDeny(ctx context.Context, c service.Call, in broker.ApproveInput) (any, error) {
+	return s.answer(ctx, c.Approver, in, events.OutcomeDenied)
 }
 
 // refuseInput records a body that does not decode.

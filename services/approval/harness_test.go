@@ -62,7 +62,10 @@ func harnessOn(t *testing.T, env *natstest.Env, yml string) *harness {
 	t.Cleanup(cancel)
 	view, err := broker.WatchSuspensions(vctx, env.Buckets.Suspensions, natstest.Logger(t))
 	require.NoError(t, err)
-	return &harness{t: t, env: env, cfg: env.ApplyConfig(t, yml), policy: broker.NewPublisher(env.JS, "policy"), view: view}
+	env.ApplyConfig(t, yml)
+	// The approval service follows the whole configuration: it alone
+	// checks approvers' tokens.
+	return &harness{t: t, env: env, cfg: env.WatchSecrets(t), policy: broker.NewPublisher(env.JS, "policy"), view: view}
 }
 
 func (h *harness) deps() service.Deps {

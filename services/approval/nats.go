@@ -2,12 +2,16 @@ package approval
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 // apiTimeout bounds the handling of one API call.
@@ -66,52 +70,65 @@ func (s *Service) start() error {
 	if err = s.startSuspensions(); err != nil { // suspend.go
 		return err
 	}
-	s.api, err = micro.AddService(s.d.NC, micro.Config{
+	s.api, err = service.NewAPI(s.ctx, s.d, service.APIConfig{
 		Name:        "jit-approval",
-		Version:     "0.1.0",
-		Description: "JIT access: human approval of pending requests",
-		QueueGroup:  "jit-approval",
+		Description: "JIT access: human approval of pending requests, and the approvers' gateway",
+		Publisher:   s.pub,
+		Timeout:     apiTimeout,
 	})
 	if err != nil {
-		return fmt.Errorf("add service jit-approval: %w", err)
+		return err
 	}
-	for _, ep := range []struct {
-		name, subject string
-		fn            func(context.Context, micro.Request) (any, error)
-	}{
-		{"pending", broker.APIPending, s.handlePending},
-		{"approve", broker.APIApprove, s.handleApprove},
-		{"deny", broker.APIDeny, s.handleDeny},
-	} {
-		if err := s.api.AddEndpoint(ep.name, s.serve(ep.name, ep.fn), micro.WithEndpointSubject(ep.subject)); err != nil {
-			return fmt.Errorf("add endpoint %s: %w", ep.subject, err)
-		}
-	}
-	return nil
+	// Every endpoint here takes an approver token: this service alone
+	// sees tokens and their hashes. Operators' credentials reach these
+	// endpoints, agents' do not.
+	operators := []string{auth.KindOperator}
+	return errors.Join(
+		service.Serve(s.api, service.Endpoint[struct{}]{
+			Name: "pending", Subject: broker.APIPending, Stage: events.StageApproval, Kinds: operators,
+			Approver: true, EmptyBody: true, Handle: s.handlePending,
+		}),
+		service.Serve(s.api, service.Endpoint[broker.ApproveInput]{
+			Name: "approve", Subject: broker.APIApprove, Stage: events.StageApproval, Kinds: operators,
+			Approver: true, Handle: s.handleApprove,
+		}),
+		service.Serve(s.api, service.Endpoint[broker.ApproveInput]{
+			Name: "deny", Subject: broker.APIDeny, Stage: events.StageApproval, Kinds: operators,
+			Approver: true, Handle: s.handleDeny,
+		}),
+		// The gateway: authenticate here, act where the work belongs.
+		service.Serve(s.api, service.Endpoint[broker.ReinstateInput]{
+			Name: "reinstate", Subject: broker.APIReinstate, Stage: events.StageReinstate, Kinds: operators,
+			Approver: true, Roles: config.ReinstateRoles, Handle: forward[broker.ReinstateInput](s, broker.InternalReinstate),
+		}),
+		service.Serve(s.api, service.Endpoint[broker.RevokeInput]{
+			Name: "revoke", Subject: broker.APIRevoke, Stage: events.StageRevoke, Kinds: operators,
+			Approver: true, Roles: config.ReinstateRoles, Handle: forward[broker.RevokeInput](s, broker.InternalRevoke),
+		}),
+		service.Serve(s.api, service.Endpoint[broker.ConfigApplyInput]{
+			Name: "config-apply", Subject: broker.APIConfigApply, Stage: events.StageConfig, Kinds: operators,
+			Approver: true, Roles: []string{config.RoleOrgAdmin, config.RoleSecurityAdmin}, MaxBody: broker.MaxConfigBody,
+			Handle: forward[broker.ConfigApplyInput](s, broker.InternalConfigApply),
+		}),
+	)
 }
 
-// serve adapts an endpoint function: it refuses calls once Stop has begun,
-// bounds each call with apiTimeout and answers with broker.Respond.
-func (s *Service) serve(name string, fn func(context.Context, micro.Request) (any, error)) micro.Handler {
-	return micro.HandlerFunc(func(req micro.Request) {
-		if !s.enter() {
-			broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the approval service is stopping; retry"))
-			return
+// forward passes an authenticated approver's call on to the service that
+// owns the action (the revoker, the policy service), naming the approver:
+// the owner records its own refusals, so its answer comes back as is.
+func forward[In any](s *Service, subject string) func(context.Context, service.Call, In) (any, error) {
+	return func(ctx context.Context, c service.Call, in In) (any, error) {
+		var out json.RawMessage
+		err := broker.Call(ctx, s.d.NC, subject, "", broker.Authorized[In]{Input: in, By: c.Actor}, &out)
+		if err != nil {
+			return nil, err
 		}
-		defer s.inflight.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
-		defer cancel()
-		l := s.log.With().Str("endpoint", name).Logger()
-		ctx = l.WithContext(ctx)
-		v, err := fn(ctx, req)
-		var ae *broker.APIError
-		if err != nil && !errors.As(err, &ae) {
-			l.Error().Err(err).Msg("request failed")
-		}
-		broker.Respond(req, v, err)
-	})
+		return out, nil
+	}
 }
 
+// enter admits an HTTP call unless Stop has begun; the caller calls
+// s.inflight.Done when finished.
 func (s *Service) enter() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -138,9 +155,7 @@ func (s *Service) Stop() {
 		}
 		s.web.close()
 		if s.api != nil {
-			if err := s.api.Stop(); err != nil {
-				s.log.Warn().Err(err).Msg("stop api")
-			}
+			s.api.Close()
 		}
 		s.inflight.Wait()
 		if s.decisions != nil {

@@ -27,7 +27,6 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -58,8 +57,9 @@ type Service struct {
 	cancel    context.CancelFunc
 	decisions *broker.Consumer
 	timeouts  *broker.Consumer
-	api       micro.Service
+	api       *service.API
 
+	// HTTP calls' gate (the NATS API has its own, in service.API).
 	mu       sync.Mutex
 	stopping bool
 	inflight sync.WaitGroup

@@ -1,81 +1,57 @@
 package policy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/rs/zerolog"
+	"github.com/agentjit/jit/pkg/service"
 )
 
-// APIConfigApply is the request-reply subject on which the policy service
-// validates and applies a configuration file (jitctl config apply). The
-// caller presents an org-admin's or security-admin's token in
-// broker.HeaderToken.
-const APIConfigApply = "jitapi.config.apply"
+// APIConfigApply is the request-reply subject of jitctl config apply. The
+// approval service serves it: it authenticates the approver (an org-admin's
+// or security-admin's token) and forwards the call to the policy service
+// (broker.InternalConfigApply), which validates and applies the file.
+const APIConfigApply = broker.APIConfigApply
 
-// MaxConfigBody bounds an APIConfigApply body (NATS's default payload
-// limit).
-const MaxConfigBody = 1 << 20
+// MaxConfigBody bounds an APIConfigApply body.
+const MaxConfigBody = broker.MaxConfigBody
 
 // ConfigRoles may apply a configuration.
 var ConfigRoles = []string{config.RoleOrgAdmin, config.RoleSecurityAdmin}
 
 // ConfigApplyInput is the body of an APIConfigApply call.
-type ConfigApplyInput struct {
-	// Source names the file; errors and the audit event name it.
-	Source string `json:"source"`
-	// YAML is the file's content.
-	YAML string `json:"yaml"`
-}
+type ConfigApplyInput = broker.ConfigApplyInput
 
 // ConfigApplyResult is the answer to an applied (or unchanged)
-// configuration. A refused one is answered 400 invalid_config with every
-// problem in the message.
-type ConfigApplyResult struct {
-	Outcome  string `json:"outcome"` // applied | unchanged
-	Source   string `json:"source"`
-	Revision uint64 `json:"revision"`
-	Digest   string `json:"digest"`
+// configuration.
+type ConfigApplyResult = broker.ConfigApplyResult
+
+// handleConfigApply serves broker.InternalConfigApply: the approval service
+// authenticated by, an approver holding one of ConfigRoles.
+func (s *Service) handleConfigApply(ctx context.Context, c service.Call, in broker.Authorized[ConfigApplyInput]) (any, error) {
+	by := in.By
+	if by.Kind != events.ActorApprover || !events.ValidID(by.ID) || !slices.ContainsFunc(by.Roles, func(r string) bool { return slices.Contains(ConfigRoles, r) }) {
+		return nil, service.Refuse(broker.Errorf(403, events.CodeForbidden,
+			"an internal call must name an approver holding one of the roles %s", strings.Join(ConfigRoles, ", ")), events.Rejection{Actor: by})
+	}
+	return s.applyConfig(ctx, by, in.Input)
 }
 
-// applyConfig authenticates the caller against the active configuration,
-// validates the file, stores it with config.Apply and puts the outcome on
-// the audit stream as jit.config (applied, unchanged or refused) naming the
-// approver. A refused file leaves the active configuration untouched.
-func (s *Service) applyConfig(ctx context.Context, token string, body []byte) (ConfigApplyResult, error) {
-	anonymous := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}
-	if token == "" {
-		return ConfigApplyResult{}, s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-			"no approver token: pass an org-admin's or security-admin's token in the %s header (JIT_TOKEN)", broker.HeaderToken), anonymous)
-	}
-	ap, ok := s.d.Config.Current().Authenticate(token)
-	if !ok {
-		return ConfigApplyResult{}, s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated, "the approver token is not recognised"), anonymous)
-	}
-	by := events.Actor{Kind: events.ActorApprover, ID: ap.Name, Roles: slices.Clone(ap.Roles)}
-	if !ap.HasRole(ConfigRoles...) {
-		return ConfigApplyResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"%s holds %v; applying a configuration needs org-admin or security-admin", ap.Name, ap.Roles), events.Rejection{Actor: by})
-	}
-	var in ConfigApplyInput
-	if len(body) > MaxConfigBody {
-		return ConfigApplyResult{}, s.refuse(ctx, broker.Errorf(413, events.CodeTooLarge, "request body is %d bytes; the limit is %d", len(body), MaxConfigBody), events.Rejection{Actor: by})
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return ConfigApplyResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed, "malformed request body: %v", err), events.Rejection{Actor: by})
-	}
+// applyConfig validates the file, stores it with config.ApplyWithSecrets
+// (whole for the approval service, redacted for everyone else) and puts the
+// outcome on the audit stream as jit.config (applied, unchanged or refused)
+// naming the approver by. A refused file leaves the active configuration
+// untouched.
+func (s *Service) applyConfig(ctx context.Context, by events.Actor, in ConfigApplyInput) (ConfigApplyResult, error) {
 	if in.Source == "" {
 		in.Source = "config.yaml"
 	}
-	log := s.log.With().Str("applied_by", ap.Name).Str("source", in.Source).Logger()
+	log := s.log.With().Str("applied_by", by.ID).Str("source", in.Source).Logger()
 	now := s.now().UTC()
 
 	c, err := config.Parse(in.Source, []byte(in.YAML))
@@ -87,7 +63,7 @@ func (s *Service) applyConfig(ctx context.Context, token string, body []byte) (C
 		log.Warn().Err(err).Msg("configuration refused; the active one stays")
 		return ConfigApplyResult{}, broker.Errorf(400, events.CodeInvalidConfig, "%s", err.Error())
 	}
-	rev, changed, err := config.Apply(ctx, s.d.Buckets.Config, c)
+	rev, changed, err := config.ApplyWithSecrets(ctx, config.Buckets{Config: s.d.Buckets.Config, Secrets: s.d.Buckets.Secrets}, c)
 	if err != nil {
 		return ConfigApplyResult{}, err
 	}
@@ -105,15 +81,3 @@ func (s *Service) applyConfig(ctx context.Context, token string, body []byte) (C
 	return res, nil
 }
 
-// refuse records refused API input as jit.rejected (stage config) and
-// returns ae.
-func (s *Service) refuse(ctx context.Context, ae *broker.APIError, r events.Rejection) error {
-	r.Stage = events.StageConfig
-	r.Code = ae.Code
-	r.Message = ae.Message
-	r.RejectedAt = s.now().UTC()
-	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		zerolog.Ctx(ctx).Error().Err(err).Str("code", r.Code).Msg("could not publish jit.rejected")
-	}
-	return ae
-}

@@ -35,9 +35,11 @@ func TestConfigApplyAPI(t *testing.T) {
 	startPolicy(t, env, src)
 	ctx := context.Background()
 	before := src.Current().Digest()
-	call := func(token string, in ConfigApplyInput) (ConfigApplyResult, error) {
+	// As the approval service calls once it has authenticated the approver
+	// (its own tests check tokens): approver "" is an actor that is none.
+	call := func(approver string, in ConfigApplyInput) (ConfigApplyResult, error) {
 		var out ConfigApplyResult
-		err := broker.Call(ctx, env.NC, APIConfigApply, token, in, &out)
+		err := broker.Call(ctx, env.NC, broker.InternalConfigApply, "", broker.Authorized[ConfigApplyInput]{Input: in, By: approverActor(t, src, approver)}, &out)
 		return out, err
 	}
 	apiErr := func(t *testing.T, err error, status int, code, contains string) {
@@ -51,17 +53,17 @@ func TestConfigApplyAPI(t *testing.T) {
 
 	// Refused: who may not, and a bad file.
 	_, err := call("", ConfigApplyInput{Source: "x.yaml", YAML: exampleYAML(t)})
-	apiErr(t, err, 401, events.CodeUnauthenticated, "no approver token")
-	_, err = call("dev-carol", ConfigApplyInput{Source: "x.yaml", YAML: exampleYAML(t)})
-	apiErr(t, err, 403, events.CodeForbidden, "needs org-admin or security-admin")
+	apiErr(t, err, 403, events.CodeForbidden, "must name an approver holding one of the roles org-admin, security-admin")
+	_, err = call("carol", ConfigApplyInput{Source: "x.yaml", YAML: exampleYAML(t)})
+	apiErr(t, err, 403, events.CodeForbidden, "org-admin, security-admin")
 	bad := strings.Replace(exampleYAML(t), "max_duration: 60m", "max_duration: 90m", 1)
-	_, err = call("dev-alice", ConfigApplyInput{Source: "team/jit.yaml", YAML: bad})
+	_, err = call("alice", ConfigApplyInput{Source: "team/jit.yaml", YAML: bad})
 	apiErr(t, err, 400, events.CodeInvalidConfig, "team/jit.yaml:"+ruleLine(t, "market-intel-write")+`: rule "market-intel-write": max_duration 1h30m0s is above agent "market-intel"'s max_jit_duration 1h0m0s`)
 	require.Equal(t, before, src.Current().Digest(), "a refused file leaves the active configuration")
 
 	// Applied: a new version, then the same again.
 	changed := strings.Replace(exampleYAML(t), "max_risk: 60", "max_risk: 50", 1)
-	res, err := call("dev-bob", ConfigApplyInput{Source: "team/jit.yaml", YAML: changed})
+	res, err := call("bob", ConfigApplyInput{Source: "team/jit.yaml", YAML: changed})
 	require.NoError(t, err)
 	require.Equal(t, "applied", res.Outcome)
 	want, err := config.Parse("x", []byte(changed))
@@ -69,7 +71,7 @@ func TestConfigApplyAPI(t *testing.T) {
 	require.Equal(t, want.Digest(), res.Digest)
 	require.Eventually(t, func() bool { return src.Current().Digest() == want.Digest() }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, res.Revision, src.Revision())
-	res2, err := call("dev-alice", ConfigApplyInput{Source: "team/jit.yaml", YAML: changed})
+	res2, err := call("alice", ConfigApplyInput{Source: "team/jit.yaml", YAML: changed})
 	require.NoError(t, err)
 	require.Equal(t, "unchanged", res2.Outcome)
 	require.Equal(t, res.Revision, res2.Revision)
@@ -87,7 +89,7 @@ func TestConfigApplyAPI(t *testing.T) {
 	require.Equal(t, "unchanged", evs[2].Outcome)
 
 	rejected := env.AuditEvents(t, "jit.rejected.>")
-	require.Len(t, rejected, 2, "the unauthenticated and the forbidden call")
+	require.Len(t, rejected, 2, "the two forbidden calls")
 }
 
 // TestRateLimitAndHistoryFromTheStream floods requests and fires a
@@ -255,4 +257,16 @@ func TestHistoryUsesTheBrokersClock(t *testing.T) {
 	c := h.Counts("a1", 1<<62, time.Now(), time.Minute)
 	require.Equal(t, 3, c.RequestsLastMinute, "counted when the broker stored them")
 	require.Equal(t, 1, c.Denials, "the decision that does not decode is not a denial")
+}
+
+// approverActor is the actor the approval service names for the approver
+// called name; "" is an agent.
+func approverActor(t *testing.T, src *config.Source, name string) events.Actor {
+	t.Helper()
+	if name == "" {
+		return events.Actor{Kind: events.ActorAgent, ID: "market-intel"}
+	}
+	a, ok := src.Current().Approver(name)
+	require.True(t, ok, name)
+	return events.Actor{Kind: events.ActorApprover, ID: a.Name, Roles: a.Roles}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -58,6 +59,13 @@ type agentHistory struct {
 // NewHistory returns an empty history.
 func NewHistory() *History {
 	return &History{agents: map[string]*agentHistory{}, changed: make(chan struct{})}
+}
+
+// Skip records that the message at seq was read but counts for nothing.
+func (h *History) Skip(seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.advance(seq)
 }
 
 // Add records one event read at stream sequence seq on subject, stored by
@@ -228,12 +236,21 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 			return
 		}
 		denied := false
-		if typeOfSubject(m.Subject()) == events.TypeDecided {
+		switch typeOfSubject(m.Subject()) {
+		case events.TypeDecided:
 			// Only a decision is read: is it a denial? One that does not
 			// decode is the other services' to reject, and counts as none.
 			if e, err := broker.FromMsg(m.Headers(), m.Data()); err == nil {
 				d, err := events.DataAs[events.Decision](e)
 				denied = err == nil && d.Outcome == events.OutcomeDenied
+			}
+		case events.TypeGuardrailFired:
+			// A fire counts only if it is one the revoker acts on: a
+			// CloudEvent 1.0 of valid data about the agent of its subject.
+			// Anything else on the subject is the revoker's to reject.
+			if !validFire(m.Headers(), m.Data(), m.Subject()) {
+				h.Skip(md.Sequence.Stream)
+				return
 			}
 		}
 		h.Add(md.Sequence.Stream, m.Subject(), md.Timestamp, denied)
@@ -283,4 +300,15 @@ func (h *History) Replay(ctx context.Context, js jetstream.JetStream, now time.T
 	end := h.startLast
 	h.mu.Unlock()
 	return h.WaitFor(ctx, end)
+}
+
+// validFire reports whether a message on guardrail.fired.<agent> is a
+// guardrail event the revoker acts on.
+func validFire(h nats.Header, data []byte, subject string) bool {
+	e, err := broker.FromMsg(h, data)
+	if err != nil {
+		return false
+	}
+	_, err = broker.DataFor[events.GuardrailFired](e, events.TypeGuardrailFired, subject)
+	return err == nil
 }

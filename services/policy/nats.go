@@ -3,12 +3,11 @@ package policy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 // Start follows the audit stream into the history window, registers the
@@ -35,7 +34,7 @@ func (s *Service) Start(ctx context.Context) error {
 		FilterSubjects: []string{events.TypeRequested + ".>"},
 	}, s.handle, s.pub.RejectMalformed(Durable), s.log)
 	if err != nil {
-		_ = api.Stop()
+		api.Close()
 		s.hist.Stop()
 		return err
 	}
@@ -44,34 +43,30 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// startAPI registers the configuration endpoint.
-func (s *Service) startAPI(ctx context.Context) (micro.Service, error) {
-	svc, err := micro.AddService(s.d.NC, micro.Config{
+// startAPI registers the internal configuration endpoint.
+func (s *Service) startAPI(ctx context.Context) (*service.API, error) {
+	api, err := service.NewAPI(ctx, s.d, service.APIConfig{
 		Name:        "jit-policy",
-		Version:     "0.1.0",
 		Description: "JIT access: decides requests; validates and applies configuration changes",
-		QueueGroup:  "jit-policy",
+		Publisher:   s.pub,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("add micro service: %w", err)
+		return nil, err
 	}
-	h := func(req micro.Request) {
-		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		out, err := s.applyConfig(hctx, req.Headers().Get(broker.HeaderToken), req.Data())
-		broker.Respond(req, out, err)
+	err = service.Serve(api, service.Endpoint[broker.Authorized[ConfigApplyInput]]{
+		Name: "config-apply", Subject: broker.InternalConfigApply, Stage: events.StageConfig,
+		MaxBody: broker.MaxConfigBody + 4<<10, Handle: s.handleConfigApply,
+	})
+	if err == nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = s.d.NC.FlushWithContext(fctx)
+		cancel()
 	}
-	if err := svc.AddEndpoint("config-apply", micro.HandlerFunc(h), micro.WithEndpointSubject(APIConfigApply)); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("add endpoint %s: %w", APIConfigApply, err)
+	if err != nil {
+		api.Close()
+		return nil, err
 	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := s.d.NC.FlushWithContext(fctx); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("flush: %w", err)
-	}
-	return svc, nil
+	return api, nil
 }
 
 // Stop stops answering configuration calls and fetching requests, waits for
@@ -86,9 +81,7 @@ func (s *Service) Stop() {
 		return
 	}
 	if api != nil {
-		if err := api.Stop(); err != nil {
-			s.log.Warn().Err(err).Msg("stop micro service")
-		}
+		api.Close()
 	}
 	c.Stop()
 	s.hist.Stop()

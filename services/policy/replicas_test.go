@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/stretchr/testify/require"
@@ -77,7 +78,8 @@ func TestTwoReplicasApplyTheSameVersion(t *testing.T) {
 
 	apply := func(source, yml string) (ConfigApplyResult, error) {
 		var out ConfigApplyResult
-		err := broker.Call(context.Background(), env.NC, APIConfigApply, "dev-alice", ConfigApplyInput{Source: source, YAML: yml}, &out)
+		err := broker.Call(context.Background(), env.NC, broker.InternalConfigApply, "",
+			broker.Authorized[ConfigApplyInput]{Input: ConfigApplyInput{Source: source, YAML: yml}, By: events.Actor{Kind: events.ActorApprover, ID: "alice", Roles: []string{"security-admin"}}}, &out)
 		return out, err
 	}
 	sameVersion := func(digest string, rev uint64) {

@@ -13,7 +13,6 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -36,7 +35,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	consumer *broker.Consumer
-	api      micro.Service
+	api      *service.API
 }
 
 // New returns a policy service that consumes and publishes with d.JS,

@@ -10,7 +10,9 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 	"github.com/stretchr/testify/require"
 )
 
@@ -31,7 +33,11 @@ func FuzzCheck(f *testing.F) {
 		}
 		var agent *config.Agent
 		if err == nil {
-			agent, err = checkAgent(cfg, identify(nil, in))
+			// An internal caller names its agent in the body.
+			var name string
+			if name, err = (service.Call{Caller: auth.Caller{Internal: true}}).Agent(in.Agent); err == nil {
+				agent, err = checkAgent(cfg, events.Actor{Kind: events.ActorAgent, ID: name})
+			}
 		}
 		var dur time.Duration
 		if err == nil {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 // handlerTimeout bounds the work of one API call.
@@ -17,46 +19,55 @@ const handlerTimeout = 10 * time.Second
 // (each waits on a KV read and a publish acknowledgement).
 const requestConcurrency = 64
 
-// Start registers the jit-requester micro service with its endpoint on
-// broker.APIRequest and returns once it answers. Calling Start twice without
-// Stop is an error.
+// Start registers the jit-requester micro service with its endpoints
+// (jitapi.request, jitapi.withdraw, jitapi.events, jitapi.grants) and
+// returns once they answer. Calling Start twice without Stop is an error.
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.svc != nil {
+	if s.api != nil {
 		return errors.New("requester already started")
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	svc, err := micro.AddService(s.d.NC, micro.Config{
+	api, err := service.NewAPI(sctx, s.d, service.APIConfig{
 		Name:        "jit-requester",
-		Version:     "0.1.0",
 		Description: "JIT access: validates agents' requests and publishes jit.requested",
-		QueueGroup:  "jit-requester",
+		Publisher:   s.pub,
+		Timeout:     handlerTimeout,
 	})
 	if err != nil {
 		cancel()
-		return fmt.Errorf("add micro service: %w", err)
+		return err
 	}
-	if err := svc.AddEndpoint("request", broker.Concurrent(s.d.NC, requestConcurrency, micro.HandlerFunc(s.handleRequest)), micro.WithEndpointSubject(broker.APIRequest)); err != nil {
-		_ = svc.Stop()
+	agents := []string{auth.KindAgent}
+	err = errors.Join(
+		service.Serve(api, service.Endpoint[broker.RequestInput]{
+			Name: "request", Subject: broker.APIRequest, Stage: events.StageRequest, Kinds: agents,
+			Concurrency: requestConcurrency, Describe: describeRequest, Handle: s.handleRequest,
+		}),
+		service.Serve(api, service.Endpoint[broker.WithdrawInput]{
+			Name: "withdraw", Subject: broker.APIWithdraw, Stage: events.StageRequest, Kinds: agents, Handle: s.handleWithdraw,
+		}),
+		service.Serve(api, service.Endpoint[broker.EventsInput]{
+			Name: "events", Subject: broker.APIEvents, Stage: events.StageRequest, Kinds: agents, EmptyBody: true, Handle: s.handleEvents,
+		}),
+		service.Serve(api, service.Endpoint[broker.GrantsInput]{
+			Name: "grants", Subject: broker.APIGrants, Stage: events.StageRequest, Kinds: agents, EmptyBody: true, Handle: s.handleGrants,
+		}),
+	)
+	if err == nil {
+		// Make sure the server has the subscriptions before callers are
+		// told the service runs.
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+		err = s.d.NC.FlushWithContext(fctx)
+		fcancel()
+	}
+	if err != nil {
+		api.Close()
 		cancel()
-		return fmt.Errorf("add endpoint %s: %w", broker.APIRequest, err)
+		return fmt.Errorf("requester: %w", err)
 	}
-	if err := svc.AddEndpoint("withdraw", micro.HandlerFunc(s.handleWithdraw), micro.WithEndpointSubject(broker.APIWithdraw)); err != nil {
-		_ = svc.Stop()
-		cancel()
-		return fmt.Errorf("add endpoint %s: %w", broker.APIWithdraw, err)
-	}
-	// Make sure the server has the subscription before callers are told
-	// the service runs.
-	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer fcancel()
-	if err := s.d.NC.FlushWithContext(fctx); err != nil {
-		_ = svc.Stop()
-		cancel()
-		return fmt.Errorf("flush: %w", err)
-	}
-	s.ctx, s.cancel, s.svc, s.stopping = sctx, cancel, svc, false
+	s.ctx, s.cancel, s.api = sctx, cancel, api
 	s.log.Info().Str("subject", broker.APIRequest).Msg("requester started")
 	return nil
 }
@@ -66,31 +77,13 @@ func (s *Service) Start(ctx context.Context) error {
 // retries (with the same request_id, stored once).
 func (s *Service) Stop() {
 	s.mu.Lock()
-	svc := s.svc
-	s.stopping = true
+	api := s.api
+	s.api = nil
 	s.mu.Unlock()
-	if svc == nil {
+	if api == nil {
 		return
 	}
-	if err := svc.Stop(); err != nil {
-		s.log.Warn().Err(err).Msg("stop micro service")
-	}
-	s.inflight.Wait()
-	s.mu.Lock()
+	api.Close()
 	s.cancel()
-	s.svc = nil
-	s.mu.Unlock()
 	s.log.Info().Msg("requester stopped")
-}
-
-// begin registers a call in flight; ok is false once Stop has begun.
-func (s *Service) begin() (ctx context.Context, done func(), ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping || s.svc == nil {
-		return nil, nil, false
-	}
-	s.inflight.Add(1)
-	ctx, cancel := context.WithTimeout(s.ctx, handlerTimeout)
-	return ctx, func() { cancel(); s.inflight.Done() }, true
 }

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +20,6 @@ import (
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -43,19 +44,17 @@ const (
 var reservedIDPrefixes = []string{"rej_", "cfg_"}
 
 // Service is the requester. It is safe for concurrent use; replicas share
-// the endpoint through the jit-requester queue group.
+// the endpoints through the jit-requester queue group.
 type Service struct {
 	d   service.Deps
 	pub *broker.Publisher
 	now func() time.Time
 	log zerolog.Logger
 
-	mu       sync.Mutex
-	ctx      context.Context
-	cancel   context.CancelFunc
-	svc      micro.Service
-	stopping bool
-	inflight sync.WaitGroup
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	api    *service.API
 }
 
 // New returns a requester that publishes with d.JS and checks requests
@@ -73,22 +72,6 @@ func New(d service.Deps) *Service {
 type accepted struct {
 	agent    *config.Agent
 	duration time.Duration
-}
-
-// identify returns the acting identity of a request. Everything downstream
-// uses its result, never the payload's agent field directly.
-//
-// Today an agent is named by the request's agent field. When agents get
-// their own NATS credentials this reads the NATS-authenticated user from the
-// transport instead: never trust payload identity when the transport can
-// tell. An agent field that is not a valid id is not echoed into the
-// identity; it becomes events.UnknownAgent.
-func identify(_ micro.Headers, in broker.RequestInput) events.Actor {
-	id := in.Agent
-	if !events.ValidID(id) {
-		id = events.UnknownAgent
-	}
-	return events.Actor{Kind: events.ActorAgent, ID: id}
 }
 
 // Request checks in on behalf of actor and, if it passes, publishes it as
@@ -116,11 +99,32 @@ func (s *Service) Request(ctx context.Context, actor events.Actor, in broker.Req
 		RequestedBy: actor,
 		RequestedAt: s.now().UTC(),
 	}
-	_, seq, err := s.pub.Emit(ctx, id, events.TypeRequested, actor.ID, data, events.WithRequestID(id))
+	_, seq, err := s.pub.EmitChecked(ctx, id, events.TypeRequested, actor.ID, data, sameRequest(data), events.WithRequestID(id))
+	var ae *broker.APIError
+	if errors.As(err, &ae) {
+		s.reject(ctx, actor, in, err)
+		return broker.RequestAccepted{}, err
+	}
 	if err != nil {
 		return broker.RequestAccepted{}, fmt.Errorf("publish request %s: %w", id, err)
 	}
 	return broker.RequestAccepted{RequestID: id, Seq: seq}, nil
+}
+
+// sameRequest is the duplicate check of a request id: a retry of the same
+// request (same agent, permissions, duration, reason and context) is stored
+// once and answered with the original sequence; the same id with another
+// agent or another body is a 409.
+func sameRequest(want events.Request) func(events.Event) error {
+	return func(stored events.Event) error {
+		got, err := events.DataAs[events.Request](stored)
+		if err != nil || got.Agent != want.Agent || !slices.Equal(got.Permissions, want.Permissions) ||
+			got.DurationMS != want.DurationMS || got.Reason != want.Reason || !maps.Equal(got.Context, want.Context) {
+			return broker.Errorf(409, events.CodeConflict,
+				"request_id %s was already used for another request; a retry must repeat the same agent, permissions, duration, reason and context, and a new request needs a new id", want.RequestID)
+		}
+		return nil
+	}
 }
 
 // check runs the checks of docs/architecture.md "Request" in order and

@@ -6,25 +6,18 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/agentjit/jit/pkg/service"
 )
 
-// handleWithdraw serves broker.APIWithdraw: decode → identify → Withdraw →
-// answer.
-func (s *Service) handleWithdraw(req micro.Request) {
-	ctx, done, ok := s.begin()
-	if !ok {
-		broker.Respond(req, nil, broker.Errorf(503, "unavailable", "the requester is shutting down; retry"))
-		return
+// handleWithdraw serves broker.APIWithdraw for the calling agent: an agent
+// withdraws only its own requests (the request is named by its agent and
+// id, so naming another agent's id withdraws nothing of that agent's).
+func (s *Service) handleWithdraw(ctx context.Context, c service.Call, in broker.WithdrawInput) (any, error) {
+	agent, err := c.Agent(in.Agent)
+	if err != nil {
+		return nil, service.Refuse(asAPIError(err), s.rejection(c, broker.RequestInput{Agent: in.Agent, RequestID: in.RequestID}))
 	}
-	defer done()
-	var in broker.WithdrawInput
-	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		s.reject(ctx, events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}, broker.RequestInput{}, err)
-		broker.Respond(req, nil, err)
-		return
-	}
-	actor := identify(req.Headers(), broker.RequestInput{Agent: in.Agent})
+	actor := events.Actor{Kind: events.ActorAgent, ID: agent}
 	out, err := s.Withdraw(ctx, actor, in)
 	log := s.log.With().Str("agent", actor.ID).Str("request_id", in.RequestID).Logger()
 	if err != nil {
@@ -32,7 +25,7 @@ func (s *Service) handleWithdraw(req micro.Request) {
 	} else {
 		log.Info().Msg("request withdrawn")
 	}
-	broker.Respond(req, out, err)
+	return out, err
 }
 
 // Withdraw records that actor no longer waits for its request in.RequestID:
@@ -43,7 +36,7 @@ func (s *Service) handleWithdraw(req micro.Request) {
 // existed changes nothing but is still recorded. A refusal (malformed id,
 // unknown agent) is an *broker.APIError recorded as jit.rejected.
 func (s *Service) Withdraw(ctx context.Context, actor events.Actor, in broker.WithdrawInput) (broker.ActionResult, error) {
-	rin := broker.RequestInput{Agent: in.Agent}
+	rin := broker.RequestInput{Agent: actor.ID}
 	if !events.ValidID(in.RequestID) {
 		err := broker.Errorf(400, events.CodeMalformed, "request_id %s is not a valid id (1-64 letters, digits, '-' or '_')", quote(in.RequestID))
 		s.reject(ctx, actor, rin, err)

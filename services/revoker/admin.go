@@ -4,55 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // RevokeRoles may end any grant at once (revocation reason "admin").
 var RevokeRoles = config.ReinstateRoles
 
-// handleRevoke serves broker.APIRevoke: an admin, named by the approver
-// token in broker.HeaderToken, ends a grant now.
-func (s *Service) handleRevoke(req micro.Request) {
-	serveAPI(s, req, broker.APIRevoke, events.StageRevoke,
-		events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}, s.adminRevoke)
-}
-
 // adminRevoke ends the grant in.GrantID with reason events.RevokedAdmin and
-// the comment as detail, for an approver holding one of RevokeRoles. Every
-// refusal (401, 403, 400, 404, 409) is also a jit.rejected event with stage
-// revoke. A grant that already ended is a 409.
-func (s *Service) adminRevoke(ctx context.Context, token string, in broker.RevokeInput) (broker.ActionResult, error) {
-	rej := events.Rejection{GrantID: in.GrantID}
-	var appr *config.Approver
-	ok := false
-	if cfg := s.config(); cfg != nil {
-		appr, ok = cfg.Authenticate(token)
-	}
-	if !ok {
-		rej.Actor = events.Actor{Kind: events.ActorApprover, ID: "unauthenticated"}
-		msg := "revoking a grant needs an approver token in the " + broker.HeaderToken + " header"
-		if token != "" {
-			msg = "the approver token is not valid"
-		}
-		if !events.ValidID(in.GrantID) {
-			rej.GrantID = ""
-		}
-		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(401, events.CodeUnauthenticated, "%s", msg), rej)
-	}
-	by := events.Actor{Kind: events.ActorApprover, ID: appr.Name, Roles: slices.Clone(appr.Roles)}
-	rej.Actor = by
-	if !appr.HasRole(RevokeRoles...) {
-		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(403, events.CodeForbidden,
-			"approver %s (roles: %s) may not revoke grants: that needs one of the roles %s",
-			appr.Name, rolesText(appr.Roles), strings.Join(RevokeRoles, ", ")), rej)
-	}
+// the comment as detail, for by, an approver holding one of RevokeRoles
+// whom the approval service authenticated. Every refusal (400, 404, 409) is
+// also a jit.rejected event with stage revoke. A grant that already ended
+// is a 409.
+func (s *Service) adminRevoke(ctx context.Context, by events.Actor, in broker.RevokeInput) (broker.ActionResult, error) {
+	rej := events.Rejection{GrantID: in.GrantID, Actor: by}
 	if !events.ValidID(in.GrantID) {
 		rej.GrantID = ""
 		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(400, events.CodeMalformed,
@@ -93,5 +62,5 @@ func (s *Service) adminRevoke(ctx context.Context, token string, in broker.Revok
 		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, alreadyEnded(in.GrantID, res.Lease), rej)
 	}
 	return broker.ActionResult{GrantID: in.GrantID, RequestID: lease.Grant.RequestID, Agent: agent, Outcome: "revoked",
-		Message: "revoked by " + appr.Name}, nil
+		Message: "revoked by " + by.ID}, nil
 }

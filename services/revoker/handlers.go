@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
+	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // markerMaxAge is the Nats-Marker-Reason of a per-key TTL expiry.
@@ -18,60 +20,42 @@ const markerMaxAge = "MaxAge"
 // grantsSubjectPrefix prefixes the grants bucket's stream subjects.
 const grantsSubjectPrefix = "$KV." + broker.BucketGrants + "."
 
-// handleDone serves broker.APIDone.
-func (s *Service) handleDone(req micro.Request) {
-	serveAPI(s, req, broker.APIDone, events.StageCompletion, unknownAgent,
-		func(ctx context.Context, _ string, in broker.DoneInput) (broker.ActionResult, error) {
-			return s.done(ctx, in)
-		})
+// handleDone serves broker.APIDone: the calling agent ends one of its own
+// grants.
+func (s *Service) handleDone(ctx context.Context, c service.Call, in broker.DoneInput) (any, error) {
+	return s.done(ctx, c, in)
 }
 
-// handleReinstate serves broker.APIReinstate; the approver's token comes in
-// the broker.HeaderToken header.
-func (s *Service) handleReinstate(req micro.Request) {
-	serveAPI(s, req, broker.APIReinstate, events.StageReinstate, unknownAgent, s.reinstate)
+// handleReinstate serves broker.InternalReinstate: the approval service
+// authenticated an approver holding one of config.ReinstateRoles, who lifts
+// a suspension.
+func (s *Service) handleReinstate(ctx context.Context, c service.Call, in broker.Authorized[broker.ReinstateInput]) (any, error) {
+	by, err := s.authorized(ctx, events.StageReinstate, in.By, config.ReinstateRoles)
+	if err != nil {
+		return nil, err
+	}
+	return s.reinstate(ctx, by, in.Input)
 }
 
-// unknownAgent is who sent an API body too malformed to tell.
-var unknownAgent = events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}
-
-// serveAPI runs one call of an API endpoint: refused with 503 while the
-// revoker stops; the body decoded strictly into an In (a bad body is
-// refused and audited at stage, as sent by actor); then do, under the API
-// deadline, with the caller's token from broker.HeaderToken; its outcome is
-// logged and answered.
-func serveAPI[In any](s *Service, req micro.Request, subject, stage string, actor events.Actor,
-	do func(ctx context.Context, token string, in In) (broker.ActionResult, error)) {
-	if !s.enterAPI() {
-		broker.Respond(req, nil, broker.Errorf(503, events.CodeUnavailable, "the revoker is stopping; try again"))
-		return
+// handleRevoke serves broker.InternalRevoke: an admin that the approval
+// service authenticated ends a grant now.
+func (s *Service) handleRevoke(ctx context.Context, c service.Call, in broker.Authorized[broker.RevokeInput]) (any, error) {
+	by, err := s.authorized(ctx, events.StageRevoke, in.By, RevokeRoles)
+	if err != nil {
+		return nil, err
 	}
-	defer s.apiWG.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
-	defer cancel()
-	var in In
-	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		var ae *broker.APIError
-		if !errors.As(err, &ae) {
-			ae = broker.Errorf(400, events.CodeMalformed, "%v", err)
-		}
-		broker.Respond(req, nil, s.refuse(ctx, stage, ae, events.Rejection{Actor: actor}))
-		return
-	}
-	out, err := do(ctx, req.Headers().Get(broker.HeaderToken), in)
-	s.logAPI(subject, err)
-	broker.Respond(req, out, err)
+	return s.adminRevoke(ctx, by, in.Input)
 }
 
-func (s *Service) logAPI(subject string, err error) {
-	var ae *broker.APIError
-	switch {
-	case err == nil:
-	case errors.As(err, &ae):
-		s.log.Info().Str("api", subject).Int("status", ae.Status).Str("code", ae.Code).Msg(ae.Message)
-	default:
-		s.log.Error().Err(err).Str("api", subject).Msg("request failed")
+// authorized checks the approver an internal call names: an approver with
+// one of roles. Only the approval service may publish internal calls (the
+// broker's permissions); this is the second lock of the same door.
+func (s *Service) authorized(ctx context.Context, stage string, by events.Actor, roles []string) (events.Actor, error) {
+	if by.Kind != events.ActorApprover || !events.ValidID(by.ID) || !slices.ContainsFunc(by.Roles, func(r string) bool { return slices.Contains(roles, r) }) {
+		return events.Actor{}, s.refuse(ctx, stage, broker.Errorf(403, events.CodeForbidden,
+			"an internal call must name an approver holding one of the roles %s", strings.Join(roles, ", ")), events.Rejection{Actor: by})
 	}
+	return by, nil
 }
 
 // onExpiry handles one message of the grants bucket's stream: a TTL expiry
@@ -101,7 +85,7 @@ func (s *Service) onGuardrail(ctx context.Context, e events.Event, d broker.Deli
 	g, err := broker.DataFor[events.GuardrailFired](e, events.TypeGuardrailFired, d.Subject)
 	if err != nil {
 		return s.pub.RejectInvalid(ctx, DurableGuardrail, events.StageGuardrail,
-			events.Actor{Kind: events.ActorGuardrail, ID: e.Source()}, s.now(), d, err)
+			events.Actor{Kind: events.ActorGuardrail, ID: guardrailSource(e)}, s.now(), d, err)
 	}
 	log = log.With().Str("agent", g.Agent).Str("rule", g.Rule).Logger()
 	return s.suspend(ctx, e.ID(), g, log)
@@ -213,4 +197,17 @@ func (s *Service) runJob(j job) {
 	delay := broker.Backoff(j.attempt)
 	s.log.Error().Err(err).Str("job", j.key).Uint64("attempt", j.attempt).Dur("retry_in", delay).Msg("could not revoke; will retry")
 	s.sched.schedule(s.now().Add(delay), j)
+}
+
+// guardrailSource names who reported a guardrail event: the source whose
+// credential the ingress verified (events.ExtPrincipal), or, for an event
+// stored without the ingress (a deployment without accounts), its source
+// attribute.
+func guardrailSource(e events.Event) string {
+	if p, ok := e.Extensions()[events.ExtPrincipal].(string); ok {
+		if id, found := strings.CutPrefix(p, "guardrail:"); found {
+			return id
+		}
+	}
+	return e.Source()
 }

@@ -237,10 +237,26 @@ func done(t *testing.T, f *fixture, grantID string) (broker.ActionResult, error)
 	return out, err
 }
 
-func reinstate(t *testing.T, f *fixture, token, agent string) (broker.ActionResult, error) {
+// reinstate calls the revoker's internal reinstate endpoint as the approval
+// service does for the approver named approver ("" for an actor that is no
+// approver).
+func reinstate(t *testing.T, f *fixture, approver, agent string) (broker.ActionResult, error) {
 	var out broker.ActionResult
-	err := broker.Call(ctx(t), f.env.NC, broker.APIReinstate, token, broker.ReinstateInput{Agent: agent, Comment: "fixed"}, &out)
+	err := broker.Call(ctx(t), f.env.NC, broker.InternalReinstate, "",
+		broker.Authorized[broker.ReinstateInput]{Input: broker.ReinstateInput{Agent: agent, Comment: "fixed"}, By: f.approver(t, approver)}, &out)
 	return out, err
+}
+
+// approver is the actor the approval service names for approver name, from
+// the configuration; "" is an agent, which no internal call may name.
+func (f *fixture) approver(t *testing.T, name string) events.Actor {
+	t.Helper()
+	if name == "" {
+		return events.Actor{Kind: events.ActorAgent, ID: agentA}
+	}
+	a, ok := f.deps.Config.Current().Approver(name)
+	require.True(t, ok, name)
+	return events.Actor{Kind: events.ActorApprover, ID: a.Name, Roles: a.Roles}
 }
 
 func (f *fixture) suspended(t *testing.T, agent string) (events.Suspension, bool) {

@@ -8,8 +8,9 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/auth"
+	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // apiTimeout bounds one API call's work.
@@ -81,28 +82,30 @@ func (s *Service) startParts(ctx context.Context) error {
 		return err
 	}
 
-	api, err := micro.AddService(s.d.NC, micro.Config{
+	api, err := service.NewAPI(s.ctx, s.d, service.APIConfig{
 		Name:        "jit-" + Name,
-		Version:     "0.1.0",
 		Description: "ends JIT grants and lifts suspensions",
-		QueueGroup:  "jit-" + Name,
+		Publisher:   s.pub,
+		Timeout:     apiTimeout,
 	})
 	if err != nil {
-		return fmt.Errorf("api service: %w", err)
+		return err
 	}
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	if err := api.AddEndpoint("done", micro.HandlerFunc(s.handleDone), micro.WithEndpointSubject(broker.APIDone)); err != nil {
-		return fmt.Errorf("endpoint %s: %w", broker.APIDone, err)
-	}
-	if err := api.AddEndpoint("reinstate", micro.HandlerFunc(s.handleReinstate), micro.WithEndpointSubject(broker.APIReinstate)); err != nil {
-		return fmt.Errorf("endpoint %s: %w", broker.APIReinstate, err)
-	}
-	if err := api.AddEndpoint("revoke", micro.HandlerFunc(s.handleRevoke), micro.WithEndpointSubject(broker.APIRevoke)); err != nil {
-		return fmt.Errorf("endpoint %s: %w", broker.APIRevoke, err)
-	}
-	return nil
+	return errors.Join(
+		service.Serve(api, service.Endpoint[broker.DoneInput]{
+			Name: "done", Subject: broker.APIDone, Stage: events.StageCompletion, Kinds: []string{auth.KindAgent}, Handle: s.handleDone,
+		}),
+		service.Serve(api, service.Endpoint[broker.Authorized[broker.ReinstateInput]]{
+			Name: "reinstate", Subject: broker.InternalReinstate, Stage: events.StageReinstate, Handle: s.handleReinstate,
+		}),
+		service.Serve(api, service.Endpoint[broker.Authorized[broker.RevokeInput]]{
+			Name: "revoke", Subject: broker.InternalRevoke, Stage: events.StageRevoke, Handle: s.handleRevoke,
+		}),
+		service.ServeRaw(api, "guardrail-ingress", auth.IngressGuardrail+".*", s.handleIngress),
+	)
 }
 
 func (s *Service) addConsumer(c *broker.Consumer) {
@@ -126,9 +129,8 @@ func (s *Service) Stop() {
 	s.mu.Unlock()
 
 	if api != nil {
-		_ = api.Stop()
+		api.Close()
 	}
-	s.apiWG.Wait()
 	for _, c := range consumers {
 		c.Stop()
 	}
@@ -139,18 +141,6 @@ func (s *Service) Stop() {
 	s.sched.stop()
 	s.cancel()
 	s.log.Info().Msg("revoker stopped")
-}
-
-// enterAPI admits an API call unless Stop has begun; the caller calls
-// s.apiWG.Done when finished.
-func (s *Service) enterAPI() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return false
-	}
-	s.apiWG.Add(1)
-	return true
 }
 
 // watchLeases feeds the leases bucket's entries to onLease until Stop. The

@@ -406,11 +406,10 @@ func TestReinstate(t *testing.T) {
 		status             int
 		code, mentions     string
 	}{
-		{"no token", "", agentA, 401, events.CodeUnauthenticated, "Jit-Token"},
-		{"wrong token", "dev-mallory", agentA, 401, events.CodeUnauthenticated, "not valid"},
-		{"operator", "dev-carol", agentA, 403, events.CodeForbidden, "carol"},
-		{"invalid agent", "dev-bob", "a.*", 400, events.CodeMalformed, "not a valid id"},
-		{"not suspended", "dev-bob", agentB, 404, events.CodeNotFound, "not suspended"},
+		{"no approver", "", agentA, 403, events.CodeForbidden, "approver"},
+		{"operator", "carol", agentA, 403, events.CodeForbidden, "org-admin"},
+		{"invalid agent", "bob", "a.*", 400, events.CodeMalformed, "not a valid id"},
+		{"not suspended", "bob", agentB, 404, events.CodeNotFound, "not suspended"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(rejections(t, f))
@@ -430,7 +429,7 @@ func TestReinstate(t *testing.T) {
 	}
 
 	t.Run("org-admin", func(t *testing.T) {
-		out, err := reinstate(t, f, "dev-bob", agentA)
+		out, err := reinstate(t, f, "bob", agentA)
 		require.NoError(t, err)
 		assert.Equal(t, broker.ActionResult{Agent: agentA, Outcome: "reinstated"}, out)
 		_, ok := f.suspended(t, agentA)
@@ -443,7 +442,7 @@ func TestReinstate(t *testing.T) {
 	})
 
 	t.Run("again", func(t *testing.T) {
-		_, err := reinstate(t, f, "dev-bob", agentA)
+		_, err := reinstate(t, f, "bob", agentA)
 		assert.Equal(t, 404, apiErr(t, err).Status)
 	})
 

@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -68,12 +68,11 @@ type Service struct {
 	ctx    context.Context // cancelled by Stop, after in-flight work ended
 	cancel context.CancelFunc
 	quit   chan struct{} // closed when Stop begins
-	apiWG  sync.WaitGroup
 
 	mu        sync.Mutex // guards the running parts below
 	watcher   jetstream.KeyWatcher
 	consumers []*broker.Consumer
-	api       micro.Service
+	api       *service.API
 	watchDone chan struct{}
 	stopped   bool
 }
@@ -354,8 +353,11 @@ func (l *keyLocks) lock(key string) func() {
 // done ends the grant grantID because its agent finished with it (reason
 // completed). Refusals are *broker.APIError values (400, 404, 409), each
 // also a jit.rejected event.
-func (s *Service) done(ctx context.Context, in broker.DoneInput) (broker.ActionResult, error) {
+func (s *Service) done(ctx context.Context, c service.Call, in broker.DoneInput) (broker.ActionResult, error) {
 	rej := events.Rejection{GrantID: in.GrantID, Actor: events.Actor{Kind: events.ActorAgent, ID: events.UnknownAgent}}
+	if !c.Caller.Internal {
+		rej.Actor = c.Actor
+	}
 	if !events.ValidID(in.GrantID) {
 		rej.GrantID = ""
 		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(400, events.CodeMalformed,
@@ -374,6 +376,12 @@ func (s *Service) done(ctx context.Context, in broker.DoneInput) (broker.ActionR
 	}
 	key := keys[0]
 	agent, _, _ := broker.SplitKey(key)
+	if !c.Caller.Internal && !c.Caller.Is(auth.KindAgent, agent) {
+		// Only the grant's own agent ends it as completed; an admin revokes
+		// it (jitapi.revoke).
+		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(403, events.CodeForbidden,
+			"grant %s is not %s's: an agent may end only its own grants", in.GrantID, c.Caller.Principal), rej)
+	}
 	rej.Agent = agent
 	rej.Actor = events.Actor{Kind: events.ActorAgent, ID: agent}
 	var lease broker.Lease

@@ -185,34 +185,14 @@ func (s *Service) leaseKeys(ctx context.Context, filter string) ([]string, error
 	return slices.Compact(keys), nil
 }
 
-// reinstate lifts agent's suspension for the approver whose token is given.
-// Refusals are *broker.APIError values (401, 403, 404, 400, 409) and each is
+// reinstate lifts agent's suspension for by, an approver the approval
+// service authenticated.
+// Refusals are *broker.APIError values (404, 400, 409) and each is
 // also a jit.rejected event. The jit.reinstated event is published before the
 // suspension is deleted, with an id derived from the suspension's revision,
 // so a retried call publishes it once.
-func (s *Service) reinstate(ctx context.Context, token string, in broker.ReinstateInput) (broker.ActionResult, error) {
-	rej := events.Rejection{Agent: in.Agent}
-	cfg := s.config()
-	var appr *config.Approver
-	ok := false
-	if cfg != nil {
-		appr, ok = cfg.Authenticate(token)
-	}
-	if !ok {
-		rej.Actor = events.Actor{Kind: events.ActorApprover, ID: "unauthenticated"}
-		msg := "reinstating an agent needs an approver token in the " + broker.HeaderToken + " header"
-		if token != "" {
-			msg = "the approver token is not valid"
-		}
-		return broker.ActionResult{}, s.refuse(ctx, events.StageReinstate, broker.Errorf(401, events.CodeUnauthenticated, "%s", msg), rej)
-	}
-	by := events.Actor{Kind: events.ActorApprover, ID: appr.Name, Roles: slices.Clone(appr.Roles)}
-	rej.Actor = by
-	if !appr.HasRole(config.ReinstateRoles...) {
-		return broker.ActionResult{}, s.refuse(ctx, events.StageReinstate, broker.Errorf(403, events.CodeForbidden,
-			"approver %s (roles: %s) may not reinstate agents: that needs one of the roles %s",
-			appr.Name, rolesText(appr.Roles), strings.Join(config.ReinstateRoles, ", ")), rej)
-	}
+func (s *Service) reinstate(ctx context.Context, by events.Actor, in broker.ReinstateInput) (broker.ActionResult, error) {
+	rej := events.Rejection{Agent: in.Agent, Actor: by}
 	if !events.ValidID(in.Agent) {
 		return broker.ActionResult{}, s.refuse(ctx, events.StageReinstate, broker.Errorf(400, events.CodeMalformed,
 			"agent %q is not a valid id (1-64 letters, digits, '-' or '_')", in.Agent), rej)

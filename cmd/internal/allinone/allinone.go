@@ -15,7 +15,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
@@ -49,6 +51,16 @@ type Options struct {
 	// PProf serves Go's profiler under /debug/pprof/ on HTTPListen. Off by
 	// default: profiles reveal internals and cost CPU while taken.
 	PProf bool
+	// TLSCert and TLSKey make the NATS listener require TLS.
+	TLSCert, TLSKey string
+	// AllowPlaintext lets the NATS listener take connections beyond the
+	// loopback interface without TLS (credentials and approver tokens then
+	// cross the network in clear).
+	AllowPlaintext bool
+	// NoAuth runs the broker without accounts: every client may do
+	// everything and every caller is trusted to say who it is. Only for
+	// measuring what isolation costs (BENCH.md) and for development.
+	NoAuth bool
 }
 
 // App is a running jitd.
@@ -57,6 +69,9 @@ type App struct {
 	log      zerolog.Logger
 	server   *server.Server
 	nc       *nats.Conn
+	sys      *nats.Conn
+	store    *auth.Store
+	conns    []*nats.Conn
 	services []service.Service
 	http     *http.Server
 	httpAddr string
@@ -75,36 +90,85 @@ func (a *App) Run(ctx context.Context) (err error) {
 			a.Close()
 		}
 	}()
-	a.server, err = embedded.Start(embedded.Options{
+	if err := a.checkListen(); err != nil {
+		return err
+	}
+	eo := embedded.Options{
 		Listen:     a.opts.NATSListen,
 		StoreDir:   filepath.Join(a.opts.DataDir, "jetstream"),
 		SyncAlways: a.opts.SyncAlways,
+		TLSCert:    a.opts.TLSCert,
+		TLSKey:     a.opts.TLSKey,
+	}
+	if !a.opts.NoAuth {
+		if a.store, err = auth.OpenStore(filepath.Join(a.opts.DataDir, "keys")); err != nil {
+			return err
+		}
+		resolver := filepath.Join(a.opts.DataDir, "jwt")
+		eo.Configure = func(o *server.Options) error { return a.store.ConfigureServer(o, resolver) }
+	} else {
+		a.log.Warn().Msg("running WITHOUT authentication (--insecure-no-auth): any client may do anything and is trusted to say who it is")
+	}
+	a.server, err = embedded.Start(eo)
+	if err != nil {
+		return err
+	}
+	if a.nc, err = a.connect(auth.Service(auth.ServiceJitd)); err != nil {
+		return err
+	}
+	deps, err := service.Prepare(ctx, a.nc, a.log, service.PrepareOptions{
+		ConfigFile: a.opts.ConfigFile, Source: "jitd", Secrets: true,
+		Topology: broker.Options{AuditMaxAge: a.opts.AuditMaxAge},
 	})
 	if err != nil {
 		return err
 	}
-	a.nc, err = service.Connect(a.server.ClientURL(), "jitd", a.log)
+	// Every service but approval sees the configuration without its
+	// secrets; approval sees all of it (deps.Config, followed above).
+	public, err := config.Watch(ctx, deps.Buckets.Config, a.log)
 	if err != nil {
 		return err
 	}
-	deps, err := service.Prepare(ctx, a.nc, a.opts.ConfigFile, "jitd", a.log, broker.Options{AuditMaxAge: a.opts.AuditMaxAge})
-	if err != nil {
-		return err
+	if a.store != nil {
+		if err := a.provision(ctx, deps); err != nil {
+			return err
+		}
 	}
-	with := func(name string) service.Deps {
-		d := deps
+	with := func(name string) (service.Deps, error) {
+		nc, err := a.connect(auth.Service(name))
+		if err != nil {
+			return service.Deps{}, err
+		}
+		d, err := deps.Rebind(ctx, nc)
+		if err != nil {
+			return service.Deps{}, err
+		}
 		d.Log = a.log.With().Str("service", name).Logger()
-		return d
+		if name != auth.ServiceApproval {
+			d.Config = public
+		}
+		return d, nil
 	}
 	// The revoker starts first so that it restores pending expirations
 	// before anything new is granted; the edge opens last.
-	appr := approval.New(with("approval"))
-	for _, svc := range []service.Service{
-		revoker.New(with("revoker")),
-		appr,
-		policy.New(with("policy")),
-		requester.New(with("requester")),
-	} {
+	var appr *approval.Service
+	for _, name := range []string{auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester} {
+		d, err := with(name)
+		if err != nil {
+			return err
+		}
+		var svc service.Service
+		switch name {
+		case auth.ServiceRevoker:
+			svc = revoker.New(d)
+		case auth.ServiceApproval:
+			appr = approval.New(d)
+			svc = appr
+		case auth.ServicePolicy:
+			svc = policy.New(d)
+		case auth.ServiceRequester:
+			svc = requester.New(d)
+		}
 		if err := svc.Start(ctx); err != nil {
 			return err
 		}
@@ -119,7 +183,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		// The approver console and the HTTP JSON API are served under "/"
 		// next to /healthz.
 		appr.SetPublicAddr(a.httpAddr)
-		a.http = &http.Server{Handler: a.routes(deps, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		hd := deps
+		hd.Config = public
+		a.http = &http.Server{Handler: a.routes(hd, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
 		a.http.RegisterOnShutdown(appr.CloseStreams)
 		go func() {
 			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -127,7 +193,100 @@ func (a *App) Run(ctx context.Context) (err error) {
 			}
 		}()
 	}
-	a.log.Info().Str("nats", a.server.ClientURL()).Str("http", a.httpAddr).Str("data_dir", a.opts.DataDir).Msg("jitd running")
+	ev := a.log.Info().Str("nats", a.server.ClientURL()).Str("http", a.httpAddr).Str("data_dir", a.opts.DataDir)
+	if a.store != nil {
+		ev = ev.Str("creds", a.CredsDir())
+	}
+	ev.Msg("jitd running")
+	return nil
+}
+
+// CredsDir is where jitd keeps one credentials file per principal.
+func (a *App) CredsDir() string { return filepath.Join(a.opts.DataDir, "creds") }
+
+// checkListen refuses a NATS listener beyond the loopback interface without
+// TLS, unless told otherwise: credentials' JWTs and approvers' tokens would
+// cross the network in clear.
+func (a *App) checkListen() error {
+	if a.opts.TLSCert != "" || a.opts.AllowPlaintext {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(a.opts.NATSListen)
+	if err != nil {
+		return fmt.Errorf("nats listen address %q: %w", a.opts.NATSListen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("refusing to listen for NATS on %s without TLS: credentials and approver tokens would cross the network in clear; give --tls-cert and --tls-key (or --allow-plaintext)", a.opts.NATSListen)
+}
+
+// connect opens an in-process connection to the embedded server as
+// principal p (a fresh credential each start; none without authentication).
+func (a *App) connect(p auth.Principal) (*nats.Conn, error) {
+	opts := []nats.Option{nats.InProcessServer(a.server)}
+	if a.store != nil {
+		is, err := a.store.Ephemeral(p)
+		if err != nil {
+			return nil, err
+		}
+		copts, err := is.Options()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, copts...)
+	}
+	nc, err := service.Connect(a.server.ClientURL(), p.ID, a.log, opts...)
+	if err != nil {
+		return nil, err
+	}
+	a.conns = append(a.conns, nc)
+	return nc, nil
+}
+
+// provision makes sure every principal of the configuration (its agents and
+// guardrail sources) and the default operator, SIEM reader and checker have
+// a credentials file in CredsDir, that the server knows their accounts, and
+// that each reader of the audit trail has its durable consumer.
+func (a *App) provision(ctx context.Context, d service.Deps) error {
+	sysPath, err := a.store.SystemCreds()
+	if err != nil {
+		return err
+	}
+	a.sys, err = nats.Connect(a.server.ClientURL(), nats.InProcessServer(a.server), nats.UserCredentials(sysPath), nats.Name("jitd-system"))
+	if err != nil {
+		return fmt.Errorf("system connection: %w", err)
+	}
+	want := []auth.Wanted{{Principal: auth.DefaultOperator}, {Principal: auth.DefaultSIEM}, {Principal: auth.DefaultChecker}}
+	cfg := d.Config.Current()
+	for _, ag := range cfg.Agents {
+		want = append(want, auth.Wanted{Principal: auth.Principal{Kind: auth.KindAgent, ID: ag.ID}})
+	}
+	for _, g := range cfg.GuardrailSources {
+		want = append(want, auth.Wanted{Principal: auth.Principal{Kind: auth.KindGuardrail, ID: g.Name}, Scope: auth.Scope{Agents: g.Agents}})
+	}
+	res, err := a.store.EnsureCreds(a.CredsDir(), want)
+	if err != nil {
+		return err
+	}
+	if err := auth.Push(ctx, a.sys, res.Accounts); err != nil {
+		return err
+	}
+	for _, p := range res.Issued {
+		a.log.Info().Str("principal", p.String()).Str("creds", filepath.Join(a.CredsDir(), p.CredsFile())).Msg("credential issued")
+	}
+	principals, err := a.store.Principals()
+	if err != nil {
+		return err
+	}
+	for _, pi := range principals {
+		if err := broker.EnsureAuditDurable(ctx, d.JS, pi.Principal.AuditDurable()); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -153,9 +312,13 @@ func (a *App) Close() {
 	if a.cancel != nil {
 		a.cancel()
 	}
-	if a.nc != nil {
-		_ = a.nc.Drain()
-		a.nc = nil
+	for _, nc := range a.conns {
+		_ = nc.Drain()
+	}
+	a.conns, a.nc = nil, nil
+	if a.sys != nil {
+		a.sys.Close()
+		a.sys = nil
 	}
 	if a.server != nil {
 		a.server.Shutdown()

@@ -15,5 +15,5 @@ func main() {
 	if addr := os.Getenv("JIT_HTTP_LISTEN"); addr != "" {
 		opts = append(opts, approval.WithHTTP(addr))
 	}
-	service.Main("approval", func(d service.Deps) service.Service { return approval.New(d, opts...) })
+	service.Main("approval", func(d service.Deps) service.Service { return approval.New(d, opts...) }, service.WithSecrets())
 }

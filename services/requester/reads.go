@@ -1,0 +1,100 @@
+package requester
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
+)
+
+// jsAPI is the JetStream API inside the services' account.
+const jsAPI = "$JS.API"
+
+// handleEvents serves broker.APIEvents: the calling agent's own events from
+// the audit stream, from a sequence on. An agent reads nothing else of the
+// stream: it may not create consumers, so this and its live feed
+// (jitlive.jit.*.<agent>) are how it catches up after a reconnect.
+func (s *Service) handleEvents(ctx context.Context, c service.Call, in broker.EventsInput) (any, error) {
+	agent, err := c.Agent(in.Agent)
+	if err != nil {
+		return nil, service.Refuse(asAPIError(err), s.rejection(c, broker.RequestInput{Agent: in.Agent}))
+	}
+	max := in.Max
+	if max <= 0 || max > broker.MaxEventsPage {
+		max = broker.MaxEventsPage
+	}
+	from := max64(in.FromSeq, 1)
+	out := broker.EventsPage{Events: []broker.StoredEvent{}, NextSeq: from}
+	// Two filters (jit.*.<agent>, guardrail.*.<agent>) cannot go in one
+	// request: read both from the same sequence and merge in order.
+	var all []broker.StoredMsg
+	more := false
+	for _, filter := range []string{"jit.*." + agent, "guardrail.*." + agent} {
+		page, err := broker.DirectGet(ctx, s.d.NC, jsAPI, broker.AuditStream, broker.DirectGetRequest{Seq: from, NextBySubj: filter, Batch: max})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page.Msgs...)
+		more = more || page.Pending > 0
+	}
+	slices.SortFunc(all, func(a, b broker.StoredMsg) int { return cmp64(a.Seq, b.Seq) })
+	if len(all) > max {
+		all, more = all[:max], true
+	}
+	for _, m := range all {
+		out.Events = append(out.Events, broker.StoredEvent{Seq: m.Seq, Subject: m.Subject, Event: json.RawMessage(m.Data)})
+		out.NextSeq = m.Seq + 1
+	}
+	out.More = more
+	return out, nil
+}
+
+// handleGrants serves broker.APIGrants: the calling agent's grants that are
+// active now by the service's clock.
+func (s *Service) handleGrants(ctx context.Context, c service.Call, in broker.GrantsInput) (any, error) {
+	agent, err := c.Agent(in.Agent)
+	if err != nil {
+		return nil, service.Refuse(asAPIError(err), s.rejection(c, broker.RequestInput{Agent: in.Agent}))
+	}
+	prefix := "$KV." + broker.BucketGrants + "."
+	page, err := broker.DirectGet(ctx, s.d.NC, jsAPI, "KV_"+broker.BucketGrants, broker.DirectGetRequest{MultiLast: []string{prefix + agent + ".>"}})
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := broker.GrantsList{Grants: []events.Grant{}}
+	for _, m := range page.Msgs {
+		if len(m.Data) == 0 {
+			continue // a deletion or expiry marker
+		}
+		var g events.Grant
+		if json.Unmarshal(m.Data, &g) != nil || g.Agent != agent || strings.TrimPrefix(m.Subject, prefix) != broker.GrantKey(agent, g.GrantID) {
+			continue
+		}
+		if g.ActiveAt(now) {
+			out.Grants = append(out.Grants, g)
+		}
+	}
+	return out, nil
+}
+
+func max64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func cmp64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
