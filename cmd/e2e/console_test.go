@@ -30,7 +30,7 @@ const chromiumPath = "/usr/bin/chromium"
 func TestConsoleInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "" {
-			t.Skipf("%s not installed (apt-get install chromium chromium-driver); CI runs this test", chromiumPath)
+			t.Skipf("%s not installed (apt-get install chromium); CI runs this test", chromiumPath)
 		}
 		t.Fatalf("CI must have %s: %v", chromiumPath, err)
 	}
