@@ -242,6 +242,7 @@ const (
 	CodeDurationExceeded = "duration_exceeded"
 	CodeInvalidDuration  = "invalid_duration"
 	CodeEmptyReason      = "empty_reason"
+	CodeReasonTooLong    = "reason_too_long" // a request's reason over the length limit
 	CodeSuspended        = "suspended"
 	CodeUnauthenticated  = "unauthenticated"
 	CodeForbidden        = "forbidden"
@@ -252,6 +253,13 @@ const (
 	CodeUnavailable      = "unavailable"  // the service is stopping or a dependency is down: retry
 	CodeRateLimited      = "rate_limited" // too many failed sign-ins from one address
 )
+
+// AllCodes lists every rejection code (docs/events.md documents each).
+var AllCodes = []string{
+	CodeMalformed, CodeTooLarge, CodeUnknownAgent, CodeNotEligible, CodeDurationExceeded, CodeInvalidDuration,
+	CodeEmptyReason, CodeReasonTooLong, CodeSuspended, CodeUnauthenticated, CodeForbidden, CodeNotFound,
+	CodeStale, CodeConflict, CodeInvalidConfig, CodeUnavailable, CodeRateLimited,
+}
 
 // Rejection is the data of jit.rejected: input that was refused, with the
 // reason given to its sender.
