@@ -54,7 +54,8 @@ type Options struct {
 // App is a running jitd.
 type App struct {
 	opts     Options
-	log      zerolog.Logger
+	base     zerolog.Logger // without a service key
+	log      zerolog.Logger // base naming jitd
 	server   *server.Server
 	nc       *nats.Conn
 	services []service.Service
@@ -63,8 +64,12 @@ type App struct {
 	cancel   context.CancelFunc
 }
 
-// New returns an App that Run starts.
-func New(o Options, log zerolog.Logger) *App { return &App{opts: o, log: log} }
+// New returns an App that Run starts. log is the process's logger without a
+// "service" key (service.BaseLogger): the App's own lines carry
+// "service":"jitd" and each service's lines its own name, once per line.
+func New(o Options, log zerolog.Logger) *App {
+	return &App{opts: o, base: log, log: log.With().Str("service", "jitd").Logger()}
+}
 
 // Run starts the broker, the services and HTTP, and returns once all run.
 // Close stops them.
@@ -93,7 +98,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	with := func(name string) service.Deps {
 		d := deps
-		d.Log = a.log.With().Str("service", name).Logger()
+		d.Log = a.base.With().Str("service", name).Logger()
 		return d
 	}
 	// The revoker starts first so that it restores pending expirations
@@ -119,10 +124,12 @@ func (a *App) Run(ctx context.Context) (err error) {
 		// The approver console and the HTTP JSON API are served under "/"
 		// next to /healthz.
 		appr.SetPublicAddr(a.httpAddr)
-		a.http = &http.Server{Handler: a.routes(deps, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
-		a.http.RegisterOnShutdown(appr.CloseStreams)
+		srv := &http.Server{Handler: a.routes(deps, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		srv.RegisterOnShutdown(appr.CloseStreams)
+		a.http = srv
 		go func() {
-			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			// srv, not a.http: Close clears a.http, maybe before Serve runs.
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error().Err(err).Msg("http")
 			}
 		}()
