@@ -69,6 +69,19 @@ func MSDuration(ms int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
+// ShortDuration writes d as people do: "10m", "1h30m", "45s", not Go's
+// "10m0s" or "1h30m0s".
+func ShortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 // Decision outcomes.
 const (
 	OutcomeApproved = "approved"
