@@ -3,6 +3,7 @@ package approval
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -101,14 +102,14 @@ func (s *Service) onPendingChange(ctx context.Context, _ []byte, d broker.Delive
 // Endpoint handlers: decode → authenticate → call → answer.
 
 func (s *Service) handlePending(ctx context.Context, req micro.Request) (any, error) {
-	approver, err := s.authenticate(ctx, req)
+	approver, err := s.authenticate(ctx, req, "")
 	if err != nil {
 		return nil, err
 	}
 	if len(bytes.TrimSpace(req.Data())) > 0 {
 		var in struct{}
 		if err := broker.DecodeInput(req.Data(), &in); err != nil {
-			return nil, s.refuseInput(ctx, err, approverActor(approver))
+			return nil, s.refuseInput(ctx, err, events.Rejection{Actor: approverActor(approver)})
 		}
 	}
 	return s.listPending(ctx)
@@ -123,22 +124,36 @@ func (s *Service) handleDeny(ctx context.Context, req micro.Request) (any, error
 }
 
 func (s *Service) handleAnswer(ctx context.Context, req micro.Request, outcome string) (any, error) {
-	approver, err := s.authenticate(ctx, req)
+	approver, err := s.authenticate(ctx, req, requestIDOf(req.Data()))
 	if err != nil {
 		return nil, err
 	}
 	var in broker.ApproveInput
 	if err := broker.DecodeInput(req.Data(), &in); err != nil {
-		return nil, s.refuseInput(ctx, err, approverActor(approver))
+		return nil, s.refuseInput(ctx, err, events.Rejection{Actor: approverActor(approver), RequestID: requestIDOf(req.Data())})
 	}
 	return s.answer(ctx, approver, in, outcome)
 }
 
+// requestIDOf reads the request id an answer's body names, for the audit
+// event of a refusal that comes before the body is decoded; "" if the body
+// names no valid one.
+func requestIDOf(body []byte) string {
+	var in struct {
+		RequestID string `json:"request_id"`
+	}
+	if len(body) > broker.MaxAPIBody || json.Unmarshal(body, &in) != nil || !events.ValidID(in.RequestID) {
+		return ""
+	}
+	return in.RequestID
+}
+
 // authenticate names the approver by the token in broker.HeaderToken. A
-// missing or unknown token is refused with 401 and a jit.rejected event.
-func (s *Service) authenticate(ctx context.Context, req micro.Request) (*config.Approver, error) {
+// missing or unknown token is refused with 401 and a jit.rejected event,
+// which names requestID (the request the call is about) if not "".
+func (s *Service) authenticate(ctx context.Context, req micro.Request, requestID string) (*config.Approver, error) {
 	token := req.Headers().Get(broker.HeaderToken)
-	anonymous := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}
+	anonymous := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}, RequestID: requestID}
 	if token == "" {
 		return nil, s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
 			"no approver token: pass it in the %s header", broker.HeaderToken), anonymous)
@@ -151,15 +166,12 @@ func (s *Service) authenticate(ctx context.Context, req micro.Request) (*config.
 	return a, nil
 }
 
-// refuseInput records a body that does not decode.
-func (s *Service) refuseInput(ctx context.Context, err error, actor ...events.Actor) error {
+// refuseInput records a body that does not decode, as a refusal r (who
+// sent it, and the request or grant it was about, as far as known).
+func (s *Service) refuseInput(ctx context.Context, err error, r events.Rejection) error {
 	var ae *broker.APIError
 	if !errors.As(err, &ae) {
 		ae = broker.Errorf(400, events.CodeMalformed, "malformed request body: %v", err)
-	}
-	r := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}
-	if len(actor) > 0 {
-		r.Actor = actor[0]
 	}
 	return s.refuse(ctx, ae, r)
 }

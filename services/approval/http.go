@@ -271,7 +271,7 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 		if post {
 			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
 			if !sameOrigin(r) {
-				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", approverActor(a))
+				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", about(r, approverActor(a)))
 				return
 			}
 			if err := r.ParseForm(); err != nil {
@@ -283,7 +283,7 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 				got = r.Header.Get("X-CSRF-Token")
 			}
 			if subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) != 1 {
-				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "missing or wrong CSRF token: reload the console", approverActor(a))
+				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "missing or wrong CSRF token: reload the console", about(r, approverActor(a)))
 				return
 			}
 		}
@@ -313,6 +313,6 @@ func sameOrigin(r *http.Request) bool {
 }
 
 // refuseHTTP answers an HTTP refusal and records it as jit.rejected.
-func (w *web) refuseHTTP(ctx context.Context, rw http.ResponseWriter, status int, code, msg string, actor events.Actor) {
-	writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(status, code, "%s", msg), events.Rejection{Actor: actor}))
+func (w *web) refuseHTTP(ctx context.Context, rw http.ResponseWriter, status int, code, msg string, rej events.Rejection) {
+	writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(status, code, "%s", msg), rej))
 }
