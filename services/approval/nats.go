@@ -152,6 +152,7 @@ func (s *Service) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 		}
+		s.hist.wait()
 		s.notify.wg.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
