@@ -49,6 +49,9 @@ type Options struct {
 	// PProf serves Go's profiler under /debug/pprof/ on HTTPListen. Off by
 	// default: profiles reveal internals and cost CPU while taken.
 	PProf bool
+	// ApprovalOptions are passed to the approval service (tests: e.g.
+	// approval.WithSessionClock to end console sessions).
+	ApprovalOptions []approval.Option
 }
 
 // App is a running jitd.
@@ -103,7 +106,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	// The revoker starts first so that it restores pending expirations
 	// before anything new is granted; the edge opens last.
-	appr := approval.New(with("approval"))
+	appr := approval.New(with("approval"), a.opts.ApprovalOptions...)
 	for _, svc := range []service.Service{
 		revoker.New(with("revoker")),
 		appr,
