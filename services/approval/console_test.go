@@ -290,3 +290,77 @@ func TestConsoleRequestPageSaysHowItEnded(t *testing.T) {
 	_, page = carol.get("/console/requests/" + gone)
 	require.Contains(t, page, "No request "+gone+" is waiting for approval")
 }
+
+// TestConsoleHistoryNamesHowEachRequestEnded: the recent decisions say how
+// each request that waited for a human ended, by whom and why; decisions
+// of the policy alone are not listed.
+func TestConsoleHistoryNamesHowEachRequestEnded(t *testing.T) {
+	h := newHarness(t)
+	_, srv := h.startHTTP()
+	alice := events.Actor{Kind: events.ActorApprover, ID: "alice", Roles: []string{"security-admin"}}
+	bob := events.Actor{Kind: events.ActorApprover, ID: "bob", Roles: []string{"org-admin"}}
+	end := func(how string, mutate func(*events.Decision)) string {
+		id := events.NewID("req")
+		d := twoPermissions(id)
+		d.DecidedAt = time.Now().UTC()
+		mutate(&d)
+		h.emit(broker.DecisionEventID(id, how), d)
+		return id
+	}
+	narrowed := end("human", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.DecidedBy, d.Comment = events.OutcomeApproved, events.ModeHuman, bob, "read is enough"
+		d.Permissions, d.DurationMS = []string{"integrations:read"}, 5*60_000
+		d.Reason = "approved by alice and bob; permissions narrowed to integrations:read; duration shortened to 5m"
+	})
+	for _, v := range []events.Approval{
+		{RequestID: narrowed, Agent: agentOptimizer, Approver: alice, Permissions: []string{"integrations:read"}, DurationMS: 10 * 60_000, Approvals: 1, Required: 2, ApprovedAt: time.Now().UTC()},
+		{RequestID: narrowed, Agent: agentOptimizer, Approver: bob, Permissions: []string{"integrations:read"}, DurationMS: 5 * 60_000, Approvals: 2, Required: 2, ApprovedAt: time.Now().UTC()},
+	} {
+		_, _, err := h.policy.Emit(ctxT(t), ApprovedEventID(v.RequestID, v.Approver.ID), events.TypeApproved, v.Agent, v, events.WithRequestID(v.RequestID))
+		require.NoError(t, err)
+	}
+	denied := end("human", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.DecidedBy, d.Comment, d.Reason = events.OutcomeDenied, events.ModeHuman, alice, "freeze", "denied by alice: freeze"
+	})
+	timedOut := end("timeout", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.Reason = events.OutcomeDenied, events.ModeTimeout, "approval timed out"
+	})
+	withdrawn := end("withdrawn", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.Reason = events.OutcomeDenied, events.ModeWithdrawn, "withdrawn by the agent"
+	})
+	suspended := end("suspended", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.Reason = events.OutcomeDenied, events.ModeSuspended, "agent svc-price-optimizer was suspended by guardrail price-floor before an approver answered"
+		d.DecidedBy = events.Actor{Kind: events.ActorGuardrail, ID: "price-floor"}
+	})
+	policyOnly := end("policy", func(d *events.Decision) {
+		d.Outcome, d.Mode, d.ApproverRoles = events.OutcomeDenied, events.ModePolicy, nil
+	})
+
+	c := newConsoleClient(t, srv)
+	c.signIn("dev-carol")
+	var page string
+	require.Eventually(t, func() bool {
+		_, page = c.get("/console/")
+		return strings.Contains(page, `data-request="`+suspended+`"`)
+	}, waitFor, tick)
+	item := func(id string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?s)<li class="decision ([^"]+)" data-request="` + id + `">(.*?)</li>`).FindStringSubmatch(page)
+		require.NotNil(t, m, "no decision %s", id)
+		return m[1] + " " + strings.Join(strings.Fields(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(html.UnescapeString(m[2]), "")), " ")
+	}
+	require.Regexp(t, `^how-narrowed svc-price-optimizer · Approved, narrowed · integrations:read for 5m by alice and bob · .* Asked for integrations:write, integrations:read for 10m “read is enough”$`, item(narrowed))
+	require.Regexp(t, `^how-denied svc-price-optimizer · Denied · integrations:write, integrations:read for 10m by alice · .*“freeze”$`, item(denied))
+	require.Regexp(t, `^how-timed-out .* Timed out .* nobody answered before the deadline · .* approval timed out$`, item(timedOut))
+	require.Regexp(t, `^how-withdrawn .* Withdrawn .* withdrawn by the agent svc-price-optimizer · `, item(withdrawn))
+	require.Regexp(t, `^how-suspended .* Denied, agent suspended .* the agent was suspended by guardrail price-floor · .* before an approver answered$`, item(suspended))
+	require.NotContains(t, page, policyOnly, "a decision of the policy alone is not a human's")
+	// Newest first.
+	require.Less(t, strings.Index(page, `data-request="`+suspended+`"`), strings.Index(page, `data-request="`+narrowed+`"`))
+
+	_, page = c.get("/console/requests/" + narrowed)
+	for _, want := range []string{"Approved, narrowed", "svc-price-optimizer got integrations:read for 5m (less than asked)", "by alice and bob",
+		"alice approved integrations:read for 10m", "bob approved integrations:read for 5m"} {
+		require.Contains(t, page, want)
+	}
+}

@@ -249,6 +249,7 @@ func (h *history) addVote(a events.Approval) {
 		// The decision was read first (a vote republished after a restart).
 		if !slices.ContainsFunc(d.Votes, func(x VoteView) bool { return x.Approver == v.Approver }) {
 			d.Votes = append(d.Votes, v)
+			d.nameApprovers()
 		}
 		return
 	}
@@ -303,18 +304,24 @@ func (h *history) addDecision(d events.Decision) {
 		delete(h.votes, d.RequestID)
 		h.voteOrder = slices.DeleteFunc(h.voteOrder, func(id string) bool { return id == d.RequestID })
 	}
-	if d.Outcome == events.OutcomeApproved && len(v.Votes) > 1 {
-		names := make([]string, len(v.Votes))
-		for i, vt := range v.Votes {
-			names[i] = vt.Approver
-		}
-		v.DecidedBy = strings.Join(names, " and ")
-	}
+	v.nameApprovers()
 	h.decisions[d.RequestID] = v
 	for len(h.order) > historyKeep {
 		delete(h.decisions, h.order[0])
 		h.order = h.order[1:]
 	}
+}
+
+// nameApprovers names every approver of an approval that needed several.
+func (d *DecisionView) nameApprovers() {
+	if d.Outcome != events.OutcomeApproved || len(d.Votes) < 2 {
+		return
+	}
+	names := make([]string, len(d.Votes))
+	for i, vt := range d.Votes {
+		names[i] = vt.Approver
+	}
+	d.DecidedBy = strings.Join(names, " and ")
 }
 
 // actorName is how the console names who caused something.
