@@ -452,7 +452,8 @@ func (w *web) formReinstate(rw http.ResponseWriter, r *http.Request, sess *sessi
 func (w *web) events(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
 	fl, ok := rw.(http.Flusher)
 	if !ok {
-		http.Error(rw, "streaming unsupported", http.StatusInternalServerError)
+		w.errorPage(rw, r, http.StatusInternalServerError, "internal", "Live updates unavailable",
+			"This server cannot stream live updates; reload the page to see changes.")
 		return
 	}
 	ch, unsubscribe, ok := w.hub.subscribe()

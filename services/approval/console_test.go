@@ -185,6 +185,12 @@ func TestConsoleErrorsArePages(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Contains(t, body, `class="flash error"`)
 
+	resp, body = c.get("/console/static/nothing.js")
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Contains(t, body, `id="error-title">Not found</h2>`)
+	resp, _ = c.get("/console/static/console.css")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
 	resp, _ = c.get("/console/requests/" + reqID + "/approve")
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, "a copied action link leads to the request")
 	require.Equal(t, "/console/requests/"+reqID+"?action=approve", resp.Header.Get("Location"))

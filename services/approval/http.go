@@ -173,7 +173,14 @@ func (s *Service) serveHTTP() error {
 func (w *web) routes() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "static")
-	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /console/static/{file}", func(rw http.ResponseWriter, r *http.Request) {
+		if _, err := fs.Stat(static, r.PathValue("file")); err != nil {
+			w.notFound(rw, r)
+			return
+		}
+		files.ServeHTTP(rw, r)
+	})
 	mux.HandleFunc("GET /{$}", func(rw http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, "/console/", http.StatusSeeOther)
 	})
