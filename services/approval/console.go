@@ -230,11 +230,16 @@ func (w *web) keepDraft(sess *session, d *pageData) {
 	w.mu.Lock()
 	dr := sess.draft
 	w.mu.Unlock()
-	if dr != nil && slices.ContainsFunc(d.Pending, func(p PendingView) bool { return p.RequestID == dr.RequestID }) {
+	switch {
+	case dr == nil:
+	case slices.ContainsFunc(d.Pending, func(p PendingView) bool { return p.RequestID == dr.RequestID }):
 		d.Draft = w.takeDraft(sess, dr.RequestID)
 		if d.Flash == nil {
 			d.Flash = &flash{Kind: flashInfo, Text: "What you had typed is back; nothing was sent yet. Check it and answer again."}
 		}
+	case d.Only == dr.RequestID:
+		// The request was answered or timed out meanwhile: the page says how.
+		w.takeDraft(sess, dr.RequestID)
 	}
 }
 

@@ -224,6 +224,8 @@ func TestConsoleEndedSessionKeepsWhatWasTyped(t *testing.T) {
 	require.Equal(t, "/console/login?next=%2Fconsole%2Frequests%2F"+reqID, j["login"])
 
 	form := url.Values{"csrf": {csrf}, "narrow": {"1"}, "perm": {"integrations:read"}, "duration": {"3m"}, "comment": {"ticket <CHG-11>"}}
+	_, body = c.post(action, form, "https://evil.example")
+	require.NotContains(t, body, "draft_", "another site's post fills in nothing")
 	resp, body = c.post(action, form, srv.URL)
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Contains(t, body, "Your session has ended, so nothing was done.")

@@ -385,9 +385,14 @@ func (w *web) signInFirst(rw http.ResponseWriter, r *http.Request, post bool) {
 		writeJSON(rw, http.StatusUnauthorized, map[string]any{"status": http.StatusUnauthorized, "code": events.CodeUnauthenticated,
 			"message": "Your session has ended (signed out, expired, or the service restarted): sign in again.", "login": login})
 	case post:
-		r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
-		_ = r.ParseForm()
-		w.renderLogin(rw, r, http.StatusUnauthorized, next, draftOf(r),
+		var d *draft
+		if sameOrigin(r) { // another site must not fill in the approver's forms
+			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
+			if r.ParseForm() == nil {
+				d = draftOf(r)
+			}
+		}
+		w.renderLogin(rw, r, http.StatusUnauthorized, next, d,
 			"Your session has ended, so nothing was done. Sign in again to continue: what you typed is kept.")
 	case r.URL.Path == "/console/live":
 		w.errorPage(rw, r, http.StatusUnauthorized, events.CodeUnauthenticated, "Sign in again", "Your session has ended.")
