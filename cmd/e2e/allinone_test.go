@@ -155,6 +155,7 @@ func TestWalkthrough(t *testing.T) {
 	for g, n := range revoked {
 		require.Equal(t, 1, n, "grant %s revoked once", g)
 	}
+	requireRequestIDs(t, r.JSONLines(t))
 	require.Equal(t, 0, c.run("audit").Code, "human output")
 
 	// 10. A suspension and a live grant survive a restart of jitd on the same

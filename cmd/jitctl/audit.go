@@ -132,7 +132,7 @@ func summarize(e events.Event) (string, error) {
 	switch e.Type() {
 	case events.TypeRequested:
 		r, err := lenient[events.Request](e)
-		return fmt.Sprintf("%s %s for %s: %q", r.RequestID, perms(r.Permissions), r.Duration(), r.Reason), err
+		return fmt.Sprintf("%s %s for %s: %q", r.RequestID, perms(r.Permissions), events.ShortDuration(r.Duration()), r.Reason), err
 	case events.TypeRejected:
 		r, err := lenient[events.Rejection](e)
 		s := fmt.Sprintf("%s/%s: %s", r.Stage, r.Code, r.Message)
@@ -184,6 +184,30 @@ func summarize(e events.Event) (string, error) {
 			s += ": " + r.Comment
 		}
 		return s, err
+	case events.TypeApproved:
+		a, err := lenient[events.Approval](e)
+		s := fmt.Sprintf("%s approved by %s", a.RequestID, a.Approver.ID)
+		if a.Required > 1 {
+			s += fmt.Sprintf(" (%d of %d)", a.Approvals, a.Required)
+		}
+		s += fmt.Sprintf(": %s for %s", perms(a.Permissions), events.ShortDuration(events.MSDuration(a.DurationMS)))
+		if a.Comment != "" {
+			s += fmt.Sprintf(" (%q)", a.Comment)
+		}
+		return s, err
+	case events.TypeNotification:
+		n, err := lenient[events.Notification](e)
+		s := fmt.Sprintf("%s to %s (%s): %s after %d attempt(s)", n.RequestID, n.Notifier, n.NotifierType, n.Outcome, n.Attempts)
+		if n.HTTPStatus != 0 {
+			s += fmt.Sprintf(", HTTP %d", n.HTTPStatus)
+		}
+		if n.Error != "" {
+			s += ": " + n.Error
+		}
+		return s, err
+	case events.TypeWithdrawn:
+		w, err := lenient[events.Withdrawal](e)
+		return fmt.Sprintf("%s withdrawn by %s", w.RequestID, w.WithdrawnBy), err
 	case events.TypeConfigApplied:
 		c, err := lenient[events.ConfigApplied](e)
 		s := fmt.Sprintf("%s %s from %s", c.Outcome, c.Digest, c.Source)
@@ -192,6 +216,7 @@ func summarize(e events.Event) (string, error) {
 		}
 		return s, err
 	}
+	// A type this jitctl does not know (a newer system's): its data as sent.
 	return string(e.Data()), nil
 }
 

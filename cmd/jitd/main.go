@@ -38,7 +38,10 @@ func main() {
 		os.Exit(2)
 	}
 
-	log := service.Logger("jitd", *level)
+	// allinone names each service on its own lines; jitd's lines here say
+	// "jitd".
+	base := service.BaseLogger(*level)
+	log := base.With().Str("service", "jitd").Logger()
 	limit, err := applyMemoryLimit(*memLimit)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "jitd: --memory-limit: %v\n", err)
@@ -49,7 +52,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app := allinone.New(o, log)
+	app := allinone.New(o, base)
 	if err := app.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "jitd: %v\n", err)
 		os.Exit(2)

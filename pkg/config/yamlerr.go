@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -21,7 +22,7 @@ var (
 func decodeError(name string, b []byte, err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return fmt.Errorf("%w: %s: %s", ErrInvalid, name, strings.TrimPrefix(err.Error(), "yaml: "))
+		return syntaxError(name, b, err)
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(b, &root)
@@ -43,6 +44,45 @@ func decodeError(name string, b []byte, err error) error {
 		errs = append(errs, fmt.Errorf("%s:%d: %s", name, line, what))
 	}
 	return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+}
+
+// parserProblems are the problems the YAML parser (not its scanner)
+// reports. For these the decoder's "line N" counts from 0: it adds 1 for
+// scanner errors only.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// syntaxError reports a YAML syntax error as "name:line: problem", with the
+// line counted from 1 whichever part of the decoder found it.
+func syntaxError(name string, b []byte, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	m := yamlLineErr.FindStringSubmatch(msg)
+	if m == nil {
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, name, msg)
+	}
+	line, _ := strconv.Atoi(m[1])
+	if parserProblems[m[2]] {
+		line++
+	}
+	n := bytes.Count(b, []byte("\n"))
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		n++
+	}
+	if line > n && n > 0 {
+		line = n // found at the end of the input: the last line
+	}
+	return fmt.Errorf("%w: %s:%d: %s", ErrInvalid, name, line, m[2])
 }
 
 // itemNames says how the items of each top-level list are named in errors.

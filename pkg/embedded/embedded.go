@@ -3,9 +3,12 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,7 +35,18 @@ type Options struct {
 	Configure func(*server.Options) error
 }
 
-// Start starts a server and waits until it accepts connections.
+// ErrAddrInUse is returned by Start when another process already listens
+// on the address asked for.
+var ErrAddrInUse = errors.New("the address is already in use")
+
+// readyTimeout bounds the wait for a server that neither accepts
+// connections nor reports a fatal error.
+const readyTimeout = 10 * time.Second
+
+// Start starts a server and waits until it accepts connections. It fails at
+// once, without waiting, when the address is taken (an error wrapping
+// ErrAddrInUse that names the address) or the server reports a fatal error
+// while starting (JetStream's store, say).
 func Start(o Options) (*server.Server, error) {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:4222"
@@ -70,14 +84,61 @@ func Start(o Options) (*server.Server, error) {
 			return nil, err
 		}
 	}
+	if port > 0 {
+		// The server only logs a listen error and never becomes ready:
+		// try the address first, so that a taken port is reported as such.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("nats listen %s: %w (another nats-server or jitd runs there?)", o.Listen, ErrAddrInUse)
+			}
+			return nil, fmt.Errorf("nats listen %s: %w", o.Listen, err)
+		}
+		_ = ln.Close()
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
+	fatal := &fatalLog{failed: make(chan struct{})}
+	s.SetLogger(fatal, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("nats server on %s did not start", o.Listen)
+	// Poll readiness in short slices, so that a fatal error ends the wait
+	// at once instead of after readyTimeout.
+	for deadline := time.Now().Add(readyTimeout); ; {
+		if s.ReadyForConnections(50 * time.Millisecond) {
+			return s, nil
+		}
+		select {
+		case <-fatal.failed:
+			s.Shutdown()
+			return nil, fmt.Errorf("nats server on %s: %s", o.Listen, fatal.msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			return nil, fmt.Errorf("nats server on %s did not accept connections within %s", o.Listen, readyTimeout)
+		}
 	}
-	return s, nil
 }
+
+// fatalLog keeps the embedded server quiet except for its first fatal
+// error, which ends Start's wait at once: the server reports a failure to
+// listen or to enable JetStream only through its logger.
+type fatalLog struct {
+	once   sync.Once
+	msg    string
+	failed chan struct{}
+}
+
+func (l *fatalLog) Fatalf(format string, v ...any) {
+	l.once.Do(func() {
+		l.msg = fmt.Sprintf(format, v...)
+		close(l.failed)
+	})
+}
+func (*fatalLog) Noticef(string, ...any) {}
+func (*fatalLog) Warnf(string, ...any)   {}
+func (*fatalLog) Errorf(string, ...any)  {}
+func (*fatalLog) Debugf(string, ...any)  {}
+func (*fatalLog) Tracef(string, ...any)  {}

@@ -19,6 +19,9 @@ func TestEventsDocumented(t *testing.T) {
 	for _, typ := range events.AllTypes {
 		require.Contains(t, doc, "### "+typ+" ", "event type %s is not documented", typ)
 	}
+	for _, code := range events.AllCodes {
+		require.Contains(t, doc, "`"+code+"`", "rejection code %s is not in docs/events.md", code)
+	}
 	for _, v := range []any{events.Request{}, events.Decision{}, events.Grant{}, events.Revocation{},
 		events.GuardrailFired{}, events.Suspension{}, events.Reinstatement{}, events.Rejection{},
 		events.ConfigApplied{}, events.Actor{}, events.RiskPart{}, events.Approval{}, events.Notification{},

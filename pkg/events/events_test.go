@@ -127,3 +127,20 @@ func FuzzDecode(f *testing.F) {
 		_, _ = events.DataAs[events.GuardrailFired](e)
 	})
 }
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		10 * time.Minute:                   "10m",
+		time.Hour:                          "1h",
+		90 * time.Minute:                   "1h30m",
+		90 * time.Second:                   "1m30s",
+		45 * time.Second:                   "45s",
+		time.Hour + 5*time.Second:          "1h0m5s",
+		1500 * time.Millisecond:            "1.5s",
+		0:                                  "0s",
+		24*time.Hour + 15*time.Minute:      "24h15m",
+		2*time.Hour + 500*time.Millisecond: "2h0m0.5s",
+	} {
+		require.Equal(t, want, events.ShortDuration(d), d.String())
+	}
+}

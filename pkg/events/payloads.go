@@ -69,6 +69,19 @@ func MSDuration(ms int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
+// ShortDuration writes d as people do: "10m", "1h30m", "45s", not Go's
+// "10m0s" or "1h30m0s".
+func ShortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 // Decision outcomes.
 const (
 	OutcomeApproved = "approved"
@@ -242,6 +255,7 @@ const (
 	CodeDurationExceeded = "duration_exceeded"
 	CodeInvalidDuration  = "invalid_duration"
 	CodeEmptyReason      = "empty_reason"
+	CodeReasonTooLong    = "reason_too_long" // a request's reason over the length limit
 	CodeSuspended        = "suspended"
 	CodeUnauthenticated  = "unauthenticated"
 	CodeForbidden        = "forbidden"
@@ -252,6 +266,13 @@ const (
 	CodeUnavailable      = "unavailable"  // the service is stopping or a dependency is down: retry
 	CodeRateLimited      = "rate_limited" // too many failed sign-ins from one address
 )
+
+// AllCodes lists every rejection code (docs/events.md documents each).
+var AllCodes = []string{
+	CodeMalformed, CodeTooLarge, CodeUnknownAgent, CodeNotEligible, CodeDurationExceeded, CodeInvalidDuration,
+	CodeEmptyReason, CodeReasonTooLong, CodeSuspended, CodeUnauthenticated, CodeForbidden, CodeNotFound,
+	CodeStale, CodeConflict, CodeInvalidConfig, CodeUnavailable, CodeRateLimited,
+}
 
 // Rejection is the data of jit.rejected: input that was refused, with the
 // reason given to its sender.

@@ -78,9 +78,12 @@ type Endpoint[In any] struct {
 	// Concurrency, above 1, handles that many calls at once
 	// (broker.Concurrent).
 	Concurrency int
-	// Describe, if set, tells what the jit.rejected event of a body that
-	// does not decode should say (for example the agent and request id a
-	// partial decode finds); by default it names the caller.
+	// Describe, if set, tells what the jit.rejected event of a refusal made
+	// before the handler runs (no identity, not allowed, a wrong token, a
+	// body that does not decode) should say besides the error: for example
+	// the agent and request id a lenient read of the body finds, so that
+	// the refusal names what the call was about. By default it names the
+	// caller.
 	Describe func(c Call, data []byte) events.Rejection
 	// Handle does the work. A *Refused error is answered and published as
 	// jit.rejected; another *broker.APIError is answered as is (the handler
@@ -244,16 +247,30 @@ func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
 }
 
 func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Request) (any, error) {
+	about := func(c Call) events.Rejection {
+		r := events.Rejection{Actor: c.Actor}
+		if ep.Describe != nil {
+			r = ep.Describe(c, req.Data())
+			if r.Actor.Kind == "" {
+				r.Actor = c.Actor
+			}
+		}
+		return r
+	}
 	caller, err := auth.CallerOf(req.Headers())
 	if err != nil {
-		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated, "%v", err), events.Rejection{})
+		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated, "%v", err), about(Call{}))
 	}
 	c := Call{Caller: caller, Headers: req.Headers(), Actor: ActorOf(caller)}
 	if !caller.Internal && !slices.Contains(ep.Kinds, caller.Principal.Kind) {
-		return nil, Refuse(broker.Errorf(403, events.CodeForbidden, "%s may not call %s", caller.Principal, ep.Subject), events.Rejection{Actor: c.Actor})
+		return nil, Refuse(broker.Errorf(403, events.CodeForbidden, "%s may not call %s", caller.Principal, ep.Subject), about(c))
 	}
 	if ep.Approver {
-		appr, err := a.approver(ctx, c, req.Headers().Get(broker.HeaderToken), ep.Roles)
+		anon := c
+		if c.Caller.Internal {
+			anon.Actor = events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}
+		}
+		appr, err := a.approver(ctx, c, req.Headers().Get(broker.HeaderToken), ep.Roles, about(anon))
 		if err != nil {
 			return nil, err
 		}
@@ -271,11 +288,7 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 			if !errors.As(err, &ae) {
 				ae = broker.Errorf(400, events.CodeMalformed, "malformed request body: %v", err)
 			}
-			r := events.Rejection{Actor: c.Actor}
-			if ep.Describe != nil {
-				r = ep.Describe(c, req.Data())
-			}
-			return nil, Refuse(ae, r)
+			return nil, Refuse(ae, about(c))
 		}
 	}
 	return ep.Handle(ctx, c, in)
@@ -285,10 +298,9 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 // is 401, a role outside roles 403. A caller that gave a wrong token
 // MaxAuthFailures times within AuthWindow is refused with 429 until the
 // window ends, valid token or not, so that guessing teaches nothing.
-func (a *API) approver(ctx context.Context, c Call, token string, roles []string) (*config.Approver, error) {
+func (a *API) approver(ctx context.Context, c Call, token string, roles []string, anonymous events.Rejection) (*config.Approver, error) {
 	key := "user:" + c.Caller.User
 	track := !c.Caller.Internal
-	anonymous := events.Rejection{Actor: c.Actor}
 	if track {
 		if left, blocked := a.locks.Blocked(key); blocked {
 			return nil, Refuse(broker.Errorf(429, events.CodeRateLimited,
@@ -319,7 +331,7 @@ func (a *API) approver(ctx context.Context, c Call, token string, roles []string
 		return nil, Refuse(broker.Errorf(403, events.CodeForbidden,
 			"approver %s (roles: %s) may not do this: it needs one of the roles %s",
 			appr.Name, strings.Join(appr.Roles, ", "), strings.Join(roles, ", ")),
-			events.Rejection{Actor: ApproverActor(appr)})
+			withActor(anonymous, ApproverActor(appr)))
 	}
 	return appr, nil
 }
@@ -383,4 +395,9 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+func withActor(r events.Rejection, a events.Actor) events.Rejection {
+	r.Actor = a
+	return r
 }

@@ -196,13 +196,21 @@ func ApplyFile(ctx context.Context, js jetstream.JetStream, kv config.Buckets, p
 	return nil
 }
 
-// Logger builds the process's one logger, JSON on stderr.
+// Logger builds the process's one logger, JSON on stderr, each line naming
+// the service once ("service": name).
 func Logger(name, level string) zerolog.Logger {
+	return BaseLogger(level).With().Str("service", name).Logger()
+}
+
+// BaseLogger is Logger without the service key, for a process that runs
+// several services (jitd): each names itself on its own child logger, so
+// that every line carries the key once.
+func BaseLogger(level string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", name).Logger()
+	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
 }
 
 // Log is the logger type services use.

@@ -39,16 +39,16 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 			return
 		}
 		token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		anonymous := events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}
+		anonymous := about(r, events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent})
 		if !found || token == "" {
 			writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-				"no approver token: send it as Authorization: Bearer <token>"), events.Rejection{Actor: anonymous}))
+				"no approver token: send it as Authorization: Bearer <token>"), anonymous))
 			return
 		}
 		a, ok := w.s.d.Config.Current().Authenticate(token)
 		if !ok {
 			err := w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-				"the approver token is not recognised"), events.Rejection{Actor: anonymous})
+				"the approver token is not recognised"), anonymous)
 			w.authFailed(ctx, addr)
 			writeAPIError(rw, err)
 			return
@@ -56,6 +56,28 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 		w.auth.succeed(addr)
 		h(ctx, rw, r, a, token)
 	}
+}
+
+// about is the refusal of HTTP request r by actor, naming the request,
+// grant or agent its path is about (if valid ids), so that its jit.rejected
+// event carries them (the requestid and grantid extensions).
+func about(r *http.Request, actor events.Actor) events.Rejection {
+	rej := events.Rejection{Actor: actor}
+	switch p := r.Pattern; {
+	case strings.Contains(p, "/requests/{id}"):
+		if id := r.PathValue("id"); events.ValidID(id) {
+			rej.RequestID = id
+		}
+	case strings.Contains(p, "/grants/{id}"):
+		if id := r.PathValue("id"); events.ValidID(id) {
+			rej.GrantID = id
+		}
+	case strings.Contains(p, "/agents/{agent}"):
+		if id := r.PathValue("agent"); events.ValidID(id) {
+			rej.Agent = id
+		}
+	}
+	return rej
 }
 
 // enterHTTP admits an HTTP call like an API call: refused once Stop has
@@ -140,7 +162,7 @@ func (w *web) apiAnswer(outcome string) tokenHandler {
 	return func(ctx context.Context, rw http.ResponseWriter, r *http.Request, a *config.Approver, _ string) {
 		var in answerBody
 		if err := decodeJSONBody(r, &in); err != nil {
-			writeAPIError(rw, w.s.refuseInput(ctx, err, approverActor(a)))
+			writeAPIError(rw, w.s.refuseInput(ctx, err, about(r, approverActor(a))))
 			return
 		}
 		res, err := w.s.answer(ctx, a, broker.ApproveInput{RequestID: r.PathValue("id"), Comment: in.Comment,
@@ -157,35 +179,39 @@ type commentBody struct {
 func (w *web) apiRevoke(ctx context.Context, rw http.ResponseWriter, r *http.Request, a *config.Approver, token string) {
 	var in commentBody
 	if err := decodeJSONBody(r, &in); err != nil {
-		writeAPIError(rw, w.s.refuseInput(ctx, err, approverActor(a)))
+		writeAPIError(rw, w.s.refuseInput(ctx, err, about(r, approverActor(a))))
 		return
 	}
-	res, err := w.s.revokeGrant(ctx, token, r.PathValue("id"), in.Comment)
+	res, err := w.s.revokeGrant(ctx, a, r.PathValue("id"), in.Comment)
 	w.answerJSON(ctx, rw, res, err)
 }
 
 func (w *web) apiReinstate(ctx context.Context, rw http.ResponseWriter, r *http.Request, a *config.Approver, token string) {
 	var in commentBody
 	if err := decodeJSONBody(r, &in); err != nil {
-		writeAPIError(rw, w.s.refuseInput(ctx, err, approverActor(a)))
+		writeAPIError(rw, w.s.refuseInput(ctx, err, about(r, approverActor(a))))
 		return
 	}
-	res, err := w.s.reinstateAgent(ctx, token, r.PathValue("agent"), in.Comment)
+	res, err := w.s.reinstateAgent(ctx, a, r.PathValue("agent"), in.Comment)
 	w.answerJSON(ctx, rw, res, err)
 }
 
-// revokeGrant asks the revoker (jitapi.revoke) to end a grant on the
-// approver's behalf; the revoker authorises and audits.
-func (s *Service) revokeGrant(ctx context.Context, token, grantID, comment string) (broker.ActionResult, error) {
+// revokeGrant asks the revoker (broker.InternalRevoke) to end a grant for
+// approver a, whom this service authenticated; the revoker checks the role
+// and audits.
+func (s *Service) revokeGrant(ctx context.Context, a *config.Approver, grantID, comment string) (broker.ActionResult, error) {
 	var res broker.ActionResult
-	err := broker.Call(ctx, s.d.NC, broker.APIRevoke, token, broker.RevokeInput{GrantID: grantID, Comment: comment}, &res)
+	err := broker.Call(ctx, s.d.NC, broker.InternalRevoke, "", broker.Authorized[broker.RevokeInput]{
+		Input: broker.RevokeInput{GrantID: grantID, Comment: comment}, By: approverActor(a)}, &res)
 	return res, callErr(err)
 }
 
-// reinstateAgent asks the revoker (jitapi.reinstate) to lift a suspension.
-func (s *Service) reinstateAgent(ctx context.Context, token, agent, comment string) (broker.ActionResult, error) {
+// reinstateAgent asks the revoker (broker.InternalReinstate) to lift a
+// suspension for approver a.
+func (s *Service) reinstateAgent(ctx context.Context, a *config.Approver, agent, comment string) (broker.ActionResult, error) {
 	var res broker.ActionResult
-	err := broker.Call(ctx, s.d.NC, broker.APIReinstate, token, broker.ReinstateInput{Agent: agent, Comment: comment}, &res)
+	err := broker.Call(ctx, s.d.NC, broker.InternalReinstate, "", broker.Authorized[broker.ReinstateInput]{
+		Input: broker.ReinstateInput{Agent: agent, Comment: comment}, By: approverActor(a)}, &res)
 	return res, callErr(err)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,40 +16,65 @@ import (
 )
 
 // The approver console: server-rendered pages (html/template), one static
-// script for countdowns and live refresh, plain HTML forms for every action
-// (each carrying the session's CSRF token and answered with a redirect).
+// script, and plain HTML forms for every action, each carrying the
+// session's CSRF token. Without the script a form is answered with a
+// redirect and a message on the next page; the script posts the same form
+// with fetch (Accept: application/json) and shows the answer in place, so
+// that acting on one request never drops what is typed elsewhere.
 
 // pageData is what the console's templates render.
 type pageData struct {
 	Approver    *config.Approver
 	Admin       bool
 	CSRF        string
-	Flash       string
-	Error       string
+	Flash       *flash
 	Now         time.Time
 	Only        string // the single request shown (links from notifications)
 	Action      string // approve or deny, from a notification link
-	Next        string
+	Draft       *draft // what the approver had typed, shown again
+	Decided     *DecisionView
+	Gone        string // why the single request is not waiting, if not decided
 	Pending     []PendingView
 	Grants      []GrantView
 	Revocations []RevocationView
 	Suspensions []SuspensionView
+	Decisions   []DecisionView
 	Delivered   int64
 	Failed      int64
 	Dropped     int64
+}
+
+// loginData is what login.html renders.
+type loginData struct {
+	CSRF   string
+	Error  string
+	Kind   string // of Error's message: flashError or, for an ended session, "warn"
+	Next   string
+	Return string // where Next leads, in words
+	Draft  *draft
 }
 
 func (w *web) render(rw http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
 	if err := w.tmpl.ExecuteTemplate(&buf, name, data); err != nil {
 		w.s.log.Error().Err(err).Str("template", name).Msg("render")
-		http.Error(rw, "internal error", http.StatusInternalServerError)
+		rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+		rw.WriteHeader(http.StatusInternalServerError)
+		_, _ = rw.Write([]byte(internalErrorPage))
 		return
 	}
 	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
 	rw.WriteHeader(status)
 	_, _ = buf.WriteTo(rw)
 }
+
+// internalErrorPage is the page when a template itself fails: still the
+// console's style, without anything that could fail again.
+const internalErrorPage = `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
+	`<meta name="viewport" content="width=device-width, initial-scale=1"><title>Error · JIT approver console</title>` +
+	`<link rel="stylesheet" href="/console/static/console.css"></head><body class="login"><main>` +
+	`<h1>JIT approver console</h1><p class="flash error" role="alert">Something went wrong on the server; nothing was changed. ` +
+	`<a href="/console/">Back to the console</a></p></main></body></html>`
 
 // safeNext keeps a post-login redirect inside the console.
 func safeNext(next string) string {
@@ -63,33 +89,63 @@ func (w *web) loginPage(rw http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
-	w.renderLogin(rw, r, http.StatusOK, "")
+	w.renderLogin(rw, r, http.StatusOK, r.URL.Query().Get("next"), nil, "")
 }
 
 // renderLogin shows the sign-in form with a fresh login CSRF token, set
-// both in a cookie and in the form (double submit).
-func (w *web) renderLogin(rw http.ResponseWriter, r *http.Request, status int, msg string) {
+// both in a cookie and in the form (double submit), carrying next and a
+// draft through the sign-in.
+func (w *web) renderLogin(rw http.ResponseWriter, r *http.Request, status int, next string, d *draft, msg string) {
 	tok := randomToken()
 	setCookie(rw, loginCookie, tok, "/console/login", 600)
-	w.render(rw, status, "login.html", pageData{CSRF: tok, Error: msg, Next: safeNext(r.URL.Query().Get("next"))})
+	data := loginData{CSRF: tok, Error: msg, Kind: flashError, Next: safeNext(next), Draft: d}
+	if status == http.StatusUnauthorized && d != nil {
+		data.Kind = "warn" // not a mistake of the approver's
+	}
+	if id, ok := strings.CutPrefix(data.Next, "/console/requests/"); ok {
+		id, _, _ = strings.Cut(id, "?")
+		data.Return = "request " + id
+	} else if data.Next != "/console/" {
+		data.Return = data.Next
+	}
+	w.render(rw, status, "login.html", data)
+}
+
+// loginDraft reads the draft a sign-in form carries (see login.html).
+func loginDraft(r *http.Request) *draft {
+	id := r.PostFormValue("draft_request")
+	if !events.ValidID(id) {
+		return nil
+	}
+	d := &draft{RequestID: id, Action: r.PostFormValue("draft_action"),
+		Comment:  truncate(r.PostFormValue("draft_comment"), MaxCommentLength),
+		Duration: truncate(r.PostFormValue("draft_duration"), 32)}
+	if d.Action != "approve" && d.Action != "deny" {
+		return nil
+	}
+	if r.PostFormValue("draft_narrow") == "1" {
+		d.Perms = append([]string{}, r.PostForm["draft_perm"]...)
+	}
+	return d
 }
 
 func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
 	if err := r.ParseForm(); err != nil {
-		http.Error(rw, "bad form", http.StatusBadRequest)
+		w.renderLogin(rw, r, http.StatusBadRequest, "", nil, "The sign-in form could not be read; try again.")
 		return
 	}
+	next, d := r.PostFormValue("next"), loginDraft(r)
 	c, err := r.Cookie(loginCookie)
 	if err != nil || c.Value == "" || !sameOrigin(r) || r.PostFormValue("csrf") != c.Value {
-		w.renderLogin(rw, r, http.StatusForbidden, "The sign-in form expired; try again.")
+		w.renderLogin(rw, r, http.StatusForbidden, next, d, "The sign-in form expired; try again.")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	defer cancel()
 	addr := clientAddr(r)
 	if w.refuseLocked(rw, addr) {
-		w.renderLogin(rw, r, http.StatusTooManyRequests, "Too many failed sign-ins from your address; try again in a minute.")
+		w.renderLogin(rw, r, http.StatusTooManyRequests, next, d, "Too many failed sign-ins from your address; try again in a minute.")
 		return
 	}
 	a, ok := w.s.d.Config.Current().Authenticate(r.PostFormValue("token"))
@@ -97,15 +153,18 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		_ = w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated, "console sign-in with an unknown approver token"),
 			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}})
 		w.authFailed(ctx, addr)
-		w.renderLogin(rw, r, http.StatusUnauthorized, "That token is not recognised.")
+		w.renderLogin(rw, r, http.StatusUnauthorized, next, d, "That token is not recognised.")
 		return
 	}
 	w.auth.succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
+	if d != nil {
+		w.setDraft(sess, d)
+	}
 	setCookie(rw, loginCookie, "", "/console/login", -1)
 	setCookie(rw, sessionCookie, sess.id, "/", int(sessionTTL/time.Second))
 	w.s.log.Info().Str("approver", a.Name).Msg("console sign-in")
-	http.Redirect(rw, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+	http.Redirect(rw, r, safeNext(next), http.StatusSeeOther)
 }
 
 func (w *web) logout(rw http.ResponseWriter, r *http.Request, sess *session, _ *config.Approver) {
@@ -131,154 +190,280 @@ func (w *web) data(ctx context.Context, sess *session, a *config.Approver) (page
 	if d.Suspensions, err = w.s.suspensions(ctx); err != nil {
 		return d, err
 	}
+	w.s.hist.ensure(ctx)
+	d.Decisions = w.s.hist.recent(w.s.now(), recentLimit)
 	return d, nil
 }
 
-func (w *web) show(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver, tmpl string, adjust func(*pageData)) {
+func (w *web) show(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver, tmpl string, adjust func(context.Context, *pageData)) {
 	ctx, done, ok := w.s.enterHTTP(r.Context())
 	if !ok {
-		http.Error(rw, "the approval service is not running", http.StatusServiceUnavailable)
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
+			"The approval service is not running; retry in a moment.")
 		return
 	}
 	defer done()
 	d, err := w.data(ctx, sess, a)
 	if err != nil {
 		w.s.log.Error().Err(err).Msg("console data")
-		http.Error(rw, "could not read the current state; retry", http.StatusServiceUnavailable)
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Could not read the current state",
+			"The console could not read the current state from the broker; retry in a moment.")
 		return
 	}
 	if adjust != nil {
-		adjust(&d)
+		adjust(ctx, &d)
 	}
+	// The script keeps its forms' tokens current from this header.
+	rw.Header().Set("X-CSRF-Token", sess.csrf)
 	w.render(rw, http.StatusOK, tmpl, d)
 }
 
 func (w *web) page(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	w.show(rw, r, sess, a, "page.html", func(d *pageData) { d.Flash = w.takeFlash(sess) })
+	w.show(rw, r, sess, a, "page.html", func(_ context.Context, d *pageData) {
+		d.Flash = w.takeFlash(sess)
+		w.keepDraft(sess, d)
+	})
+}
+
+// keepDraft puts the session's draft on the page if its request is shown.
+func (w *web) keepDraft(sess *session, d *pageData) {
+	w.mu.Lock()
+	dr := sess.draft
+	w.mu.Unlock()
+	switch {
+	case dr == nil:
+	case slices.ContainsFunc(d.Pending, func(p PendingView) bool { return p.RequestID == dr.RequestID }):
+		d.Draft = w.takeDraft(sess, dr.RequestID)
+		if d.Flash == nil {
+			d.Flash = &flash{Kind: flashInfo, Text: "What you had typed is back; nothing was sent yet. Check it and answer again."}
+		}
+	case d.Only == dr.RequestID:
+		// The request was answered or timed out meanwhile: the page says how.
+		w.takeDraft(sess, dr.RequestID)
+	}
 }
 
 // live renders the live part of the page alone; the script swaps it in
 // when the server says something changed.
 func (w *web) live(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	only := r.URL.Query().Get("only")
-	w.show(rw, r, sess, a, "live", func(d *pageData) {
+	only, act := r.URL.Query().Get("only"), r.URL.Query().Get("action")
+	w.show(rw, r, sess, a, "live", func(ctx context.Context, d *pageData) {
 		if only != "" {
-			d.Pending = slices.DeleteFunc(d.Pending, func(p PendingView) bool { return p.RequestID != only })
+			w.single(ctx, d, only)
+			d.Action = actionFor(d, act)
 		}
 	})
+}
+
+// single narrows d to request id: the request if it waits, else how it
+// ended.
+func (w *web) single(ctx context.Context, d *pageData, id string) {
+	d.Only = id
+	d.Pending = slices.DeleteFunc(d.Pending, func(p PendingView) bool { return p.RequestID != id })
+	if len(d.Pending) > 0 {
+		return
+	}
+	if dv, ok := w.s.hist.decision(id); ok {
+		d.Decided = &dv
+		return
+	}
+	if !events.ValidID(id) {
+		d.Gone = "There is no request " + id + "."
+		return
+	}
+	d.Gone = capitalize(w.s.gone(ctx, id).Message) + "."
 }
 
 // requestPage shows one request: where a notification's approve and deny
-// links lead.
+// links lead, and where a sign-in from a request's form returns.
 func (w *web) requestPage(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	id := r.PathValue("id")
-	w.show(rw, r, sess, a, "page.html", func(d *pageData) {
+	w.show(rw, r, sess, a, "page.html", func(ctx context.Context, d *pageData) {
 		d.Flash = w.takeFlash(sess)
-		d.Only = id
-		if act := r.URL.Query().Get("action"); act == "approve" || act == "deny" {
-			d.Action = act
-		}
-		d.Pending = slices.DeleteFunc(d.Pending, func(p PendingView) bool { return p.RequestID != id })
-		if len(d.Pending) == 0 && d.Flash == "" {
-			d.Flash = "Request " + id + " is not waiting for approval any more: it was decided or timed out."
-		}
+		w.single(ctx, d, id)
+		d.Action = actionFor(d, r.URL.Query().Get("action"))
+		w.keepDraft(sess, d)
 	})
 }
 
-// flashOf turns an action's outcome into the flash message shown after
-// the redirect.
-func flashOf(res broker.ActionResult, err error) string {
-	if err != nil {
-		var ae *broker.APIError
-		if errors.As(err, &ae) {
-			return "Refused: " + ae.Message
-		}
-		return "Failed: internal error; retry"
+// actionFor is the action a notification link asks for (approve or
+// deny), if the single request shown waits and the approver may answer it.
+func actionFor(d *pageData, act string) string {
+	if (act == "approve" || act == "deny") && len(d.Pending) == 1 && d.Pending[0].CanAnswer {
+		return act
 	}
-	msg := res.Outcome
-	if res.GrantID != "" {
-		msg += " " + res.GrantID
-	} else if res.RequestID != "" {
-		msg += " " + res.RequestID
-	} else if res.Agent != "" {
-		msg += " " + res.Agent
-	}
-	if res.Message != "" {
-		msg += ": " + res.Message
-	}
-	return msg
+	return ""
 }
 
-func (w *web) formAnswer(outcome string) sessionHandler {
+// actionLink sends a GET of an action's URL (a link copied from a form) to
+// the request's page.
+func (w *web) actionLink(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
+	id, act := r.PathValue("id"), r.PathValue("action")
+	if !events.ValidID(id) || (act != "approve" && act != "deny") {
+		w.notFound(rw, r)
+		return
+	}
+	http.Redirect(rw, r, "/console/requests/"+id+"?action="+act, http.StatusSeeOther)
+}
+
+// notFound is the console's page for a path it does not serve.
+func (w *web) notFound(rw http.ResponseWriter, r *http.Request) {
+	w.errorPage(rw, r, http.StatusNotFound, events.CodeNotFound, "Not found", "The console has no page at "+r.URL.Path+".")
+}
+
+// outcome is an action's answer to the console: a message for the
+// approver, and the status and code of a refusal.
+type outcome struct {
+	status int
+	code   string
+	flash
+}
+
+// refusalOf turns an action's error into what the console shows.
+func refusalOf(err error) outcome {
+	var ae *broker.APIError
+	if errors.As(err, &ae) {
+		return outcome{status: ae.Status, code: ae.Code, flash: flash{Kind: flashError, Text: "Refused: " + capitalize(ae.Message) + "."}}
+	}
+	return outcome{status: http.StatusServiceUnavailable, code: events.CodeUnavailable,
+		flash: flash{Kind: flashError, Text: "Failed: the console could not complete this; nothing was changed. Retry in a moment."}}
+}
+
+// respond answers an action: JSON for the script, else the message on the
+// next page (and, for a refused answer, what was typed) and a redirect.
+func (w *web) respond(rw http.ResponseWriter, r *http.Request, sess *session, o outcome) {
+	if wantsJSON(r) {
+		status := http.StatusOK
+		if o.Kind == flashError {
+			status = o.status
+		}
+		writeJSON(rw, status, map[string]any{"status": status, "code": o.code, "kind": o.Kind, "message": o.Text})
+		return
+	}
+	if o.Kind == flashError {
+		if d := draftOf(r); d != nil {
+			w.setDraft(sess, d)
+		}
+	}
+	w.setFlash(sess, o.flash)
+	back := safeNext(r.PostFormValue("back"))
+	http.Redirect(rw, r, back, http.StatusSeeOther)
+}
+
+// duration writes ms as people do ("10m").
+func duration(ms int64) string { return events.ShortDuration(events.MSDuration(ms)) }
+
+// answerMessage says what an answer did, in the approver's words.
+func answerMessage(kind string, res answered) flash {
+	perms := strings.Join(res.Permissions, ", ")
+	switch {
+	case kind == events.OutcomeDenied:
+		return flash{Kind: flashSuccess, Text: fmt.Sprintf("Denied: %s does not get %s.", res.Agent, perms)}
+	case res.Outcome == events.OutcomePending:
+		more := "1 more approver approves"
+		if n := res.Required - res.Votes; n != 1 {
+			more = fmt.Sprintf("%d more approvers approve", n)
+		}
+		return flash{Kind: flashInfo, Text: fmt.Sprintf("Your approval is recorded (%d of %d): %s gets %s for %s once %s.",
+			res.Votes, res.Required, res.Agent, perms, duration(res.DurationMS), more)}
+	case res.Outcome == events.OutcomeDenied:
+		return flash{Kind: flashInfo, Text: fmt.Sprintf("Denied: the approvers of %s's request approved no permission in common.", res.Agent)}
+	}
+	return flash{Kind: flashSuccess, Text: fmt.Sprintf("Approved: %s gets %s for %s.", res.Agent, perms, duration(res.DurationMS))}
+}
+
+func (w *web) formAnswer(kind string) sessionHandler {
 	return func(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 		ctx, done, ok := w.s.enterHTTP(r.Context())
 		if !ok {
-			http.Error(rw, "the approval service is not running", http.StatusServiceUnavailable)
+			w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
+				"The approval service is not running; nothing was done. Retry in a moment.")
 			return
 		}
 		defer done()
 		in := broker.ApproveInput{RequestID: r.PathValue("id"), Comment: r.PostFormValue("comment")}
-		var err error
-		var res broker.ActionResult
-		if outcome == events.OutcomeApproved {
+		if kind == events.OutcomeApproved {
 			in.Permissions = r.PostForm["perm"]
 			if r.PostFormValue("narrow") == "1" && len(in.Permissions) == 0 {
-				w.setFlash(sess, "Refused: select at least one permission to approve, or deny the request.")
-				http.Redirect(rw, r, "/console/", http.StatusSeeOther)
+				w.respond(rw, r, sess, outcome{status: http.StatusBadRequest, code: events.CodeMalformed, flash: flash{Kind: flashError,
+					Text: "Refused: tick at least one permission to approve, or deny the request."}})
 				return
 			}
-			if d := strings.TrimSpace(r.PostFormValue("duration")); d != r.PostFormValue("requested") {
-				in.Duration = d
-			}
+			// What the form shows is what is approved: the duration is sent
+			// as typed, even when it equals the request's.
+			in.Duration = strings.TrimSpace(r.PostFormValue("duration"))
 		}
-		res, err = w.s.answer(ctx, a, in, outcome)
+		res, err := w.s.answerDetail(ctx, a, in, kind)
 		if err != nil {
 			var ae *broker.APIError
 			if !errors.As(err, &ae) {
 				w.s.log.Error().Err(err).Msg("console answer")
 			}
+			w.respond(rw, r, sess, refusalOf(err))
+			return
 		}
-		w.setFlash(sess, flashOf(res, err))
-		http.Redirect(rw, r, "/console/", http.StatusSeeOther)
+		w.respond(rw, r, sess, outcome{flash: answerMessage(kind, res)})
 	}
 }
 
-func (w *web) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session, _ *config.Approver) {
+func (w *web) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	ctx, done, ok := w.s.enterHTTP(r.Context())
 	if !ok {
-		http.Error(rw, "the approval service is not running", http.StatusServiceUnavailable)
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
+			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()
-	res, err := w.s.revokeGrant(ctx, sess.token, r.PathValue("id"), r.PostFormValue("comment"))
-	w.setFlash(sess, flashOf(res, err))
-	http.Redirect(rw, r, "/console/", http.StatusSeeOther)
+	id := r.PathValue("id")
+	var g *GrantView
+	if grants, err := w.s.activeGrants(ctx); err == nil {
+		if i := slices.IndexFunc(grants, func(v GrantView) bool { return v.GrantID == id }); i >= 0 {
+			g = &grants[i]
+		}
+	}
+	res, err := w.s.revokeGrant(ctx, a, id, r.PostFormValue("comment"))
+	if err != nil {
+		w.respond(rw, r, sess, refusalOf(err))
+		return
+	}
+	msg := "Revoked: " + res.Agent + "'s grant " + id + " has ended."
+	if g != nil {
+		msg = fmt.Sprintf("Revoked: %s no longer has %s.", g.Agent, strings.Join(g.Permissions, ", "))
+	}
+	w.respond(rw, r, sess, outcome{flash: flash{Kind: flashSuccess, Text: msg}})
 }
 
-func (w *web) formReinstate(rw http.ResponseWriter, r *http.Request, sess *session, _ *config.Approver) {
+func (w *web) formReinstate(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	ctx, done, ok := w.s.enterHTTP(r.Context())
 	if !ok {
-		http.Error(rw, "the approval service is not running", http.StatusServiceUnavailable)
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
+			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()
-	res, err := w.s.reinstateAgent(ctx, sess.token, r.PathValue("agent"), r.PostFormValue("comment"))
-	w.setFlash(sess, flashOf(res, err))
-	http.Redirect(rw, r, "/console/", http.StatusSeeOther)
+	agent := r.PathValue("agent")
+	if _, err := w.s.reinstateAgent(ctx, a, agent, r.PostFormValue("comment")); err != nil {
+		w.respond(rw, r, sess, refusalOf(err))
+		return
+	}
+	w.respond(rw, r, sess, outcome{flash: flash{Kind: flashSuccess,
+		Text: "Reinstated: " + agent + " is no longer suspended and may ask for access again."}})
 }
 
 // events streams server-sent events: "changed" whenever a pending request,
-// grant, lease or suspension changes, so the page fetches its live part
-// again. Comments keep idle connections open.
+// grant, lease or suspension changes, or a decision is added to the
+// history, so the page fetches its live part again. Comments keep idle
+// connections open.
 func (w *web) events(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
 	fl, ok := rw.(http.Flusher)
 	if !ok {
-		http.Error(rw, "streaming unsupported", http.StatusInternalServerError)
+		w.errorPage(rw, r, http.StatusInternalServerError, "internal", "Live updates unavailable",
+			"This server cannot stream live updates; reload the page to see changes.")
 		return
 	}
 	ch, unsubscribe, ok := w.hub.subscribe()
 	if !ok {
-		http.Error(rw, "the approval service is stopping", http.StatusServiceUnavailable)
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running", "The approval service is stopping.")
 		return
 	}
 	defer unsubscribe()

@@ -112,15 +112,12 @@ func (s *Service) handleDeny(ctx context.Context, c service.Call, in broker.Appr
 	return s.answer(ctx, c.Approver, in, events.OutcomeDenied)
 }
 
-// refuseInput records a body that does not decode.
-func (s *Service) refuseInput(ctx context.Context, err error, actor ...events.Actor) error {
+// refuseInput records a body that does not decode, as a refusal r (who
+// sent it, and the request or grant it was about, as far as known).
+func (s *Service) refuseInput(ctx context.Context, err error, r events.Rejection) error {
 	var ae *broker.APIError
 	if !errors.As(err, &ae) {
 		ae = broker.Errorf(400, events.CodeMalformed, "malformed request body: %v", err)
-	}
-	r := events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}}
-	if len(actor) > 0 {
-		r.Actor = actor[0]
 	}
 	return s.refuse(ctx, ae, r)
 }

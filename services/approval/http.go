@@ -1,7 +1,6 @@
 package approval
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
@@ -13,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,7 +51,31 @@ type session struct {
 	tokenHash string
 	csrf      string
 	expires   time.Time
-	flash     string
+	flash     *flash
+	draft     *draft // what the approver had typed, for the next page
+}
+
+// flash is the message the next page shows once: an action's outcome.
+type flash struct {
+	Kind string // flashSuccess, flashInfo or flashError
+	Text string
+}
+
+// Kinds of flash messages, styled apart.
+const (
+	flashSuccess = "success"
+	flashInfo    = "info"
+	flashError   = "error"
+)
+
+// draft is what an approver had typed into a request's forms, kept across
+// a sign-in or a refused form post so that the page shows it again.
+type draft struct {
+	RequestID string
+	Action    string // approve or deny: the form it was typed into
+	Comment   string
+	Perms     []string // ticked permissions; nil: as rendered (all)
+	Duration  string
 }
 
 // web is the console and the HTTP JSON API.
@@ -67,12 +92,36 @@ type web struct {
 
 func newWeb(s *Service) *web {
 	funcs := template.FuncMap{
-		"join": strings.Join,
+		"join":     strings.Join,
+		"orList":   orList,
+		"dict":     dict,
+		"howText":  howText,
+		"howClass": func(how string) string { return strings.ReplaceAll(how, " ", "-") },
+		"byText":   byText,
+		"roles":    rolesList,
 		"rfc3339": func(t time.Time) string {
 			return t.UTC().Format(time.RFC3339)
 		},
 		"clock": func(t time.Time) string { return t.UTC().Format("15:04:05 UTC") },
-		"dur":   func(ms int64) string { return events.MSDuration(ms).String() },
+		// when is a time of today as a clock, another day with its date.
+		"when": func(t time.Time) string {
+			t, now := t.UTC(), s.now().UTC()
+			if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
+				return t.Format("15:04:05 UTC")
+			}
+			return t.Format("2 Jan 15:04 UTC")
+		},
+		"dur": duration,
+		"ticked": func(d *draft, id, perm string) bool {
+			return d == nil || d.RequestID != id || d.Perms == nil || slices.Contains(d.Perms, perm)
+		},
+		"draftFor": func(d *draft, id, action string) *draft {
+			if d == nil || d.RequestID != id || d.Action != action {
+				return nil
+			}
+			return d
+		},
+		"approveLabel": approveLabel,
 	}
 	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
 	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: newAuthLimiter(s.now)}
@@ -124,7 +173,14 @@ func (s *Service) serveHTTP() error {
 func (w *web) routes() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "static")
-	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /console/static/{file}", func(rw http.ResponseWriter, r *http.Request) {
+		if _, err := fs.Stat(static, r.PathValue("file")); err != nil {
+			w.notFound(rw, r)
+			return
+		}
+		files.ServeHTTP(rw, r)
+	})
 	mux.HandleFunc("GET /{$}", func(rw http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, "/console/", http.StatusSeeOther)
 	})
@@ -139,6 +195,8 @@ func (w *web) routes() http.Handler {
 	mux.HandleFunc("POST /console/requests/{id}/deny", w.withSession(true, w.formAnswer(events.OutcomeDenied)))
 	mux.HandleFunc("POST /console/grants/{id}/revoke", w.withSession(true, w.formRevoke))
 	mux.HandleFunc("POST /console/agents/{agent}/reinstate", w.withSession(true, w.formReinstate))
+	mux.HandleFunc("GET /console/requests/{id}/{action}", w.withSession(false, w.actionLink))
+	mux.HandleFunc("/console/", w.notFound)
 
 	mux.HandleFunc("GET /api/v1/pending", w.withToken(w.apiPending))
 	mux.HandleFunc("GET /api/v1/grants", w.withToken(w.apiGrants))
@@ -187,10 +245,10 @@ func setCookie(rw http.ResponseWriter, name, value, path string, maxAge int) {
 // newSession signs approver in and returns the session.
 func (w *web) newSession(a *config.Approver, token string) *session {
 	sess := &session{id: randomToken(), approver: a.Name, token: token, tokenHash: a.TokenSHA256,
-		csrf: randomToken(), expires: w.s.now().Add(sessionTTL)}
+		csrf: randomToken(), expires: w.s.sessionNow().Add(sessionTTL)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.s.now()
+	now := w.s.sessionNow()
 	for id, old := range w.sessions {
 		if !now.Before(old.expires) {
 			delete(w.sessions, id)
@@ -216,7 +274,7 @@ func (w *web) sessionOf(r *http.Request) (*session, *config.Approver) {
 	}
 	w.mu.Lock()
 	sess := w.sessions[c.Value]
-	if sess != nil && !w.s.now().Before(sess.expires) {
+	if sess != nil && !w.s.sessionNow().Before(sess.expires) {
 		delete(w.sessions, c.Value)
 		sess = nil
 	}
@@ -238,44 +296,63 @@ func (w *web) dropSession(id string) {
 	w.mu.Unlock()
 }
 
-func (w *web) setFlash(sess *session, msg string) {
+func (w *web) setFlash(sess *session, f flash) {
 	w.mu.Lock()
-	sess.flash = msg
+	sess.flash = &f
 	w.mu.Unlock()
 }
 
-func (w *web) takeFlash(sess *session) string {
+func (w *web) takeFlash(sess *session) *flash {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := sess.flash
-	sess.flash = ""
+	sess.flash = nil
 	return f
+}
+
+func (w *web) setDraft(sess *session, d *draft) {
+	w.mu.Lock()
+	sess.draft = d
+	w.mu.Unlock()
+}
+
+// takeDraft returns and forgets the session's draft for request id.
+func (w *web) takeDraft(sess *session, id string) *draft {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := sess.draft
+	if d == nil || d.RequestID != id {
+		return nil
+	}
+	sess.draft = nil
+	return d
 }
 
 type sessionHandler func(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver)
 
 // withSession requires a signed-in approver; for state-changing requests
 // (post) also a same-origin request carrying the session's CSRF token.
+//
+// Without a live session (signed out, expired, or the service restarted) a
+// page is redirected to sign-in and back; a form post gets the sign-in page
+// carrying what was typed (a draft), which the request's page shows again
+// after sign-in; the console's script gets 401 with where to sign in.
+// Refusals are pages in the console's style, or JSON for the script.
 func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 	return func(rw http.ResponseWriter, r *http.Request) {
 		sess, a := w.sessionOf(r)
 		if sess == nil {
-			if post || r.URL.Path == "/console/events" || r.URL.Path == "/console/live" {
-				http.Error(rw, "sign in first", http.StatusUnauthorized)
-				return
-			}
-			next := r.URL.RequestURI()
-			http.Redirect(rw, r, "/console/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			w.signInFirst(rw, r, post)
 			return
 		}
 		if post {
 			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
 			if !sameOrigin(r) {
-				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", approverActor(a))
+				w.refuseHTTP(rw, r, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", about(r, approverActor(a)))
 				return
 			}
 			if err := r.ParseForm(); err != nil {
-				http.Error(rw, "bad form", http.StatusBadRequest)
+				w.errorPage(rw, r, http.StatusBadRequest, events.CodeMalformed, "The form could not be read", "The form sent was not valid or too large.")
 				return
 			}
 			got := r.PostFormValue("csrf")
@@ -283,12 +360,80 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 				got = r.Header.Get("X-CSRF-Token")
 			}
 			if subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) != 1 {
-				w.refuseHTTP(r.Context(), rw, http.StatusForbidden, events.CodeForbidden, "missing or wrong CSRF token: reload the console", approverActor(a))
+				if d := draftOf(r); d != nil {
+					w.setDraft(sess, d) // shown again on the page the error links to
+				}
+				w.refuseHTTP(rw, r, http.StatusForbidden, events.CodeForbidden,
+					"this page was out of date (its security token is from an earlier session): reload the console and try again",
+					about(r, approverActor(a)))
 				return
 			}
 		}
 		h(rw, r, sess, a)
 	}
+}
+
+// signInFirst answers a request that needs a session and has none.
+func (w *web) signInFirst(rw http.ResponseWriter, r *http.Request, post bool) {
+	next := nextFor(r)
+	if !post {
+		next = safeNext(r.URL.RequestURI())
+	}
+	login := "/console/login?next=" + url.QueryEscape(next)
+	switch {
+	case wantsJSON(r) || r.URL.Path == "/console/events":
+		writeJSON(rw, http.StatusUnauthorized, map[string]any{"status": http.StatusUnauthorized, "code": events.CodeUnauthenticated,
+			"message": "Your session has ended (signed out, expired, or the service restarted): sign in again.", "login": login})
+	case post:
+		var d *draft
+		if sameOrigin(r) { // another site must not fill in the approver's forms
+			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
+			if r.ParseForm() == nil {
+				d = draftOf(r)
+			}
+		}
+		w.renderLogin(rw, r, http.StatusUnauthorized, next, d,
+			"Your session has ended, so nothing was done. Sign in again to continue: what you typed is kept.")
+	case r.URL.Path == "/console/live":
+		w.errorPage(rw, r, http.StatusUnauthorized, events.CodeUnauthenticated, "Sign in again", "Your session has ended.")
+	default:
+		http.Redirect(rw, r, login, http.StatusSeeOther)
+	}
+}
+
+// nextFor is where to return after signing in again from a form post: the
+// request's own page for an answer to a request, else the console.
+func nextFor(r *http.Request) string {
+	if strings.HasPrefix(r.Pattern, "POST /console/requests/{id}/") {
+		if id := r.PathValue("id"); events.ValidID(id) {
+			return "/console/requests/" + id
+		}
+	}
+	return "/console/"
+}
+
+// draftOf reads what an answer form carried, to show it again; nil for
+// other forms.
+func draftOf(r *http.Request) *draft {
+	if !strings.HasPrefix(r.Pattern, "POST /console/requests/{id}/") {
+		return nil
+	}
+	id := r.PathValue("id")
+	if !events.ValidID(id) || r.PostForm == nil {
+		return nil
+	}
+	d := &draft{RequestID: id, Action: path.Base(r.URL.Path), Comment: truncate(r.PostFormValue("comment"), MaxCommentLength),
+		Duration: truncate(strings.TrimSpace(r.PostFormValue("duration")), 32)}
+	if d.Action == "approve" && r.PostFormValue("narrow") == "1" {
+		d.Perms = append([]string{}, r.PostForm["perm"]...)
+	}
+	return d
+}
+
+// wantsJSON says whether the caller is the console's script, which asks
+// for JSON answers.
+func wantsJSON(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "application/json")
 }
 
 // sameOrigin refuses a request whose Origin (or, lacking it, Referer) names
@@ -312,7 +457,39 @@ func sameOrigin(r *http.Request) bool {
 	return strings.EqualFold(host, r.Host)
 }
 
-// refuseHTTP answers an HTTP refusal and records it as jit.rejected.
-func (w *web) refuseHTTP(ctx context.Context, rw http.ResponseWriter, status int, code, msg string, actor events.Actor) {
-	writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(status, code, "%s", msg), events.Rejection{Actor: actor}))
+// refuseHTTP answers a refusal of a console request, as a page or JSON for
+// the script, and records it as jit.rejected.
+func (w *web) refuseHTTP(rw http.ResponseWriter, r *http.Request, status int, code, msg string, rej events.Rejection) {
+	_ = w.s.refuse(r.Context(), broker.Errorf(status, code, "%s", msg), rej)
+	w.errorPage(rw, r, status, code, "Refused", capitalize(msg)+".")
+}
+
+// errorPage answers an error of a console request: a page in the console's
+// style, or, for the console's script, JSON ({"status","code","message"}).
+func (w *web) errorPage(rw http.ResponseWriter, r *http.Request, status int, code, title, msg string) {
+	if wantsJSON(r) {
+		writeJSON(rw, status, map[string]any{"status": status, "code": code, "message": msg})
+		return
+	}
+	back := "/console/"
+	if strings.HasPrefix(r.URL.Path, "/console/requests/") {
+		back = nextFor(r)
+	}
+	w.render(rw, status, "error.html", errorData{Status: status, Code: code, Title: title, Message: msg, Back: back})
+}
+
+// errorData is what error.html shows.
+type errorData struct {
+	Status  int
+	Code    string
+	Title   string
+	Message string
+	Back    string
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -225,7 +225,8 @@ func TestConsole(t *testing.T) {
 	d := h.waitDecision(reqID, "human")
 	require.Equal(t, int64(60_000), d.DurationMS, "narrowed in the console")
 	_, body = c.get("/console/")
-	require.Contains(t, body, "approved "+reqID, "the outcome is shown")
+	require.Contains(t, body, `<p class="flash success" id="flash" role="status">Approved: svc-price-optimizer gets integrations:write for 1m.</p>`,
+		"the outcome is shown, as a success")
 
 	resp, _ = c.post("/console/logout", url.Values{"csrf": {csrf}}, srv.URL)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)

@@ -183,7 +183,7 @@ func TestNarrowedApproval(t *testing.T) {
 	d := h.waitDecision(reqID, "human")
 	require.Equal(t, []string{"integrations:read"}, d.Permissions)
 	require.Equal(t, int64(5*60_000), d.DurationMS)
-	require.Equal(t, "approved by alice; permissions narrowed to integrations:read; duration shortened to 5m0s", d.Reason)
+	require.Equal(t, "approved by alice; permissions narrowed to integrations:read; duration shortened to 5m", d.Reason)
 	require.Equal(t, dec.Permissions, d.Request.Permissions, "the request stays as asked")
 	g := h.waitGranted(reqID)
 	require.Equal(t, []string{"integrations:read"}, g.Permissions, "the agent gets exactly what was approved")

@@ -86,15 +86,15 @@ func (s *Service) start() error {
 	return errors.Join(
 		service.Serve(s.api, service.Endpoint[struct{}]{
 			Name: "pending", Subject: broker.APIPending, Stage: events.StageApproval, Kinds: operators,
-			Approver: true, EmptyBody: true, Handle: s.handlePending,
+			Approver: true, EmptyBody: true, Describe: aboutRequest, Handle: s.handlePending,
 		}),
 		service.Serve(s.api, service.Endpoint[broker.ApproveInput]{
 			Name: "approve", Subject: broker.APIApprove, Stage: events.StageApproval, Kinds: operators,
-			Approver: true, Handle: s.handleApprove,
+			Approver: true, Describe: aboutRequest, Handle: s.handleApprove,
 		}),
 		service.Serve(s.api, service.Endpoint[broker.ApproveInput]{
 			Name: "deny", Subject: broker.APIDeny, Stage: events.StageApproval, Kinds: operators,
-			Approver: true, Handle: s.handleDeny,
+			Approver: true, Describe: aboutRequest, Handle: s.handleDeny,
 		}),
 		// The gateway: authenticate here, act where the work belongs.
 		service.Serve(s.api, service.Endpoint[broker.ReinstateInput]{
@@ -103,7 +103,7 @@ func (s *Service) start() error {
 		}),
 		service.Serve(s.api, service.Endpoint[broker.RevokeInput]{
 			Name: "revoke", Subject: broker.APIRevoke, Stage: events.StageRevoke, Kinds: operators,
-			Approver: true, Roles: config.ReinstateRoles, Handle: forward[broker.RevokeInput](s, broker.InternalRevoke),
+			Approver: true, Roles: config.ReinstateRoles, Describe: s.aboutGrant, Handle: forward[broker.RevokeInput](s, broker.InternalRevoke),
 		}),
 		service.Serve(s.api, service.Endpoint[broker.ConfigApplyInput]{
 			Name: "config-apply", Subject: broker.APIConfigApply, Stage: events.StageConfig, Kinds: operators,
@@ -167,7 +167,53 @@ func (s *Service) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 		}
+		s.hist.wait()
 		s.notify.wg.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
+}
+
+// aboutRequest names, for a refusal before the body is decoded, the request
+// the body is about (a lenient read of its request_id).
+func aboutRequest(_ service.Call, body []byte) events.Rejection {
+	var in struct {
+		RequestID string `json:"request_id"`
+	}
+	if len(body) > broker.MaxAPIBody || json.Unmarshal(body, &in) != nil || !events.ValidID(in.RequestID) {
+		return events.Rejection{}
+	}
+	return events.Rejection{RequestID: in.RequestID}
+}
+
+// aboutGrant names, for a refusal of a revoke, the grant and (from its
+// lease) the agent and request it is about.
+func (s *Service) aboutGrant(_ service.Call, body []byte) events.Rejection {
+	var in struct {
+		GrantID string `json:"grant_id"`
+	}
+	if len(body) > broker.MaxAPIBody || json.Unmarshal(body, &in) != nil || !events.ValidID(in.GrantID) {
+		return events.Rejection{}
+	}
+	r := events.Rejection{GrantID: in.GrantID}
+	ctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
+	defer cancel()
+	if l, ok := s.leaseOf(ctx, in.GrantID); ok {
+		r.Agent, r.RequestID = l.Grant.Agent, l.Grant.RequestID
+	}
+	return r
+}
+
+// leaseOf reads the lease of grantID (key <agent>.<grant_id>) by a direct
+// get of its last value.
+func (s *Service) leaseOf(ctx context.Context, grantID string) (broker.Lease, bool) {
+	subj := "$JS.API.DIRECT.GET.KV_" + broker.BucketLeases + ".$KV." + broker.BucketLeases + ".*." + grantID
+	m, err := s.d.NC.RequestWithContext(ctx, subj, nil)
+	if err != nil || m.Header.Get("Status") != "" {
+		return broker.Lease{}, false
+	}
+	var l broker.Lease
+	if json.Unmarshal(m.Data, &l) != nil {
+		return broker.Lease{}, false
+	}
+	return l, true
 }

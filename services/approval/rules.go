@@ -1,7 +1,6 @@
 package approval
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -97,7 +96,7 @@ func narrow(p events.Decision, in broker.ApproveInput) ([]string, int64, *broker
 		}
 		if d < time.Second || d.Milliseconds() > p.DurationMS {
 			return nil, 0, broker.Errorf(400, events.CodeInvalidDuration,
-				"duration %s must be at least 1s and at most the %s requested", d, events.MSDuration(p.DurationMS))
+				"duration %s must be at least 1s and at most the %s requested", events.ShortDuration(d), events.ShortDuration(events.MSDuration(p.DurationMS)))
 		}
 		ms = d.Milliseconds()
 	}
@@ -140,7 +139,7 @@ func narrowedText(p events.Decision, perms []string, ms int64) string {
 		parts = append(parts, "permissions narrowed to "+strings.Join(perms, ", "))
 	}
 	if ms != p.DurationMS {
-		parts = append(parts, fmt.Sprintf("duration shortened to %s", events.MSDuration(ms)))
+		parts = append(parts, "duration shortened to "+events.ShortDuration(events.MSDuration(ms)))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -149,4 +148,39 @@ func narrowedText(p events.Decision, perms []string, ms int64) string {
 // of request.
 func ApprovedEventID(requestID, approver string) string {
 	return requestID + "/approved/" + approver
+}
+
+// orList writes xs as a reader would: "a", "a or b", "a, b or c".
+func orList(xs []string) string {
+	switch len(xs) {
+	case 0:
+		return ""
+	case 1:
+		return xs[0]
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " or " + xs[len(xs)-1]
+}
+
+// rolesNeeded says which roles an approver needs: "the role a", "one of
+// the roles a or b".
+func rolesNeeded(roles []string) string {
+	switch len(roles) {
+	case 0:
+		return "a role no approver holds"
+	case 1:
+		return "the role " + roles[0]
+	}
+	return "one of the roles " + orList(roles)
+}
+
+// rolesList names the roles an approver holds: "operator", "org-admin and
+// operator", "no role".
+func rolesList(roles []string) string {
+	switch len(roles) {
+	case 0:
+		return "no role"
+	case 1:
+		return roles[0]
+	}
+	return strings.Join(roles[:len(roles)-1], ", ") + " and " + roles[len(roles)-1]
 }

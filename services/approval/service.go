@@ -73,6 +73,9 @@ type Service struct {
 	httpSrv    *http.Server
 	httpAddr   atomic.Pointer[string]
 	web        *web
+	hist       *history
+	// sessionNow is the console sessions' clock (WithSessionClock).
+	sessionNow func() time.Time
 }
 
 // Option configures a Service.
@@ -81,6 +84,10 @@ type Option func(*Service)
 // WithHTTP makes Start serve the approver console and the HTTP JSON API
 // (Handler) on addr ("127.0.0.1:8080"; port 0 picks one, see HTTPAddr).
 func WithHTTP(addr string) Option { return func(s *Service) { s.httpListen = addr } }
+
+// WithSessionClock gives the console's sessions their own clock, so that a
+// test can make them expire without moving the service's time.
+func WithSessionClock(now func() time.Time) Option { return func(s *Service) { s.sessionNow = now } }
 
 // New returns the approval service on d. It does nothing until Start.
 func New(d service.Deps, opts ...Option) *Service {
@@ -94,7 +101,12 @@ func New(d service.Deps, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	if s.sessionNow == nil {
+		s.sessionNow = s.now
+	}
 	s.web = newWeb(s)
+	s.hist = newHistory(s)
+	s.hist.notify = s.web.hub.signal
 	return s
 }
 
@@ -344,6 +356,25 @@ func (s *Service) listPending(ctx context.Context) (broker.PendingList, error) {
 // returned *broker.APIError values are also put on the audit stream as
 // jit.rejected.
 func (s *Service) answer(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (broker.ActionResult, error) {
+	a, err := s.answerDetail(ctx, approver, in, outcome)
+	return a.ActionResult, err
+}
+
+// answered is what an answer did: the result the APIs return and, for the
+// console's message, what it approves.
+type answered struct {
+	broker.ActionResult
+	// Permissions and DurationMS are what the request's grant gets (a final
+	// approval), what this approver approved (a vote that waits for more),
+	// or what was denied.
+	Permissions []string
+	DurationMS  int64
+	// Votes and Required count the approvals so far and needed.
+	Votes, Required int
+}
+
+// answerDetail is answer, saying what the answer did.
+func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (answered, error) {
 	actor := approverActor(approver)
 	rej := events.Rejection{Actor: actor}
 	verb := "approve"
@@ -351,38 +382,38 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		verb = "deny"
 	}
 	if !events.ValidID(in.RequestID) {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
 			"request_id %q is not a valid request id (1-64 letters, digits, '-' or '_')", truncate(in.RequestID, 80)), rej)
 	}
 	rej.RequestID = in.RequestID
 	if len(in.Comment) > MaxCommentLength {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
 			"comment is %d bytes; the limit is %d", len(in.Comment), MaxCommentLength), rej)
 	}
 	comment := strings.TrimSpace(in.Comment)
 	if outcome == events.OutcomeDenied && comment == "" {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeEmptyReason,
+		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeEmptyReason,
 			"a denial needs a comment saying why"), rej)
 	}
 
 	if outcome == events.OutcomeDenied && (len(in.Permissions) > 0 || in.Duration != "") {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
 			"permissions and duration narrow an approval; a denial takes neither"), rej)
 	}
 
 	entries, err := s.pendingEntries(ctx, "*."+in.RequestID)
 	if err != nil {
-		return broker.ActionResult{}, err
+		return answered{}, err
 	}
 	if len(entries) == 0 {
 		// Whether a request existed and how it ended is for approvers who
 		// could have answered one: someone holding no role that any rule
 		// asks for learns nothing about it.
 		if !s.mayAnswerAny(approver) {
-			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-				"%s holds %v, and no rule asks an approver with any of these roles", approver.Name, approver.Roles), rej)
+			return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+				"%s holds %s, and no rule asks an approver with any of these roles", approver.Name, rolesList(approver.Roles)), rej)
 		}
-		return broker.ActionResult{}, s.refuse(ctx, s.gone(ctx, in.RequestID), withCode(rej, events.CodeStale))
+		return answered{}, s.refuse(ctx, s.gone(ctx, in.RequestID), withCode(rej, events.CodeStale))
 	}
 	e := entries[0]
 	p := e.rec.Decision
@@ -391,9 +422,9 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	// The role comes first, so that an approver outside the rule's roles
 	// learns nothing of the request's state.
 	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"to %s request %s an approver needs one of the roles %v; %s holds %v",
-			verb, p.RequestID, p.ApproverRoles, approver.Name, approver.Roles), rej)
+		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"to %s request %s an approver needs %s; %s holds %s",
+			verb, p.RequestID, rolesNeeded(p.ApproverRoles), approver.Name, rolesList(approver.Roles)), rej)
 	}
 
 	if a := e.rec.Answer; a != nil {
@@ -401,30 +432,30 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		// publish or a crash). The same approver's retry finishes it.
 		if a.Mode == events.ModeHuman && a.DecidedBy.ID == approver.Name && a.Outcome == outcome {
 			if err := s.finish(ctx, e); err != nil {
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
-			return result, nil
+			return answered{ActionResult: result, Permissions: a.Permissions, DurationMS: a.DurationMS}, nil
 		}
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
+		return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
 			"request %s was already decided (%s by %s); nothing changed", p.RequestID, a.Outcome, a.DecidedBy.ID), rej)
 	}
 	if now := s.now(); !now.Before(e.rec.Deadline) {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
+		return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
 			"approval window closed at %s: the request timed out unanswered", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
 	}
 	cfg := s.d.Config.Current()
 	if approver.Name == p.Agent {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"%s may not answer its own request", approver.Name), rej)
 	}
 	if _, isAgent := cfg.Agent(approver.Name); isAgent {
-		return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"%s is an agent's identity; an agent can never approve", approver.Name), rej)
 	}
 	ar := ruleOf(cfg, p.Rule)
 	if ar.separateOwner {
 		if ag, ok := cfg.Agent(p.Agent); ok && approver.Owns(ag.Owner) {
-			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 				"rule %s separates duties: %s owns agent %s (owner %s) and may not answer its requests; another approver must",
 				p.Rule, approver.Name, p.Agent, ag.Owner), rej)
 		}
@@ -436,35 +467,36 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	if outcome == events.OutcomeApproved {
 		var ae *broker.APIError
 		if perms, ms, ae = narrow(p, in); ae != nil {
-			return broker.ActionResult{}, s.refuse(ctx, ae, rej)
+			return answered{}, s.refuse(ctx, ae, rej)
 		}
 		if v, ok := e.rec.votedBy(approver.Name); ok {
 			// A retry of a recorded vote: publish its event again (same id).
 			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
 			result.Outcome = events.OutcomePending
 			result.Message = fmt.Sprintf("%s already approved; %d of %d approvals, waiting for %d more distinct approvers",
 				approver.Name, len(e.rec.Votes), required, required-len(e.rec.Votes))
-			return result, nil
+			return answered{ActionResult: result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+				Votes: len(e.rec.Votes), Required: required}, nil
 		}
 		susp, err := s.suspension(ctx, p.Agent)
 		if err != nil {
-			return broker.ActionResult{}, err
+			return answered{}, err
 		}
 		if susp != nil {
 			reason := suspendedReason(p.Agent, susp)
 			d := s.denial(p, events.ModeSuspended, reason)
 			if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "suspended")); err != nil {
 				if isConflict(err) {
-					return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+					return answered{}, s.conflict(ctx, p.RequestID, rej)
 				}
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
 			if err := s.finish(ctx, e); err != nil {
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
-			return broker.ActionResult{}, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
+			return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
 				"cannot approve request %s: %s; the request is denied", p.RequestID, reason), rej)
 		}
 	}
@@ -474,18 +506,19 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 		if len(e.rec.Votes)+1 < required {
 			if err := s.recordVote(ctx, &e, v); err != nil {
 				if isConflict(err) {
-					return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+					return answered{}, s.conflict(ctx, p.RequestID, rej)
 				}
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
 			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
-				return broker.ActionResult{}, err
+				return answered{}, err
 			}
 			result.Outcome = events.OutcomePending
 			result.Message = fmt.Sprintf("approval %d of %d recorded; waiting for %d more distinct approvers",
 				len(e.rec.Votes), required, required-len(e.rec.Votes))
 			zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Int("votes", len(e.rec.Votes)).Int("required", required).Msg("approval recorded")
-			return result, nil
+			return answered{ActionResult: result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+				Votes: len(e.rec.Votes), Required: required}, nil
 		}
 		e.rec.Votes = append(e.rec.Votes, v)
 	}
@@ -524,24 +557,25 @@ func (s *Service) answer(ctx context.Context, approver *config.Approver, in brok
 	}
 	if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "human")); err != nil {
 		if isConflict(err) {
-			return broker.ActionResult{}, s.conflict(ctx, p.RequestID, rej)
+			return answered{}, s.conflict(ctx, p.RequestID, rej)
 		}
-		return broker.ActionResult{}, err
+		return answered{}, err
 	}
 	if outcome == events.OutcomeApproved {
 		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), required); err != nil {
-			return broker.ActionResult{}, err
+			return answered{}, err
 		}
 	}
 	if err := s.finish(ctx, e); err != nil {
-		return broker.ActionResult{}, err
+		return answered{}, err
 	}
 	if d.Outcome == events.OutcomeApproved {
 		result.Message = fmt.Sprintf("approved %s for %s; grant %s follows on %s", strings.Join(d.Permissions, ", "),
 			events.MSDuration(d.DurationMS), events.GrantIDFor(p.RequestID), events.Subject(events.TypeGranted, p.Agent))
 	}
 	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", d.Outcome).Msg("answered")
-	return result, nil
+	return answered{ActionResult: result, Permissions: d.Permissions, DurationMS: d.DurationMS,
+		Votes: len(e.rec.Votes), Required: required}, nil
 }
 
 // recordVote adds v to the pending record by compare-and-set on the

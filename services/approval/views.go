@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -118,7 +119,7 @@ func whyNot(cfg *config.Config, a *config.Approver, d events.Decision, ar approv
 	case a == nil:
 		return "not signed in"
 	case len(d.ApproverRoles) == 0 || !a.HasRole(d.ApproverRoles...):
-		return fmt.Sprintf("needs one of the roles %v", d.ApproverRoles)
+		return "it needs " + rolesNeeded(d.ApproverRoles) + "; you hold " + rolesList(a.Roles)
 	case a.Name == d.Agent:
 		return "an agent cannot answer its own request"
 	}
@@ -224,4 +225,71 @@ func (s *Service) suspensions(ctx context.Context) ([]SuspensionView, error) {
 // isAdmin reports whether a may revoke grants and reinstate agents.
 func isAdmin(a *config.Approver) bool {
 	return a != nil && slices.ContainsFunc(config.ReinstateRoles, func(r string) bool { return a.HasRole(r) })
+}
+
+// approveLabel is the text of a request's approve button: what the grant
+// will be, given what the form holds (the console's script updates it as
+// the approver edits).
+func approveLabel(p PendingView, d *draft) string {
+	perms, dur := p.Permissions, duration(p.DurationMS)
+	if d != nil && d.RequestID == p.RequestID && d.Action == "approve" {
+		if d.Perms != nil {
+			perms = slices.DeleteFunc(slices.Clone(p.Permissions), func(x string) bool { return !slices.Contains(d.Perms, x) })
+		}
+		if d.Duration != "" {
+			dur = d.Duration
+		}
+	}
+	if len(perms) == 0 {
+		return "Approve: tick a permission first"
+	}
+	return "Approve " + strings.Join(perms, ", ") + " for " + dur
+}
+
+// dict builds a map for a template call: dict "K1" v1 "K2" v2.
+func dict(kv ...any) (map[string]any, error) {
+	if len(kv)%2 != 0 {
+		return nil, fmt.Errorf("dict: odd number of arguments")
+	}
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		k, ok := kv[i].(string)
+		if !ok {
+			return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
+		}
+		m[k] = kv[i+1]
+	}
+	return m, nil
+}
+
+// howText names how a request ended, for people.
+func howText(how string) string {
+	switch how {
+	case howApproved:
+		return "Approved"
+	case howNarrowed:
+		return "Approved, narrowed"
+	case howDenied:
+		return "Denied"
+	case howTimedOut:
+		return "Timed out"
+	case howWithdrawn:
+		return "Withdrawn"
+	case howSuspended:
+		return "Denied, agent suspended"
+	}
+	return capitalize(how)
+}
+
+// byText says who ended a request.
+func byText(d DecisionView) string {
+	switch d.How {
+	case howTimedOut:
+		return "nobody answered before the deadline"
+	case howWithdrawn:
+		return "withdrawn by the agent " + d.Agent
+	case howSuspended:
+		return "the agent was suspended by " + d.DecidedBy
+	}
+	return "by " + d.DecidedBy
 }

@@ -157,7 +157,7 @@ func TestRefusals(t *testing.T) {
 		{
 			name:   "reason too long",
 			body:   with(func(in *broker.RequestInput) { in.Reason = strings.Repeat("é", 1025) }),
-			status: 400, code: events.CodeEmptyReason, message: "reason is 1025 characters; the limit is 1024", agent: "svc-price-optimizer",
+			status: 400, code: events.CodeReasonTooLong, message: "reason is 1025 characters; the limit is 1024", agent: "svc-price-optimizer",
 		},
 		{
 			name:   "no permissions",

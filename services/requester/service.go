@@ -201,7 +201,7 @@ func checkRequest(agent *config.Agent, in broker.RequestInput) (time.Duration, e
 		return 0, broker.Errorf(400, events.CodeEmptyReason, "reason is empty: say why %s needs the permissions", agent.ID)
 	}
 	if n := utf8.RuneCountInString(in.Reason); n > MaxReasonLen {
-		return 0, broker.Errorf(400, events.CodeEmptyReason, "reason is %d characters; the limit is %d", n, MaxReasonLen)
+		return 0, broker.Errorf(400, events.CodeReasonTooLong, "reason is %d characters; the limit is %d", n, MaxReasonLen)
 	}
 	if len(in.Permissions) == 0 {
 		return 0, broker.Errorf(400, events.CodeMalformed, "permissions is empty: name at least one of %s", eligibleList(agent))

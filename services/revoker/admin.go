@@ -28,6 +28,7 @@ func (s *Service) adminRevoke(ctx context.Context, by events.Actor, in broker.Re
 			"grant_id %q is not a valid id (1-64 letters, digits, '-' or '_')", in.GrantID), rej)
 	}
 	if len(in.Comment) > maxComment {
+		s.aboutGrant(ctx, &rej)
 		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(400, events.CodeMalformed,
 			"comment is %d bytes; the limit is %d", len(in.Comment), maxComment), rej)
 	}
@@ -63,4 +64,23 @@ func (s *Service) adminRevoke(ctx context.Context, by events.Actor, in broker.Re
 	}
 	return broker.ActionResult{GrantID: in.GrantID, RequestID: lease.Grant.RequestID, Agent: agent, Outcome: "revoked",
 		Message: "revoked by " + by.ID}, nil
+}
+
+// aboutGrant fills in the agent and request of the grant r names, from its
+// lease, for the audit event of a refusal that comes before the lease is
+// read: the event belongs to that request. It leaves r as is when the grant
+// id is not valid or no lease is found.
+func (s *Service) aboutGrant(ctx context.Context, r *events.Rejection) {
+	if !events.ValidID(r.GrantID) {
+		return
+	}
+	keys, err := s.leaseKeys(ctx, "*."+r.GrantID)
+	if err != nil || len(keys) == 0 {
+		return
+	}
+	var lease broker.Lease
+	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, keys[0], &lease); err != nil {
+		return
+	}
+	r.Agent, r.RequestID = lease.Grant.Agent, lease.Grant.RequestID
 }

@@ -1,6 +1,7 @@
 package revoker_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,38 @@ func TestAdminRevoke(t *testing.T) {
 			assert.Equal(t, c.status, ae.Status, ae.Message)
 			assert.Equal(t, c.code, ae.Code)
 			require.True(t, hasRejection(t, f, events.StageRevoke, c.code, ""))
+		})
+	}
+	require.Empty(t, revocationsOf(t, f, g.GrantID), "refusals revoke nothing")
+}
+
+// TestAdminRevokeRefusalsNameTheRequest: a refused revocation of an
+// existing grant is audited with the grant's request (requestid extension,
+// request_id) and agent, even when refused before the grant is looked at.
+func TestAdminRevokeRefusalsNameTheRequest(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.start(t)
+	_, g := f.grant(t, agentA, time.Minute)
+	for _, c := range []struct {
+		name, approver, comment string
+		code                    string
+	}{
+		{"no approver", "", "", events.CodeForbidden},
+		{"operator", "carol", "", events.CodeForbidden},
+		{"comment too long", "alice", strings.Repeat("c", 5000), events.CodeMalformed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(rejections(t, f))
+			_, err := adminRevoke(t, f, c.approver, broker.RevokeInput{GrantID: g.GrantID, Comment: c.comment})
+			require.Equal(t, c.code, apiErr(t, err).Code)
+			evs, rs := stored[events.Rejection](t, f, "jit.rejected.>")
+			require.Len(t, rs, before+1)
+			e, r := evs[before], rs[before]
+			assert.Equal(t, g.RequestID, r.RequestID)
+			assert.Equal(t, g.RequestID, events.RequestID(e), "requestid extension")
+			assert.Equal(t, g.GrantID, r.GrantID)
+			assert.Equal(t, agentA, r.Agent)
 		})
 	}
 	require.Empty(t, revocationsOf(t, f, g.GrantID), "refusals revoke nothing")

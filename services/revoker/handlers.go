@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/agentjit/jit/pkg/config"
-	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -30,7 +31,7 @@ func (s *Service) handleDone(ctx context.Context, c service.Call, in broker.Done
 // authenticated an approver holding one of config.ReinstateRoles, who lifts
 // a suspension.
 func (s *Service) handleReinstate(ctx context.Context, c service.Call, in broker.Authorized[broker.ReinstateInput]) (any, error) {
-	by, err := s.authorized(ctx, events.StageReinstate, in.By, config.ReinstateRoles)
+	by, err := s.authorized(ctx, events.StageReinstate, in.By, config.ReinstateRoles, events.Rejection{Agent: in.Input.Agent})
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +41,9 @@ func (s *Service) handleReinstate(ctx context.Context, c service.Call, in broker
 // handleRevoke serves broker.InternalRevoke: an admin that the approval
 // service authenticated ends a grant now.
 func (s *Service) handleRevoke(ctx context.Context, c service.Call, in broker.Authorized[broker.RevokeInput]) (any, error) {
-	by, err := s.authorized(ctx, events.StageRevoke, in.By, RevokeRoles)
+	rej := events.Rejection{GrantID: in.Input.GrantID}
+	s.aboutGrant(ctx, &rej)
+	by, err := s.authorized(ctx, events.StageRevoke, in.By, RevokeRoles, rej)
 	if err != nil {
 		return nil, err
 	}
@@ -50,10 +53,21 @@ func (s *Service) handleRevoke(ctx context.Context, c service.Call, in broker.Au
 // authorized checks the approver an internal call names: an approver with
 // one of roles. Only the approval service may publish internal calls (the
 // broker's permissions); this is the second lock of the same door.
-func (s *Service) authorized(ctx context.Context, stage string, by events.Actor, roles []string) (events.Actor, error) {
+func (s *Service) authorized(ctx context.Context, stage string, by events.Actor, roles []string, rej events.Rejection) (events.Actor, error) {
 	if by.Kind != events.ActorApprover || !events.ValidID(by.ID) || !slices.ContainsFunc(by.Roles, func(r string) bool { return slices.Contains(roles, r) }) {
-		return events.Actor{}, s.refuse(ctx, stage, broker.Errorf(403, events.CodeForbidden,
-			"an internal call must name an approver holding one of the roles %s", strings.Join(roles, ", ")), events.Rejection{Actor: by})
+		if !events.ValidID(rej.Agent) {
+			rej.Agent = ""
+		}
+		if !events.ValidID(rej.GrantID) {
+			rej.GrantID = ""
+		}
+		rej.Actor = by
+		msg := fmt.Sprintf("an internal call must name an approver holding one of the roles %s", strings.Join(roles, ", "))
+		if by.Kind == events.ActorApprover && events.ValidID(by.ID) {
+			msg = fmt.Sprintf("approver %s (roles: %s) may not do this: it needs one of the roles %s",
+				by.ID, strings.Join(by.Roles, ", "), strings.Join(roles, ", "))
+		}
+		return events.Actor{}, s.refuse(ctx, stage, broker.Errorf(403, events.CodeForbidden, "%s", msg), rej)
 	}
 	return by, nil
 }

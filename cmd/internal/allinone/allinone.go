@@ -61,12 +61,16 @@ type Options struct {
 	// everything and every caller is trusted to say who it is. Only for
 	// measuring what isolation costs (BENCH.md) and for development.
 	NoAuth bool
+	// ApprovalOptions are passed to the approval service (tests: e.g.
+	// approval.WithSessionClock to end console sessions).
+	ApprovalOptions []approval.Option
 }
 
 // App is a running jitd.
 type App struct {
 	opts     Options
-	log      zerolog.Logger
+	base     zerolog.Logger // without a service key
+	log      zerolog.Logger // base naming jitd
 	server   *server.Server
 	nc       *nats.Conn
 	sys      *nats.Conn
@@ -78,8 +82,12 @@ type App struct {
 	cancel   context.CancelFunc
 }
 
-// New returns an App that Run starts.
-func New(o Options, log zerolog.Logger) *App { return &App{opts: o, log: log} }
+// New returns an App that Run starts. log is the process's logger without a
+// "service" key (service.BaseLogger): the App's own lines carry
+// "service":"jitd" and each service's lines its own name, once per line.
+func New(o Options, log zerolog.Logger) *App {
+	return &App{opts: o, base: log, log: log.With().Str("service", "jitd").Logger()}
+}
 
 // Run starts the broker, the services and HTTP, and returns once all run.
 // Close stops them.
@@ -143,7 +151,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return service.Deps{}, err
 		}
-		d.Log = a.log.With().Str("service", name).Logger()
+		d.Log = a.base.With().Str("service", name).Logger()
 		if name != auth.ServiceApproval {
 			d.Config = public
 		}
@@ -162,7 +170,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		case auth.ServiceRevoker:
 			svc = revoker.New(d)
 		case auth.ServiceApproval:
-			appr = approval.New(d)
+			appr = approval.New(d, a.opts.ApprovalOptions...)
 			svc = appr
 		case auth.ServicePolicy:
 			svc = policy.New(d)
@@ -185,10 +193,12 @@ func (a *App) Run(ctx context.Context) (err error) {
 		appr.SetPublicAddr(a.httpAddr)
 		hd := deps
 		hd.Config = public
-		a.http = &http.Server{Handler: a.routes(hd, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
-		a.http.RegisterOnShutdown(appr.CloseStreams)
+		srv := &http.Server{Handler: a.routes(hd, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		srv.RegisterOnShutdown(appr.CloseStreams)
+		a.http = srv
 		go func() {
-			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			// srv, not a.http: Close clears a.http, maybe before Serve runs.
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error().Err(err).Msg("http")
 			}
 		}()
