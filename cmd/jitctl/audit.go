@@ -8,14 +8,12 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
-// auditNextWait bounds the wait for a message the stream said is pending.
-const auditNextWait = 30 * time.Second
-
 // audit prints the audit trail, oldest first, up to the last event stored
-// when it started, then exits 0.
+// when it started, then exits 0. It reads with JetStream direct get and
+// creates no consumer, so a principal that may only read the stream can run
+// it.
 func (a *app) audit(ctx context.Context, args []string) error {
 	fs := a.flags()
 	since := fs.String("since", "", "only events of the last DURATION (e.g. 1h) or since TIME (RFC 3339)")
@@ -27,56 +25,32 @@ func (a *app) audit(ctx context.Context, args []string) error {
 	if err := positionals(pos); err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	var r broker.DirectRead
 	if *since != "" {
-		start, err := parseSince(*since, time.Now())
-		if err != nil {
+		if r.Since, err = parseSince(*since, time.Now()); err != nil {
 			return err
 		}
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
 	if *agent != "" {
 		if !events.ValidID(*agent) {
 			return usagef("--agent %q is not a valid agent id", *agent)
 		}
-		cfg.FilterSubjects = []string{"jit.*." + *agent, "guardrail.*." + *agent}
+		// Every event subject is <type (two tokens)>.<agent>.
+		r.Filter = "*.*." + *agent
 	}
-
-	nc, js, err := a.connect()
+	nc, _, err := a.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	// A one-off reader: let the server drop its consumer soon after we exit.
-	cfg.InactiveThreshold = 10 * time.Second
-	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, cfg)
+	err = broker.ReadDirect(ctx, nc, broker.AuditStream, r, func(m broker.StoredMsg) error {
+		a.showEvent(m)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", broker.AuditStream, err)
 	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil // nothing to show
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("read %s: %w", broker.AuditStream, err)
-	}
-	defer it.Stop()
-	for {
-		nctx, cancel := context.WithTimeout(ctx, auditNextWait)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", broker.AuditStream, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", broker.AuditStream, err)
-		}
-		a.showEvent(m, md)
-		if md.NumPending == 0 {
-			return nil
-		}
-	}
+	return nil
 }
 
 // parseSince reads a duration back from now, or an RFC 3339 time.
@@ -93,16 +67,16 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, usagef("--since %q is neither a duration (1h) nor an RFC 3339 time", s)
 }
 
-func (a *app) showEvent(m jetstream.Msg, md *jetstream.MsgMetadata) {
-	e, err := broker.FromMsg(m.Headers(), m.Data())
+func (a *app) showEvent(m broker.StoredMsg) {
+	e, err := broker.FromMsg(m.Header, m.Data)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "jitctl audit: seq %d on %s is not a valid event: %v\n", md.Sequence.Stream, m.Subject(), err)
+		fmt.Fprintf(a.stderr, "jitctl audit: seq %d on %s is not a valid event: %v\n", m.Seq, m.Subject, err)
 		return
 	}
 	if a.json {
 		b, err := events.Encode(e)
 		if err != nil {
-			fmt.Fprintf(a.stderr, "jitctl audit: seq %d: %v\n", md.Sequence.Stream, err)
+			fmt.Fprintf(a.stderr, "jitctl audit: seq %d: %v\n", m.Seq, err)
 			return
 		}
 		a.printf("%s\n", b)
@@ -110,7 +84,7 @@ func (a *app) showEvent(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	t := e.Time()
 	if t.IsZero() {
-		t = md.Timestamp
+		t = m.Time
 	}
 	who := e.Subject()
 	if who == "" {
