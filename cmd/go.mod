@@ -6,6 +6,7 @@ require (
 	github.com/agentjit/jit/pkg v0.0.0
 	github.com/agentjit/jit/pkg/events v0.0.0
 	github.com/agentjit/jit/services/approval v0.0.0
+	github.com/agentjit/jit/services/auditor v0.0.0
 	github.com/agentjit/jit/services/policy v0.0.0
 	github.com/agentjit/jit/services/requester v0.0.0
 	github.com/agentjit/jit/services/revoker v0.0.0
@@ -60,6 +61,7 @@ replace (
 	github.com/agentjit/jit/pkg => ../pkg
 	github.com/agentjit/jit/pkg/events => ../pkg/events
 	github.com/agentjit/jit/services/approval => ../services/approval
+	github.com/agentjit/jit/services/auditor => ../services/auditor
 	github.com/agentjit/jit/services/policy => ../services/policy
 	github.com/agentjit/jit/services/requester => ../services/requester
 	github.com/agentjit/jit/services/revoker => ../services/revoker

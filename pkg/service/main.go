@@ -14,12 +14,32 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 )
 
+// MainOption adds to what Main does.
+type MainOption func(*mainOptions)
+
+type mainOptions struct {
+	flags []func(*flag.FlagSet)
+}
+
+// WithFlags lets a service register flags of its own next to the common
+// ones; they are parsed before build is called.
+func WithFlags(register func(fs *flag.FlagSet)) MainOption {
+	return func(o *mainOptions) { o.flags = append(o.flags, register) }
+}
+
 // Main is the whole main function of a service binary: it reads flags and
 // environment (NATS_URL, JIT_CONFIG, JIT_AUDIT_MAX_AGE, LOG_LEVEL), connects, prepares, builds
 // the service with build, runs it until SIGINT or SIGTERM, and exits 0, or 2
 // on a start-up error.
-func Main(name string, build func(Deps) Service) {
+func Main(name string, build func(Deps) Service, opts ...MainOption) {
+	var mo mainOptions
+	for _, o := range opts {
+		o(&mo)
+	}
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	for _, register := range mo.flags {
+		register(fs)
+	}
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
@@ -87,6 +107,9 @@ func ParseAge(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// EnvOr returns the environment variable k, or def when it is empty.
+func EnvOr(k, def string) string { return envOr(k, def) }
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

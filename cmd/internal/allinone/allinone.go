@@ -1,11 +1,12 @@
 // Package allinone is jitd: an embedded nats-server with JetStream and the
-// four JIT services in one process, plus a small HTTP endpoint for health.
+// five JIT services (requester, policy, approval, revoker, auditor) in one process, plus a small HTTP endpoint for health.
 // It is a package (not only a main) so that end-to-end tests run the same
 // App on free ports.
 package allinone
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/auditor"
 	"github.com/agentjit/jit/services/policy"
 	"github.com/agentjit/jit/services/requester"
 	"github.com/agentjit/jit/services/revoker"
@@ -49,6 +51,17 @@ type Options struct {
 	// PProf serves Go's profiler under /debug/pprof/ on HTTPListen. Off by
 	// default: profiles reveal internals and cost CPU while taken.
 	PProf bool
+	// AuditKeyFile is the auditor's Ed25519 signing key; empty means
+	// <DataDir>/keys/audit-ed25519.key (made on first start and kept).
+	AuditKeyFile string
+	// CheckpointInterval is the time between the auditor's checkpoints
+	// (zero: auditor.DefaultInterval).
+	CheckpointInterval time.Duration
+}
+
+// DefaultAuditKeyFile is where jitd keeps the audit signing key in dataDir.
+func DefaultAuditKeyFile(dataDir string) string {
+	return filepath.Join(dataDir, "keys", "audit-ed25519.key")
 }
 
 // App is a running jitd.
@@ -61,7 +74,12 @@ type App struct {
 	http     *http.Server
 	httpAddr string
 	cancel   context.CancelFunc
+	auditor  *auditor.Auditor
 }
+
+// AuditPublicKey is the public key of the auditor's signing key, once
+// running.
+func (a *App) AuditPublicKey() ed25519.PublicKey { return a.auditor.PublicKey() }
 
 // New returns an App that Run starts.
 func New(o Options, log zerolog.Logger) *App { return &App{opts: o, log: log} }
@@ -96,10 +114,18 @@ func (a *App) Run(ctx context.Context) (err error) {
 		d.Log = a.log.With().Str("service", name).Logger()
 		return d
 	}
-	// The revoker starts first so that it restores pending expirations
-	// before anything new is granted; the edge opens last.
+	// The auditor starts first and so stops last: its shutdown checkpoint
+	// covers what the others published while stopping. The revoker starts
+	// next so that it restores pending expirations before anything new is
+	// granted; the edge opens last.
+	keyFile := a.opts.AuditKeyFile
+	if keyFile == "" {
+		keyFile = DefaultAuditKeyFile(a.opts.DataDir)
+	}
+	a.auditor = auditor.New(with("auditor"), auditor.Options{KeyFile: keyFile, Interval: a.opts.CheckpointInterval})
 	appr := approval.New(with("approval"))
 	for _, svc := range []service.Service{
+		a.auditor,
 		revoker.New(with("revoker")),
 		appr,
 		policy.New(with("policy")),
