@@ -15,6 +15,14 @@ import (
 // creates no consumer, so a principal that may only read the stream can run
 // it.
 func (a *app) audit(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify":
+			return a.auditVerify(ctx, args[1:])
+		case "export":
+			return a.auditExport(ctx, args[1:])
+		}
+	}
 	fs := a.flags()
 	since := fs.String("since", "", "only events of the last DURATION (e.g. 1h) or since TIME (RFC 3339)")
 	agent := fs.String("agent", "", "only events about this agent")
@@ -158,6 +166,9 @@ func summarize(e events.Event) (string, error) {
 			s += ": " + r.Comment
 		}
 		return s, err
+	case events.TypeCheckpoint:
+		c, err := lenient[events.Checkpoint](e)
+		return fmt.Sprintf("seq %d-%d (%d messages) chain %.12s… signed by %s", c.FirstSeq, c.LastSeq, c.Count, c.Chain, c.KeyID), err
 	case events.TypeConfigApplied:
 		c, err := lenient[events.ConfigApplied](e)
 		s := fmt.Sprintf("%s %s from %s", c.Outcome, c.Digest, c.Source)
