@@ -328,4 +328,3 @@ func TestRepublishedCheckpointIsStoredOnce(t *testing.T) {
 	require.Equal(t, uint64(3), cps[1].FirstSeq)
 	require.True(t, e.verify(pub(key)).OK())
 }
-
