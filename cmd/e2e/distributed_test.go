@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	jitaudit "github.com/agentjit/jit/pkg/audit"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/stretchr/testify/require"
 )
 
-// TestDistributed runs the four service binaries as separate processes
+// TestDistributed runs the five service binaries as separate processes
 // against a standalone nats-server process (built from the Go module), as
 // deploy/docker-compose.yml does, and kills each service with SIGKILL at an
 // awkward moment to show that it resumes from its durable consumer and
@@ -23,9 +24,10 @@ func TestDistributed(t *testing.T) {
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
 		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
-	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t), "LOG_LEVEL=debug"}
+	keyFile := filepath.Join(t.TempDir(), "keys", "audit-ed25519.key")
+	env := []string{"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t), "LOG_LEVEL=debug", "JIT_AUDIT_KEY=" + keyFile}
 	svc := map[string]*proc{}
-	for _, name := range []string{"revoker", "approval", "policy", "requester"} {
+	for _, name := range []string{"auditor", "revoker", "approval", "policy", "requester"} {
 		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
 	}
 	c := cli{t: t, bin: bin, url: url}
@@ -115,6 +117,12 @@ func TestDistributed(t *testing.T) {
 	for g, n := range counts {
 		require.Equal(t, 1, n, fmt.Sprintf("grant %s", g))
 	}
+
+	// The auditor stops with a last checkpoint, and the whole trail verifies.
+	require.Equal(t, 0, svc["auditor"].stop())
+	r := c.run("audit", "verify", "--key", jitaudit.PublicKeyPath(keyFile), "--json")
+	require.Equal(t, 0, r.Code, r.Stdout+r.Stderr)
+	require.Equal(t, true, r.JSON(t)["whole"])
 }
 
 func countRequests(t *testing.T, url, reason string) int {

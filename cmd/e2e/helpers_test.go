@@ -31,7 +31,7 @@ var (
 	once     sync.Once
 )
 
-// bins builds jitctl, the four services and nats-server once per test run.
+// bins builds jitctl, the five services and nats-server once per test run.
 func bins(t *testing.T) string {
 	t.Helper()
 	once.Do(func() {
@@ -45,6 +45,7 @@ func bins(t *testing.T) string {
 			"github.com/agentjit/jit/services/policy/cmd/policy",
 			"github.com/agentjit/jit/services/approval/cmd/approval",
 			"github.com/agentjit/jit/services/revoker/cmd/revoker",
+			"github.com/agentjit/jit/services/auditor/cmd/auditor",
 			"github.com/nats-io/nats-server/v2",
 		)
 		out, err := cmd.CombinedOutput()
@@ -242,6 +243,21 @@ func (p *proc) start() {
 	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	require.NoError(p.t, p.cmd.Start())
+}
+
+// stop sends SIGTERM and waits for a clean exit, returning its status.
+func (p *proc) stop() int {
+	p.t.Helper()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return -1
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	err := p.cmd.Wait()
+	p.cmd = nil
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return 0
 }
 
 // kill sends SIGKILL: no clean shutdown, no drain.
