@@ -56,7 +56,7 @@ var commands = []command{
 	{"deny", "REQUEST_ID --comment C", "deny a pending request (JIT_TOKEN)", (*app).deny},
 	{"guardrail", "fire --agent A --rule R [--detail D]", "report a guardrail violation: suspends the agent", (*app).guardrail},
 	{"reinstate", "--agent A [--comment C]", "lift an agent's suspension (JIT_TOKEN)", (*app).reinstate},
-	{"audit", "[--since DURATION|TIME] [--agent A] | export [--since …] | verify --key FILE [--key FILE…] [--since …] [--file EXPORT]",
+	{"audit", "[--since DURATION|TIME] [--agent A] [--format text|json|ocsf] [--follow [--durable NAME]] | export [--since …] | verify --key FILE [--key FILE…] [--since …] [--file EXPORT]",
 		"print the audit trail up to now; export it exactly; verify it against the signed checkpoints (exit 1: tampered)", (*app).audit},
 	{"config", "apply FILE | show", "apply a configuration file (JIT_TOKEN of an org-admin or security-admin), or print the active one", (*app).configCmd},
 	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
