@@ -23,6 +23,7 @@ func startJitd(t *testing.T, dataDir, configFile string) *allinone.App {
 	}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)
+	checkContract(t, app.NATSURL())
 	return app
 }
 

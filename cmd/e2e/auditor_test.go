@@ -49,6 +49,7 @@ func TestAuditorSurvivesSIGKILL(t *testing.T) {
 		_, err := js.Stream(context.Background(), broker.AuditStream)
 		return err == nil
 	})
+	checkContract(t, url)
 
 	// Events keep arriving until the end.
 	pub := broker.NewPublisher(js, "e2e")

@@ -34,6 +34,7 @@ func TestDistributed(t *testing.T) {
 	waitFor(t, "services answer", 30*time.Second, func() bool {
 		return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "warm up").Code == 0
 	})
+	checkContract(t, url)
 
 	t.Run("policy killed while a request waits", func(t *testing.T) {
 		c := cli{t: t, bin: bin, url: url}

@@ -231,6 +231,7 @@ func TestSDKSurvivesRestart(t *testing.T) {
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(func() { app.Close() })
 	url := app.NATSURL()
+	checkContract(t, url)
 
 	c := sdkClient(t, url, "svc-price-optimizer")
 	type out struct {
@@ -296,6 +297,7 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond, "broker up")
 	t.Cleanup(nc.Close)
+	checkContract(t, url)
 	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(natstest.Logger(t)), sdk.WithCallTimeout(500*time.Millisecond))
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
