@@ -3,9 +3,11 @@ package audit_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
 	"testing"
 
 	"github.com/agentjit/jit/pkg/audit"
+	"github.com/agentjit/jit/pkg/events"
 	"github.com/stretchr/testify/require"
 )
 
@@ -66,5 +68,33 @@ func FuzzVerify(f *testing.F) {
 		for i := 1; i < len(res.Findings); i++ {
 			require.LessOrEqual(t, res.Findings[i-1].Position, res.Findings[i].Position+1, "findings in input order")
 		}
+	})
+}
+
+// FuzzCheck: a checkpoint's data comes from the stream or from a file.
+// Check never panics, never allocates beyond its bounds, and what it
+// accepts folds to its chain.
+func FuzzCheck(f *testing.F) {
+	recs := trail(f, seedKey, 5, 3)
+	for _, r := range recs {
+		if r.Subject == audit.CheckpointSubject {
+			e, err := events.Decode(r.Body)
+			require.NoError(f, err)
+			f.Add([]byte(e.Data()))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c events.Checkpoint
+		if json.Unmarshal(data, &c) != nil {
+			return
+		}
+		ch, err := audit.Check(c)
+		if err != nil {
+			return
+		}
+		require.Len(t, ch.Hashes, c.Count)
+		require.Len(t, ch.Seqs, c.Count)
+		require.Equal(t, ch.Chain, audit.Fold(ch.Prev, ch.Hashes))
+		_ = audit.NewKeys(seedKey.Public().(ed25519.PublicKey)).Verify(c)
 	})
 }
