@@ -8,9 +8,9 @@ NATS_LISTEN ?= 127.0.0.1:4222
 HTTP_LISTEN ?= 127.0.0.1:8080
 # Every module of the workspace (go.work); `./...` does not cross modules.
 PKGS      := ./pkg/... ./pkg/events/... ./services/requester/... ./services/policy/... \
-             ./services/approval/... ./services/revoker/... ./cmd/... ./examples/...
+             ./services/approval/... ./services/revoker/... ./services/auditor/... ./cmd/... ./examples/...
 BINARIES  := ./cmd/jitd ./cmd/jitctl ./services/requester/cmd/requester ./services/policy/cmd/policy \
-             ./services/approval/cmd/approval ./services/revoker/cmd/revoker \
+             ./services/approval/cmd/approval ./services/revoker/cmd/revoker ./services/auditor/cmd/auditor \
              ./cmd/jit-mcp ./examples/agent-price-optimizer ./examples/guardrail-prices ./examples/resource-server
 TEST_TIMEOUT ?= 15m
 # Test artifacts (the console test's screenshots) are kept here.
@@ -20,7 +20,7 @@ TEST_OUTPUT ?= $(CURDIR)/test-output
 
 all: build
 
-## build: jitd, jitctl and the four service binaries into ./bin
+## build: jitd, jitctl and the five service binaries into ./bin
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(BINARIES)

@@ -6,6 +6,7 @@ require (
 	github.com/agentjit/jit/pkg v0.0.0
 	github.com/agentjit/jit/pkg/events v0.0.0
 	github.com/agentjit/jit/services/approval v0.0.0
+	github.com/agentjit/jit/services/auditor v0.0.0
 	github.com/agentjit/jit/services/policy v0.0.0
 	github.com/agentjit/jit/services/requester v0.0.0
 	github.com/agentjit/jit/services/revoker v0.0.0
@@ -14,6 +15,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.3
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	github.com/stretchr/testify v1.12.1
 	go.yaml.in/yaml/v3 v3.0.6
 )
@@ -60,6 +62,7 @@ replace (
 	github.com/agentjit/jit/pkg => ../pkg
 	github.com/agentjit/jit/pkg/events => ../pkg/events
 	github.com/agentjit/jit/services/approval => ../services/approval
+	github.com/agentjit/jit/services/auditor => ../services/auditor
 	github.com/agentjit/jit/services/policy => ../services/policy
 	github.com/agentjit/jit/services/requester => ../services/requester
 	github.com/agentjit/jit/services/revoker => ../services/revoker

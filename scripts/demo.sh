@@ -37,7 +37,7 @@ wait_for() {
 
 step "Starting a fresh jitd (embedded NATS on a free port, data in a temp dir)"
 "$BIN/jitd" --config "$CONFIG" --data-dir "$WORK/data" --nats-listen 127.0.0.1:-1 --http-listen "" \
-  >"$WORK/jitd.log" 2>&1 &
+  --checkpoint-interval 1s >"$WORK/jitd.log" 2>&1 &
 PIDS+=("$!")
 wait_for "$WORK/jitd.log" '"message":"jitd running"'
 NATS_URL="$(grep -o '"nats":"nats://[^"]*"' "$WORK/jitd.log" | head -1 | cut -d'"' -f4)"
@@ -65,6 +65,13 @@ if [ "$code" -ne 1 ]; then echo "demo: expected the suspended agent to be refuse
 echo
 echo "The audit trail (every change of a permission is one CloudEvent):"
 "$BIN/jitctl" audit --since 5m | grep -E 'requested|decided|granted|revoked|guardrail|suspended|withdrawn' || true
+
+step "The trail is signed: the auditor's checkpoints, checked with its public key"
+for _ in $(seq 50); do
+  "$BIN/jitctl" audit --json | grep -q '"type":"jit.checkpoint"' && break
+  sleep 0.1
+done
+"$BIN/jitctl" audit verify --key "$WORK/data/keys/audit-ed25519.pub"
 
 step "Done: the agent was granted, worked, finished, was stopped by a guardrail, and is refused everywhere until an admin reinstates it"
 kill "$WATCHDOG" 2>/dev/null || true

@@ -24,6 +24,7 @@ func startJitd(t *testing.T, dataDir, configFile string) *allinone.App {
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)
 	register(t, app.NATSURL(), filepath.Join(dataDir, "keys"), app.CredsDir())
+	checkContract(t, app.NATSURL())
 	return app
 }
 

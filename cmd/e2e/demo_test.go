@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 		"[agent]     GRANTED", "repriced SKU 1180", "grant ended (completed)",
 		"[guardrail] FIRED price-floor", "grant REVOKED (guardrail)",
 		"[resource]  REFUSED PUT /prices/1182: 403", "refuses even data:read",
-		"new requests are refused", "jit.suspended",
+		"new requests are refused", "jit.suspended", "whole: ",
 	} {
 		require.Contains(t, string(out), want)
 	}

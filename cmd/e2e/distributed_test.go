@@ -2,15 +2,17 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	jitaudit "github.com/agentjit/jit/pkg/audit"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/stretchr/testify/require"
 )
 
-// TestDistributed runs the four service binaries as separate processes
+// TestDistributed runs the five service binaries as separate processes
 // against a standalone nats-server process (built from the Go module), as
 // deploy/docker-compose.yml does, each with its own credential from
 // jitctl creds init, and kills each service with SIGKILL at an awkward
@@ -24,6 +26,7 @@ func TestDistributed(t *testing.T) {
 	waitFor(t, "services answer", 30*time.Second, func() bool {
 		return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "warm up").Code == 0
 	})
+	checkContract(t, url)
 
 	t.Run("policy killed while a request waits", func(t *testing.T) {
 		c := cli{t: t, bin: bin, url: url}
@@ -107,6 +110,12 @@ func TestDistributed(t *testing.T) {
 	for g, n := range counts {
 		require.Equal(t, 1, n, fmt.Sprintf("grant %s", g))
 	}
+
+	// The auditor stops with a last checkpoint, and the whole trail verifies.
+	require.Equal(t, 0, svc["auditor"].stop())
+	r := c.run("audit", "verify", "--key", jitaudit.PublicKeyPath(filepath.Join(dep.dir, "keys", "audit-ed25519.key")), "--json")
+	require.Equal(t, 0, r.Code, r.Stdout+r.Stderr)
+	require.Equal(t, true, r.JSON(t)["whole"])
 }
 
 func countRequests(t *testing.T, url, reason string) int {

@@ -33,7 +33,7 @@ var (
 	once     sync.Once
 )
 
-// bins builds jitctl, the four services and nats-server once per test run.
+// bins builds jitctl, the five services and nats-server once per test run.
 func bins(t *testing.T) string {
 	t.Helper()
 	once.Do(func() {
@@ -47,6 +47,7 @@ func bins(t *testing.T) string {
 			"github.com/agentjit/jit/services/policy/cmd/policy",
 			"github.com/agentjit/jit/services/approval/cmd/approval",
 			"github.com/agentjit/jit/services/revoker/cmd/revoker",
+			"github.com/agentjit/jit/services/auditor/cmd/auditor",
 			"github.com/nats-io/nats-server/v2",
 		)
 		out, err := cmd.CombinedOutput()
@@ -144,13 +145,7 @@ func connectAs(t testing.TB, url string, p auth.Principal, opts ...nats.Option) 
 // the stream and buckets as they are.
 func adminConnect(t testing.TB, url string) *nats.Conn {
 	t.Helper()
-	store, err := auth.OpenStore(deploymentOf(t, url).keys)
-	require.NoError(t, err)
-	is, err := store.Ephemeral(auth.Admin)
-	require.NoError(t, err)
-	opts, err := is.Options()
-	require.NoError(t, err)
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, adminOptions(t, url)...)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	return nc
@@ -300,6 +295,21 @@ func (p *proc) start() {
 	require.NoError(p.t, p.cmd.Start())
 }
 
+// stop sends SIGTERM and waits for a clean exit, returning its status.
+func (p *proc) stop() int {
+	p.t.Helper()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return -1
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	err := p.cmd.Wait()
+	p.cmd = nil
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return 0
+}
+
 // kill sends SIGKILL: no clean shutdown, no drain.
 func (p *proc) kill() {
 	if p.cmd == nil || p.cmd.Process == nil {
@@ -348,10 +358,13 @@ func deployExternal(t *testing.T, bin, cfg string) external {
 	server := startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil, "-c", filepath.Join(dir, "nats-server.conf"))
 	register(t, url, filepath.Join(dir, "keys"), filepath.Join(dir, "creds"))
 	svc := map[string]*proc{}
-	for _, name := range []string{"policy", "revoker", "approval", "requester"} {
+	for _, name := range []string{"policy", "auditor", "revoker", "approval", "requester"} {
 		env := []string{"NATS_URL=" + url, "NATS_CREDS=" + filepath.Join(dir, "creds", "service-"+name+".creds"), "LOG_LEVEL=debug"}
-		if name == "policy" {
+		switch name {
+		case "policy":
 			env = append(env, "JIT_CONFIG="+cfg)
+		case "auditor":
+			env = append(env, "JIT_AUDIT_KEY="+filepath.Join(dir, "keys", "audit-ed25519.key"))
 		}
 		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
 	}
@@ -365,4 +378,37 @@ func deployExternal(t *testing.T, bin, cfg string) external {
 		return err == nil
 	})
 	return external{url: url, dir: dir, server: server, services: svc}
+}
+
+// adminOptions are the connection options of a credential of the
+// administrator of the deployment behind url, made for the test.
+func adminOptions(t testing.TB, url string) []nats.Option {
+	t.Helper()
+	store, err := auth.OpenStore(deploymentOf(t, url).keys)
+	require.NoError(t, err)
+	is, err := store.Ephemeral(auth.Admin)
+	require.NoError(t, err)
+	opts, err := is.Options()
+	require.NoError(t, err)
+	return opts
+}
+
+// issueAgent makes a credential for an agent the configuration may not know
+// (jitctl creds issue, done with the deployment's keys) and returns its id.
+func issueAgent(t testing.TB, url, id string) string {
+	t.Helper()
+	d := deploymentOf(t, url)
+	store, err := auth.OpenStore(d.keys)
+	require.NoError(t, err)
+	p := auth.Principal{Kind: auth.KindAgent, ID: id}
+	is, err := store.Issue(p, auth.Scope{})
+	require.NoError(t, err)
+	require.NoError(t, auth.WriteCreds(filepath.Join(d.creds, p.CredsFile()), is.Creds))
+	sys, err := store.SystemCreds()
+	require.NoError(t, err)
+	nc, err := nats.Connect(url, nats.UserCredentials(sys))
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, auth.PushAccount(t.Context(), nc, is.AccountJWT))
+	return id
 }

@@ -249,6 +249,7 @@ func TestSDKSurvivesRestart(t *testing.T) {
 	t.Cleanup(func() { app.Close() })
 	url := app.NATSURL()
 	register(t, url, filepath.Join(dataDir, "keys"), app.CredsDir())
+	checkContract(t, url)
 
 	c := sdkClient(t, url, "svc-price-optimizer")
 	type out struct {
@@ -300,6 +301,7 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 	dep := deployExternal(t, bin, exampleConfig(t))
 	url, nsrv, svc := dep.url, dep.server, dep.services
 	nc := agentConn(t, url, "market-intel")
+	checkContract(t, url)
 	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(natstest.Logger(t)), sdk.WithCallTimeout(500*time.Millisecond))
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

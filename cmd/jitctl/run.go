@@ -59,7 +59,8 @@ var commands = []command{
 	{"deny", "REQUEST_ID --comment C", "deny a pending request (JIT_TOKEN)", (*app).deny},
 	{"guardrail", "fire --agent A --rule R [--detail D]", "report a guardrail violation: suspends the agent", (*app).guardrail},
 	{"reinstate", "--agent A [--comment C]", "lift an agent's suspension (JIT_TOKEN)", (*app).reinstate},
-	{"audit", "[--since DURATION|TIME] [--agent A]", "print the audit trail up to now", (*app).audit},
+	{"audit", "[--since DURATION|TIME] [--agent A] [--format text|json|ocsf] [--follow [--durable NAME]] | export [--since …] | verify --key FILE [--key FILE…] [--since …] [--file EXPORT]",
+		"print the audit trail up to now; export it exactly; verify it against the signed checkpoints (exit 1: tampered)", (*app).audit},
 	{"config", "apply FILE | show", "apply a configuration file (JIT_TOKEN of an org-admin or security-admin), or print the active one", (*app).configCmd},
 	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
 		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
@@ -229,6 +230,19 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // connectAs), the default operator.
 func (a *app) connect() (*nats.Conn, jetstream.JetStream, error) {
 	return a.connectAs(auth.DefaultOperator)
+}
+
+// principal is who a command acting as want connects as: the --creds
+// file's principal, or want when it picks want's file from --creds-dir; ok
+// is false without a credential.
+func (a *app) principal(want auth.Principal) (auth.Principal, bool, error) {
+	if a.client.Creds != "" {
+		return a.client.Principal()
+	}
+	if a.credsDir != "" {
+		return want, true, nil
+	}
+	return auth.Principal{}, false, nil
 }
 
 // connectAs dials NATS_URL with the credential of principal want: the

@@ -1,6 +1,6 @@
 // Command jitd runs the whole JIT system in one process: an embedded NATS
-// server with JetStream and the requester, policy, approval and revoker
-// services.
+// server with JetStream and the requester, policy, approval, revoker and
+// auditor services.
 package main
 
 import (
@@ -31,6 +31,8 @@ func main() {
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	memLimit := fs.String("memory-limit", os.Getenv("JIT_MEMORY_LIMIT"), "soft memory limit of the Go runtime, e.g. 256MiB or off (env JIT_MEMORY_LIMIT; empty: GOMEMLIMIT or none)")
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), service.AuditMaxAgeUsage)
+	fs.StringVar(&o.AuditKeyFile, "audit-key", os.Getenv("JIT_AUDIT_KEY"), "the auditor's Ed25519 signing key, made if missing (env JIT_AUDIT_KEY; default <data-dir>/keys/audit-ed25519.key)")
+	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", 0, "time between signed audit checkpoints (default 30s)")
 	_ = fs.Parse(os.Args[1:])
 	var err error
 	if o.AuditMaxAge, err = service.ParseAge(*maxAge); err != nil {

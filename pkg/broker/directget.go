@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -22,15 +21,6 @@ type DirectGetRequest struct {
 	MaxBytes   int      `json:"max_bytes,omitempty"`
 	MultiLast  []string `json:"multi_last,omitempty"`
 	UpToSeq    uint64   `json:"up_to_seq,omitempty"`
-}
-
-// StoredMsg is one message of a direct get answer.
-type StoredMsg struct {
-	Subject string
-	Seq     uint64
-	Time    time.Time
-	Header  nats.Header
-	Data    []byte
 }
 
 // DirectPage is one direct get answer: the messages and what the server
@@ -91,13 +81,12 @@ func DirectGet(ctx context.Context, nc *nats.Conn, prefix, stream string, req Di
 				return DirectPage{}, fmt.Errorf("%w %s: %s %s", ErrDirectGet, subject, status, m.Header.Get("Description"))
 			}
 		}
-		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		sm, err := storedMsg(m)
 		if err != nil {
-			return DirectPage{}, fmt.Errorf("%w %s: answer without a sequence", ErrDirectGet, subject)
+			return DirectPage{}, fmt.Errorf("%w %s: %w", ErrDirectGet, subject, err)
 		}
-		ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
-		page.Msgs = append(page.Msgs, StoredMsg{Subject: m.Header.Get("Nats-Subject"), Seq: seq, Time: ts, Header: m.Header, Data: m.Data})
-		page.LastSeq = seq
+		page.Msgs = append(page.Msgs, sm)
+		page.LastSeq = sm.Seq
 		// A single (non-batch) answer has no end-of-batch marker.
 		if req.Batch == 0 && len(req.MultiLast) == 0 {
 			return page, nil

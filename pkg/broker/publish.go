@@ -35,9 +35,6 @@ func (p *Publisher) Emit(ctx context.Context, id, typ, agent string, data any, o
 		return events.Event{}, 0, err
 	}
 	subject := events.Subject(typ, agent)
-	if typ == events.TypeConfigApplied {
-		subject = typ + "." + events.SystemToken
-	}
 	seq, err := p.Publish(ctx, subject, e)
 	return e, seq, err
 }

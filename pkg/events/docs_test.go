@@ -25,7 +25,7 @@ func TestEventsDocumented(t *testing.T) {
 	for _, v := range []any{events.Request{}, events.Decision{}, events.Grant{}, events.Revocation{},
 		events.GuardrailFired{}, events.Suspension{}, events.Reinstatement{}, events.Rejection{},
 		events.ConfigApplied{}, events.Actor{}, events.RiskPart{}, events.Approval{}, events.Notification{},
-		events.Withdrawal{}} {
+		events.Withdrawal{}, events.Checkpoint{}, events.SeqRange{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			tag := strings.Split(rt.Field(i).Tag.Get("json"), ",")[0]

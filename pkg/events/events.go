@@ -25,13 +25,14 @@ const (
 	TypeApproved       = "jit.approved"     // one approver approved a pending request
 	TypeNotification   = "jit.notification" // a notifier delivered a pending request, or gave up
 	TypeWithdrawn      = "jit.withdrawn"    // an agent withdrew its request before or while it was decided
+	TypeCheckpoint     = "jit.checkpoint"   // the auditor signed the audit stream's hash chain up to a sequence
 )
 
 // AllTypes lists every event type, in lifecycle order.
 var AllTypes = []string{
 	TypeRequested, TypeRejected, TypeDecided, TypeGranted, TypeRevoked,
 	TypeGuardrailFired, TypeSuspended, TypeReinstated, TypeConfigApplied,
-	TypeApproved, TypeNotification, TypeWithdrawn,
+	TypeApproved, TypeNotification, TypeWithdrawn, TypeCheckpoint,
 }
 
 // Extension attribute names carried on events (CloudEvents extensions are
@@ -68,10 +69,20 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 // token.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
 
+// SystemTypes are the event types that concern no agent: their subject is
+// "<type>._system".
+var SystemTypes = []string{TypeConfigApplied, TypeCheckpoint}
+
 // Subject returns the subject for an event of type typ about agent. An agent
 // that is not a ValidID is replaced by UnknownAgent so that untrusted input
 // can never inject subject tokens or wildcards.
+// Events of SystemTypes always get the subject "<type>._system".
 func Subject(typ, agent string) string {
+	for _, t := range SystemTypes {
+		if typ == t {
+			return typ + "." + SystemToken
+		}
+	}
 	if !ValidID(agent) {
 		agent = UnknownAgent
 	}

@@ -379,3 +379,45 @@ func (w Withdrawal) Validate() error {
 	}
 	return nil
 }
+
+// MaxCheckpointEvents bounds the stream messages one checkpoint covers, so
+// that its event stays below MaxEventSize (1,024 hashes are 43,692 bytes of
+// base64).
+const MaxCheckpointEvents = 1024
+
+// SeqRange is an inclusive range of stream sequences.
+type SeqRange struct {
+	First uint64 `json:"first"`
+	Last  uint64 `json:"last"`
+}
+
+// Checkpoint is the data of jit.checkpoint: the auditor's signed statement
+// of the audit stream's hash chain over the messages with stream sequences
+// first_seq..last_seq. Hashes lists each message's hash in stream order, so
+// that a verifier can name the first message deleted, altered, inserted or
+// reordered; Chain is the chain value after the last one. The signature
+// covers every other field (package audit's SigningBytes).
+type Checkpoint struct {
+	Stream   string `json:"stream"`
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	// Count is the number of messages covered: the range less Skipped.
+	Count int `json:"count"`
+	// Skipped are sequences of the range that were not on the stream when
+	// the auditor read it (deleted or expired before they were chained).
+	Skipped []SeqRange `json:"skipped,omitempty"`
+	// PrevChain is the chain value before first_seq (hex), Chain the value
+	// after last_seq.
+	PrevChain string `json:"prev_chain"`
+	Chain     string `json:"chain"`
+	// Hashes is the base64 (standard, padded) of Count 32-byte message
+	// hashes, in stream order.
+	Hashes string `json:"hashes"`
+	// CoveredUntil is the broker's timestamp of the message at last_seq.
+	CoveredUntil time.Time `json:"covered_until"`
+	// KeyID names the signing key: the first 8 bytes of the SHA-256 of the
+	// Ed25519 public key, in hex.
+	KeyID string `json:"key_id"`
+	// Signature is the Ed25519 signature (base64) of the signing bytes.
+	Signature string `json:"signature"`
+}

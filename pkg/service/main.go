@@ -16,20 +16,38 @@ import (
 )
 
 // MainOption adjusts Main for one service.
-type MainOption func(*PrepareOptions)
+type MainOption func(*mainOptions)
+
+type mainOptions struct {
+	flags   []func(*flag.FlagSet)
+	secrets bool
+}
 
 // WithSecrets makes the service's Config the whole configuration (the
 // approval service: it alone authenticates approvers and signs
 // notifications).
-func WithSecrets() MainOption { return func(o *PrepareOptions) { o.Secrets = true } }
+func WithSecrets() MainOption { return func(o *mainOptions) { o.secrets = true } }
+
+// WithFlags lets a service register flags of its own next to the common
+// ones; they are parsed before build is called.
+func WithFlags(register func(fs *flag.FlagSet)) MainOption {
+	return func(o *mainOptions) { o.flags = append(o.flags, register) }
+}
 
 // Main is the whole main function of a service binary: it reads flags and
 // environment (NATS_URL, NATS_CREDS and TLS as the nats CLI names them,
 // JIT_CONFIG, JIT_AUDIT_MAX_AGE, LOG_LEVEL), connects, prepares, builds the
 // service with build, runs it until SIGINT or SIGTERM, and exits 0, or 2 on
 // a start-up error.
-func Main(name string, build func(Deps) Service, mopts ...MainOption) {
+func Main(name string, build func(Deps) Service, opts ...MainOption) {
+	var mo mainOptions
+	for _, o := range opts {
+		o(&mo)
+	}
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	for _, register := range mo.flags {
+		register(fs)
+	}
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	var client auth.ClientOptions
 	client.Flags(fs, os.Getenv)
@@ -39,10 +57,7 @@ func Main(name string, build func(Deps) Service, mopts ...MainOption) {
 	_ = fs.Parse(os.Args[1:])
 
 	log := Logger(name, *level)
-	po := PrepareOptions{ConfigFile: *cfgFile, Source: name}
-	for _, o := range mopts {
-		o(&po)
-	}
+	po := PrepareOptions{ConfigFile: *cfgFile, Source: name, Secrets: mo.secrets}
 	var err error
 	if po.Topology.AuditMaxAge, err = ParseAge(*maxAge); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: --audit-max-age: %v\n", name, err)
@@ -118,6 +133,9 @@ func ParseAge(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// EnvOr returns the environment variable k, or def when it is empty.
+func EnvOr(k, def string) string { return envOr(k, def) }
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

@@ -1,11 +1,12 @@
 // Package allinone is jitd: an embedded nats-server with JetStream and the
-// four JIT services in one process, plus a small HTTP endpoint for health.
+// five JIT services (requester, policy, approval, revoker, auditor) in one process, plus a small HTTP endpoint for health.
 // It is a package (not only a main) so that end-to-end tests run the same
 // App on free ports.
 package allinone
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/auditor"
 	"github.com/agentjit/jit/services/policy"
 	"github.com/agentjit/jit/services/requester"
 	"github.com/agentjit/jit/services/revoker"
@@ -64,6 +66,17 @@ type Options struct {
 	// ApprovalOptions are passed to the approval service (tests: e.g.
 	// approval.WithSessionClock to end console sessions).
 	ApprovalOptions []approval.Option
+	// AuditKeyFile is the auditor's Ed25519 signing key; empty means
+	// <DataDir>/keys/audit-ed25519.key (made on first start and kept).
+	AuditKeyFile string
+	// CheckpointInterval is the time between the auditor's checkpoints
+	// (zero: auditor.DefaultInterval).
+	CheckpointInterval time.Duration
+}
+
+// DefaultAuditKeyFile is where jitd keeps the audit signing key in dataDir.
+func DefaultAuditKeyFile(dataDir string) string {
+	return filepath.Join(dataDir, "keys", "audit-ed25519.key")
 }
 
 // App is a running jitd.
@@ -80,7 +93,12 @@ type App struct {
 	http     *http.Server
 	httpAddr string
 	cancel   context.CancelFunc
+	auditor  *auditor.Auditor
 }
+
+// AuditPublicKey is the public key of the auditor's signing key, once
+// running.
+func (a *App) AuditPublicKey() ed25519.PublicKey { return a.auditor.PublicKey() }
 
 // New returns an App that Run starts. log is the process's logger without a
 // "service" key (service.BaseLogger): the App's own lines carry
@@ -157,16 +175,25 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		return d, nil
 	}
-	// The revoker starts first so that it restores pending expirations
-	// before anything new is granted; the edge opens last.
+	// The auditor starts first and so stops last: its shutdown checkpoint
+	// covers what the others published while stopping. The revoker starts
+	// next so that it restores pending expirations before anything new is
+	// granted; the edge opens last.
+	keyFile := a.opts.AuditKeyFile
+	if keyFile == "" {
+		keyFile = DefaultAuditKeyFile(a.opts.DataDir)
+	}
 	var appr *approval.Service
-	for _, name := range []string{auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester} {
+	for _, name := range []string{auth.ServiceAuditor, auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester} {
 		d, err := with(name)
 		if err != nil {
 			return err
 		}
 		var svc service.Service
 		switch name {
+		case auth.ServiceAuditor:
+			a.auditor = auditor.New(d, auditor.Options{KeyFile: keyFile, Interval: a.opts.CheckpointInterval})
+			svc = a.auditor
 		case auth.ServiceRevoker:
 			svc = revoker.New(d)
 		case auth.ServiceApproval:
