@@ -42,19 +42,25 @@ PIDS+=("$!")
 wait_for "$WORK/jitd.log" '"message":"jitd running"'
 NATS_URL="$(grep -o '"nats":"nats://[^"]*"' "$WORK/jitd.log" | head -1 | cut -d'"' -f4)"
 export NATS_URL
+CREDS="$WORK/data/creds"
+# jitctl picks the credential each command acts as from here.
+export JIT_CREDS_DIR="$CREDS"
 echo "jitd is up at $NATS_URL with examples/jit.yaml (svc-price-optimizer: base data:read, data:write by policy)"
+echo "one NATS credential per principal in $CREDS: $(cd "$CREDS" && echo *.creds)"
 
-step "Starting the resource server (protected by pkg/checker) and the price guardrail"
-"$BIN/resource-server" --token demo-token=svc-price-optimizer > >(tee "$WORK/resource.log") 2>&1 &
+step "Starting the price guardrail (as pricing-guard) and the resource server (its checker, as checker)"
+"$BIN/guardrail-prices" --floor 2.00 --creds "$CREDS/guardrail-pricing-guard.creds" > >(tee "$WORK/guardrail.log") 2>&1 &
 PIDS+=("$!")
-"$BIN/guardrail-prices" --floor 2.00 > >(tee "$WORK/guardrail.log") 2>&1 &
+wait_for "$WORK/guardrail.log" 'watching'
+GUARDRAIL="$(grep -o 'http://[0-9.:]*/price-changes' "$WORK/guardrail.log" | head -1)"
+"$BIN/resource-server" --token demo-token=svc-price-optimizer --creds "$CREDS/checker.creds" --guardrail "$GUARDRAIL" \
+  > >(tee "$WORK/resource.log") 2>&1 &
 PIDS+=("$!")
 wait_for "$WORK/resource.log" 'listening on http://'
-wait_for "$WORK/guardrail.log" 'watching'
 RESOURCE="$(grep -o 'http://[0-9.:]*' "$WORK/resource.log" | head -1)"
 
-step "The agent: request, grant, work, done; then a second task with a bug"
-"$BIN/agent-price-optimizer" --resource "$RESOURCE" --token demo-token
+step "The agent (as svc-price-optimizer): request, grant, work, done; then a second task with a bug"
+"$BIN/agent-price-optimizer" --resource "$RESOURCE" --token demo-token --creds "$CREDS/agent-svc-price-optimizer.creds"
 
 step "What the system says now"
 set +e

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	jitaudit "github.com/agentjit/jit/pkg/audit"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -32,23 +30,14 @@ func checkpointsOn(t *testing.T, url string) []events.Checkpoint {
 // from its last checkpoint and the whole trail verifies with jitctl.
 func TestAuditorSurvivesSIGKILL(t *testing.T) {
 	bin := bins(t)
-	port := freePort(t)
-	url := "nats://127.0.0.1:" + strconv.Itoa(port)
-	startProc(t, "nats-server", filepath.Join(bin, "nats-server"), nil,
-		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
-	keyFile := filepath.Join(t.TempDir(), "keys", "audit-ed25519.key")
-	aud := startProc(t, "auditor", filepath.Join(bin, "auditor"), []string{
-		"NATS_URL=" + url, "JIT_CONFIG=" + exampleConfig(t), "JIT_AUDIT_KEY=" + keyFile, "JIT_CHECKPOINT_INTERVAL=100ms"})
-
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	dep := deployExternal(t, bin, exampleConfig(t), map[string][]string{"auditor": {"JIT_CHECKPOINT_INTERVAL=100ms"}})
+	url, aud := dep.url, dep.services["auditor"]
+	keyFile := filepath.Join(dep.dir, "keys", "audit-ed25519.key")
+	// Events are published as the administrator: the auditor chains
+	// whatever the stream stores.
+	nc := adminConnect(t, url)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	waitFor(t, "stream made", 30*time.Second, func() bool {
-		_, err := js.Stream(context.Background(), broker.AuditStream)
-		return err == nil
-	})
 	checkContract(t, url)
 
 	// Events keep arriving until the end.

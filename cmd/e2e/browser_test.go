@@ -117,22 +117,19 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.started = true
 }
 
+// text reads an element's text in one evaluation (see value), waiting for
+// the element to be there.
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	require.NoError(b.t, err, "text of %s", sel)
-	return v
+	b.do("wait for "+sel, chromedp.WaitReady(chromedp.CSS(sel)))
+	return eval[string](b, `(function(){const e=document.querySelector(`+jsString(sel)+`); if(!e) throw new Error("no element "+`+jsString(sel)+`); return e.innerText})()`)
 }
 
+// value reads an input's value in one evaluation: a live update may
+// replace the element between a query and a separate read of it.
 func (b *browser) value(sel string) string {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(sel)))
-	require.NoError(b.t, err, "value of %s", sel)
-	return v
+	return eval[string](b, `(function(){const e=document.querySelector(`+jsString(sel)+`); if(!e) throw new Error("no element "+`+jsString(sel)+`); return e.value})()`)
 }
 
 // eval evaluates a JavaScript expression on the page.
@@ -198,6 +195,7 @@ func startConsole(t *testing.T, configFile string, opts ...approval.Option) cons
 	}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)
+	register(t, app.NATSURL(), filepath.Join(filepath.Dir(app.CredsDir()), "keys"), app.CredsDir())
 	return console{app: app, c: cli{t: t, bin: bin, url: app.NATSURL()}, base: "http://" + app.HTTPAddr()}
 }
 

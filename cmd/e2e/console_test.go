@@ -427,6 +427,7 @@ func TestConsoleAfterARestart(t *testing.T) {
 			NATSListen: "127.0.0.1:-1", HTTPListen: httpAddr}, natstest.Logger(t))
 		require.NoError(t, app.Run(context.Background()))
 		t.Cleanup(app.Close)
+		register(t, app.NATSURL(), filepath.Join(dataDir, "keys"), app.CredsDir())
 		return app
 	}
 	app := start("127.0.0.1:0")

@@ -346,7 +346,7 @@ type external struct {
 // configuration with jitctl creds init, starts nats-server with it and the
 // four services each with its own credential (the policy service applies
 // cfg), provisions the readers' durables, and registers the deployment.
-func deployExternal(t *testing.T, bin, cfg string) external {
+func deployExternal(t *testing.T, bin, cfg string, extraEnv ...map[string][]string) external {
 	t.Helper()
 	dir := t.TempDir()
 	port := freePort(t)
@@ -365,6 +365,9 @@ func deployExternal(t *testing.T, bin, cfg string) external {
 			env = append(env, "JIT_CONFIG="+cfg)
 		case "auditor":
 			env = append(env, "JIT_AUDIT_KEY="+filepath.Join(dir, "keys", "audit-ed25519.key"))
+		}
+		for _, m := range extraEnv {
+			env = append(env, m[name]...)
 		}
 		svc[name] = startProc(t, name, filepath.Join(bin, name), env)
 	}

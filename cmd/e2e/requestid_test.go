@@ -12,7 +12,7 @@ import (
 var (
 	alwaysRequestID = []string{events.TypeRequested, events.TypeDecided, events.TypeApproved, events.TypeGranted,
 		events.TypeRevoked, events.TypeNotification, events.TypeWithdrawn}
-	neverRequestID = []string{events.TypeGuardrailFired, events.TypeSuspended, events.TypeReinstated, events.TypeConfigApplied}
+	neverRequestID = []string{events.TypeGuardrailFired, events.TypeSuspended, events.TypeReinstated, events.TypeConfigApplied, events.TypeCheckpoint}
 )
 
 // requireRequestIDs checks the audit trail (jitctl audit --json lines)

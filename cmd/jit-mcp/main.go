@@ -5,7 +5,9 @@
 //	jit-mcp --agent market-intel                       # stdio, for an MCP client that spawns it
 //	jit-mcp --agent market-intel --http 127.0.0.1:8090 # streamable HTTP at /mcp
 //
-// The agent comes from --agent or JIT_AGENT, never from tool arguments.
+// It acts with the agent's own NATS credential (--creds / NATS_CREDS): the
+// agent comes from the credential (or --agent / JIT_AGENT), never from tool
+// arguments, and everything it reads is the agent's own.
 package main
 
 import (
@@ -21,13 +23,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentjit/jit/pkg/broker"
-	"github.com/agentjit/jit/pkg/checker"
-	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/sdk"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -35,6 +34,7 @@ type options struct {
 	agent   string
 	natsURL string
 	http    string // empty: stdio
+	client  auth.ClientOptions
 }
 
 func main() {
@@ -43,6 +43,7 @@ func main() {
 	fs.StringVar(&o.agent, "agent", os.Getenv("JIT_AGENT"), "the agent this server acts as (env JIT_AGENT)")
 	fs.StringVar(&o.natsURL, "nats", envOr("NATS_URL", nats.DefaultURL), "NATS URL (env NATS_URL)")
 	fs.StringVar(&o.http, "http", "", "serve streamable HTTP at http://ADDR/mcp instead of stdio")
+	o.client.Flags(fs, os.Getenv)
 	_ = fs.Parse(os.Args[1:])
 	// Logs go to stderr: stdout is the stdio transport.
 	log := zerolog.New(os.Stderr).With().Timestamp().Str("component", "jit-mcp").Logger()
@@ -66,38 +67,36 @@ func envOr(k, def string) string {
 // listening.
 func run(ctx context.Context, o options, in io.ReadCloser, out io.WriteCloser, ready chan<- string, log zerolog.Logger) error {
 	if o.agent == "" {
-		return errors.New("--agent (or JIT_AGENT) is required")
+		// The agent's credential names it.
+		if p, ok, err := o.client.Principal(); err != nil {
+			return err
+		} else if ok && p.Kind == auth.KindAgent {
+			o.agent = p.ID
+		}
 	}
-	nc, err := nats.Connect(o.natsURL, nats.Name("jit-mcp "+o.agent), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if o.agent == "" {
+		return errors.New("--agent (or JIT_AGENT, or an agent's --creds) is required")
+	}
+	if p, ok, _ := o.client.Principal(); ok && (p.Kind != auth.KindAgent || p.ID != o.agent) {
+		return fmt.Errorf("the credential is %s's, not agent %s's", p, o.agent)
+	}
+	nopts, err := o.client.NATSOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(o.natsURL, append([]nats.Option{nats.Name("jit-mcp " + o.agent), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true)}, nopts...)...)
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", o.natsURL, err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	client, err := sdk.New(nc, o.agent, sdk.WithLogger(log))
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	b, err := broker.OpenBuckets(ctx, js)
-	if err != nil {
-		return fmt.Errorf("open buckets (is jitd running?): %w", err)
-	}
-	src, err := config.Watch(ctx, b.Config, log)
-	if err != nil {
-		return err
-	}
-	chk := checker.New(js, src, checker.WithLogger(log))
-	if err := chk.Start(ctx); err != nil {
-		return err
-	}
-	defer chk.Stop()
-	srv := newServer(&tools{agent: o.agent, client: client, chk: chk})
+	srv := newServer(&tools{agent: o.agent, client: client})
 
 	if o.http == "" {
 		log.Info().Str("agent", o.agent).Msg("serving MCP on stdio")

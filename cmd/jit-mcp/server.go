@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/agentjit/jit/pkg/checker"
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/sdk"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -21,7 +23,6 @@ const Version = "0.1.0"
 type tools struct {
 	agent  string
 	client *sdk.Client
-	chk    *checker.Checker
 }
 
 // RequestInput is request_elevation's input.
@@ -135,12 +136,6 @@ func (t *tools) request(ctx context.Context, _ *mcp.CallToolRequest, in RequestI
 	var re *sdk.RefusedError
 	switch {
 	case err == nil:
-		// The model may call check_permission or release_elevation next:
-		// answer once this server's own view holds the grant (the checker's
-		// watch may deliver it a few milliseconds after jit.granted).
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		t.chk.AwaitGrant(wctx, t.agent, g.ID())
-		cancel()
 		return nil, RequestOutput{Outcome: "granted", GrantID: g.ID(), RequestID: g.RequestID(),
 			Permissions: g.Permissions(), ExpiresAt: g.ExpiresAt(), Mode: g.Info().Mode}, nil
 	case errors.As(err, &de):
@@ -158,14 +153,13 @@ func refused(msg string) (*mcp.CallToolResult, RequestOutput, error) {
 }
 
 func (t *tools) release(ctx context.Context, _ *mcp.CallToolRequest, in ReleaseInput) (*mcp.CallToolResult, ReleaseOutput, error) {
-	// Only this agent's grants: the done API itself does not know who asks.
-	mine := false
-	for _, g := range t.chk.Grants(t.agent) {
-		if g.GrantID == in.GrantID {
-			mine = true
-		}
+	// jitapi.done ends only the calling agent's own grants; say so plainly
+	// for a grant that is not live.
+	grants, err := t.grants(ctx)
+	if err != nil {
+		return nil, ReleaseOutput{}, err
 	}
-	if !mine {
+	if !slices.ContainsFunc(grants, func(g events.Grant) bool { return g.GrantID == in.GrantID }) {
 		return nil, ReleaseOutput{}, fmt.Errorf("%s holds no live grant %q (see list_my_grants)", t.agent, in.GrantID)
 	}
 	if err := t.client.Done(ctx, in.GrantID); err != nil {
@@ -174,16 +168,35 @@ func (t *tools) release(ctx context.Context, _ *mcp.CallToolRequest, in ReleaseI
 	return nil, ReleaseOutput{GrantID: in.GrantID, Outcome: "released"}, nil
 }
 
-func (t *tools) check(_ context.Context, _ *mcp.CallToolRequest, in CheckInput) (*mcp.CallToolResult, CheckOutput, error) {
-	r := t.chk.Check(t.agent, in.Permission)
-	return nil, CheckOutput{Permission: in.Permission, Allowed: r.Allowed, Reason: r.Reason, Base: r.Base,
-		GrantID: r.GrantID, ExpiresAt: r.ExpiresAt}, nil
+func (t *tools) check(ctx context.Context, _ *mcp.CallToolRequest, in CheckInput) (*mcp.CallToolResult, CheckOutput, error) {
+	var r broker.CheckResult
+	if err := t.client.Call(ctx, broker.APICheck, broker.CheckInput{Permission: in.Permission}, &r); err != nil {
+		return nil, CheckOutput{}, err
+	}
+	out := CheckOutput{Permission: in.Permission, Allowed: r.Allowed, Reason: r.Reason, Base: r.Base, GrantID: r.GrantID}
+	if r.ExpiresAt != nil {
+		out.ExpiresAt = *r.ExpiresAt
+	}
+	return nil, out, nil
 }
 
-func (t *tools) list(_ context.Context, _ *mcp.CallToolRequest, _ ListInput) (*mcp.CallToolResult, ListOutput, error) {
+func (t *tools) list(ctx context.Context, _ *mcp.CallToolRequest, _ ListInput) (*mcp.CallToolResult, ListOutput, error) {
+	grants, err := t.grants(ctx)
+	if err != nil {
+		return nil, ListOutput{}, err
+	}
 	out := ListOutput{Agent: t.agent, Grants: []GrantItem{}}
-	for _, g := range t.chk.Grants(t.agent) {
+	for _, g := range grants {
 		out.Grants = append(out.Grants, GrantItem{GrantID: g.GrantID, Permissions: g.Permissions, ExpiresAt: g.ExpiresAt, Reason: g.Reason})
 	}
 	return nil, out, nil
+}
+
+// grants are the agent's live grants (jitapi.grants).
+func (t *tools) grants(ctx context.Context) ([]events.Grant, error) {
+	var l broker.GrantsList
+	if err := t.client.Call(ctx, broker.APIGrants, broker.GrantsInput{}, &l); err != nil {
+		return nil, err
+	}
+	return l.Grants, nil
 }

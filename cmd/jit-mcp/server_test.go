@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/require"
@@ -21,7 +22,16 @@ func startJitd(t *testing.T) string {
 	app := allinone.New(allinone.Options{ConfigFile: cfg, DataDir: t.TempDir(), NATSListen: "127.0.0.1:-1"}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)
+	credsDir = app.CredsDir()
 	return app.NATSURL()
+}
+
+// credsDir is the running jitd's credentials directory.
+var credsDir string
+
+// agentOptions are the options of a jit-mcp for agent, with its credential.
+func agentOptions(url, agent string) options {
+	return options{natsURL: url, client: auth.ClientOptions{Creds: filepath.Join(credsDir, "agent-"+agent+".creds")}}
 }
 
 // serve starts run() with the given transport and returns a connected
@@ -36,12 +46,14 @@ func serve(t *testing.T, url, agent, transport string) *mcp.ClientSession {
 	case "stdio":
 		cr, sw := io.Pipe() // server → client
 		sr, cw := io.Pipe() // client → server
-		go func() { done <- run(ctx, options{agent: agent, natsURL: url}, sr, sw, nil, natstest.Logger(t)) }()
+		go func() { done <- run(ctx, agentOptions(url, agent), sr, sw, nil, natstest.Logger(t)) }()
 		ct = &mcp.IOTransport{Reader: cr, Writer: cw}
 	case "http":
 		ready := make(chan string, 1)
 		go func() {
-			done <- run(ctx, options{agent: agent, natsURL: url, http: "127.0.0.1:0"}, nil, nil, ready, natstest.Logger(t))
+			o := agentOptions(url, agent)
+			o.http = "127.0.0.1:0"
+			done <- run(ctx, o, nil, nil, ready, natstest.Logger(t))
 		}()
 		select {
 		case addr := <-ready:

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
@@ -21,8 +23,17 @@ import (
 // subscriptions on the audit subjects (a core subscriber sees every event
 // JetStream stores, as it is published).
 type client struct {
+	// nc is the observer's connection: the administrator's in the
+	// services' account (every event as published, the bulk KV writes and
+	// the limit measurement), or a plain one without authentication.
 	nc *nats.Conn
 	js jetstream.JetStream
+	// creds is the credentials directory (jitd's <data-dir>/creds); empty
+	// without authentication, when every call goes out on nc.
+	creds string
+
+	agentsMu sync.Mutex
+	agents   map[string]*nats.Conn // an agent's own connection, for its requests
 
 	mu      sync.Mutex
 	waiting map[string]chan outcome // id suffix (after "req_"/"grt_") → waiter
@@ -44,8 +55,28 @@ type revocation struct {
 	agent     string
 }
 
-func newClient(url string) (*client, error) {
-	nc, err := nats.Connect(url, nats.Name("jitbench"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+// newClient connects to url: as the administrator of the deployment in
+// dataDir (its keys), or, with noAuth, without credentials.
+func newClient(url, dataDir string, noAuth bool) (*client, error) {
+	opts := []nats.Option{nats.Name("jitbench"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	var creds string
+	if !noAuth {
+		store, err := auth.OpenStore(filepath.Join(dataDir, "keys"))
+		if err != nil {
+			return nil, err
+		}
+		is, err := store.Ephemeral(auth.Admin)
+		if err != nil {
+			return nil, err
+		}
+		aopts, err := is.Options()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, aopts...)
+		creds = filepath.Join(dataDir, "creds")
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +85,8 @@ func newClient(url string) (*client, error) {
 		nc.Close()
 		return nil, err
 	}
-	c := &client{nc: nc, js: js, waiting: map[string]chan outcome{}, revoked: map[string]revocation{}, notify: make(chan struct{}, 1)}
+	c := &client{nc: nc, js: js, creds: creds, agents: map[string]*nats.Conn{},
+		waiting: map[string]chan outcome{}, revoked: map[string]revocation{}, notify: make(chan struct{}, 1)}
 	for subj, h := range map[string]nats.MsgHandler{
 		events.TypeGranted + ".>": c.onGranted,
 		events.TypeDecided + ".>": c.onDecided,
@@ -76,7 +108,43 @@ func newClient(url string) (*client, error) {
 	return c, nil
 }
 
-func (c *client) close() { c.nc.Close() }
+func (c *client) close() {
+	c.agentsMu.Lock()
+	for _, nc := range c.agents {
+		nc.Close()
+	}
+	c.agentsMu.Unlock()
+	c.nc.Close()
+}
+
+// as returns the connection of principal p: its own, with its credential
+// (made once and kept), or nc without authentication.
+func (c *client) as(p auth.Principal) (*nats.Conn, error) {
+	if c.creds == "" {
+		return c.nc, nil
+	}
+	c.agentsMu.Lock()
+	defer c.agentsMu.Unlock()
+	if nc := c.agents[p.String()]; nc != nil {
+		return nc, nil
+	}
+	nc, err := nats.Connect(c.nc.ConnectedUrl(), nats.Name("jitbench "+p.String()), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.UserCredentials(filepath.Join(c.creds, p.CredsFile())))
+	if err != nil {
+		return nil, fmt.Errorf("connect as %s: %w", p, err)
+	}
+	c.agents[p.String()] = nc
+	return nc, nil
+}
+
+// jsAs is the JetStream context of principal p (see as).
+func (c *client) jsAs(p auth.Principal) (jetstream.JetStream, error) {
+	nc, err := c.as(p)
+	if err != nil {
+		return nil, err
+	}
+	return auth.JetStream(nc, p, c.creds != "")
+}
 
 // suffix is an id without its "xxx_" prefix: request and grant ids share it
 // (events.GrantIDFor).
@@ -235,8 +303,13 @@ func (c *client) request(ctx context.Context, agent, perm string, d time.Duratio
 		delete(c.waiting, key)
 		c.mu.Unlock()
 	}
+	nc, err := c.as(auth.Principal{Kind: auth.KindAgent, ID: agent})
+	if err != nil {
+		cleanup()
+		return grant{}, err
+	}
 	sent := time.Now()
-	resp, err := c.nc.RequestWithContext(ctx, broker.APIRequest, body)
+	resp, err := nc.RequestWithContext(ctx, broker.APIRequest, body)
 	if err != nil {
 		cleanup()
 		return grant{}, fmt.Errorf("request: %w", err)

@@ -23,6 +23,7 @@ type jitd struct {
 	natsAddr, httpAddr   string
 	pprof                bool
 	memLimit             string // --memory-limit, if set
+	noAuth               bool   // --insecure-no-auth
 
 	cmd     *exec.Cmd
 	started time.Time
@@ -86,6 +87,9 @@ func (j *jitd) start(timeout time.Duration) error {
 	}
 	if j.memLimit != "" {
 		args = append(args, "--memory-limit", j.memLimit)
+	}
+	if j.noAuth {
+		args = append(args, "--insecure-no-auth")
 	}
 	cmd := exec.Command(j.bin, args...)
 	logf, err := os.OpenFile(filepath.Join(j.dataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

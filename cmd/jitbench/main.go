@@ -24,9 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -75,6 +75,7 @@ func main() {
 	profile := fs.String("profile", "", "directory for jitd's CPU profile (during the 256-agent run) and heap profile (at scale)")
 	keep := fs.Bool("keep", false, "keep the temporary data directory")
 	memLimit := fs.String("jitd-memory-limit", "256MiB", "jitd's --memory-limit (Go's soft memory limit; empty: jitd's default, none)")
+	noAuth := fs.Bool("no-auth", false, "run jitd with --insecure-no-auth and every client without credentials: the A/B of what isolation costs (BENCH.md)")
 	_ = fs.Parse(os.Args[1:])
 
 	p := fullParams()
@@ -89,7 +90,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, log: os.Stderr})
+	rep, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, noAuth: *noAuth, log: os.Stderr})
 	if rep != nil {
 		rep.print(os.Stdout)
 		if *out != "" {
@@ -123,6 +124,7 @@ type options struct {
 	profileDir string
 	keep       bool
 	memLimit   string // jitd's --memory-limit
+	noAuth     bool   // jitd --insecure-no-auth: measure what isolation costs
 	log        io.Writer
 }
 
@@ -150,6 +152,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep := newReport(o.quick, p)
 	rep.memLimit = o.memLimit
 	d, err := newJitd(o.jitd, dir, cfgPath, o.profileDir != "", o.memLimit)
+	d.noAuth = o.noAuth
 	if err != nil {
 		return rep, err
 	}
@@ -157,7 +160,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	defer func() { _ = d.kill() }()
-	c, err := newClient(d.natsURL())
+	c, err := newClient(d.natsURL(), dir, o.noAuth)
 	if err != nil {
 		return rep, err
 	}
@@ -180,11 +183,8 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep.set("kv_put_p99_ms", lim.kvP99, "ms", "")
 	rep.set("kv_put_per_second", lim.kvPerSec, "/s", "")
 
-	chk := checker.New(c.js, nil)
-	// A checker without a configuration source knows no agent; give it one.
-	if src, err := watchConfig(ctx, c.js); err == nil {
-		chk = checker.New(c.js, src)
-	} else {
+	chk, err := c.checker(ctx)
+	if err != nil {
 		return rep, err
 	}
 	if err := chk.Start(ctx); err != nil {
@@ -307,7 +307,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	cl := checkLatency(chk, p.checkN)
 	rep.set("check_p50_ms", cl.pct(50), "ms", "Allowed() with 100k live grants")
 	rep.set("check_p99_ms", cl.pct(99), "ms", "")
-	chk2 := checker.New(c.js, chk2Config(ctx, c.js))
+	chk2, _ := c.checker(ctx)
 	t0 := time.Now()
 	if err := chk2.Start(ctx); err == nil {
 		rep.set("checker_start_ms", ms(time.Since(t0)), "ms", "a new checker loads every live grant")
@@ -340,15 +340,13 @@ func run(ctx context.Context, o options) (*report, error) {
 	case <-time.After(2 * time.Minute):
 		return rep, fmt.Errorf("the restarted revoker did not restore its leases within 2 minutes")
 	}
-	c, err = newClient(d.natsURL())
+	c, err = newClient(d.natsURL(), dir, o.noAuth)
 	if err != nil {
 		return rep, err
 	}
-	src, err := watchConfig(ctx, c.js)
-	if err != nil {
+	if chk, err = c.checker(ctx); err != nil {
 		return rep, err
 	}
-	chk = checker.New(c.js, src)
 	if err := chk.Start(ctx); err != nil {
 		return rep, err
 	}
@@ -391,17 +389,18 @@ func fetch(ctx context.Context, url, path string) error {
 	return f.Close()
 }
 
-func watchConfig(ctx context.Context, js jetstream.JetStream) (*config.Source, error) {
-	kv, err := js.KeyValue(ctx, "jit_config")
+// checker makes a checker as a resource server runs one: with the
+// checker's credential, the configuration followed without a consumer.
+func (c *client) checker(ctx context.Context) (*checker.Checker, error) {
+	js, err := c.jsAs(auth.DefaultChecker)
 	if err != nil {
 		return nil, err
 	}
-	return config.Watch(ctx, kv, nopLog)
-}
-
-func chk2Config(ctx context.Context, js jetstream.JetStream) *config.Source {
-	src, _ := watchConfig(ctx, js)
-	return src
+	src, err := config.Follow(ctx, js, nopLog)
+	if err != nil {
+		return nil, err
+	}
+	return checker.New(js, src), nil
 }
 
 // Agents of the generated configuration.
@@ -411,6 +410,9 @@ const (
 	expPerms    = 20
 	permWrite   = "data:write"
 )
+
+// benchGuard is the guardrail source of the generated configuration.
+const benchGuard = "bench-guard"
 
 func benchAgent(i int) string { return fmt.Sprintf("bench-%04d", i%benchAgents) }
 func guardAgent(i int) string { return fmt.Sprintf("guard-%03d", i) }
@@ -442,6 +444,8 @@ func benchConfig(p params) string {
 		fmt.Fprintf(&b, "  - {id: %s, owner: bench, base: [data:read], eligible: [%s], max_jit_duration: 24h}\n", guardAgent(i), permWrite)
 	}
 	b.WriteString("rules:\n  - name: bench-auto\n    permissions: [\"*\"]\n    mode: auto-approve\n")
+	// The guardrail phase fires through the ingress, as a guardrail source.
+	b.WriteString("guardrails:\n  - name: bench-guardrail\nguardrail_sources:\n  - name: " + benchGuard + "\n    guardrails: [bench-guardrail]\n")
 	return b.String()
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/events"
@@ -334,7 +335,10 @@ type guardrailResult struct {
 // revoked and the checker refuses it.
 func guardrails(ctx context.Context, c *client, chk *checker.Checker, agents, k int) (guardrailResult, error) {
 	var res guardrailResult
-	pub := broker.NewPublisher(c.js, "jitbench")
+	gjs, err := c.jsAs(auth.Principal{Kind: auth.KindGuardrail, ID: benchGuard})
+	if err != nil {
+		return res, err
+	}
 	for a := range agents {
 		agent := guardAgent(a)
 		ids := make([]string, 0, k)
@@ -359,7 +363,11 @@ func guardrails(ctx context.Context, c *client, chk *checker.Checker, agents, k 
 			return res, err
 		}
 		t0 := time.Now()
-		if _, err := pub.Publish(ctx, events.Subject(events.TypeGuardrailFired, agent), e); err != nil {
+		m, err := broker.ToMsg(events.Subject(events.TypeGuardrailFired, agent), e)
+		if err != nil {
+			return res, err
+		}
+		if _, err := gjs.PublishMsg(ctx, m); err != nil {
 			return res, err
 		}
 		var refused time.Time

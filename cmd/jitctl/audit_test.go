@@ -59,6 +59,9 @@ func TestAuditPrintsEveryTypeReadably(t *testing.T) {
 			"req_7f3k to security-slack (slack): failed after 5 attempt(s), HTTP 503: answered 503"},
 		{events.TypeWithdrawn, ag, events.Withdrawal{RequestID: req, Agent: ag, WithdrawnBy: agent, WithdrawnAt: at},
 			"req_7f3k withdrawn by agent:svc-price-optimizer"},
+		{events.TypeCheckpoint, events.SystemToken, events.Checkpoint{Stream: "JIT_AUDIT", FirstSeq: 1, LastSeq: 9, Count: 9,
+			PrevChain: strings.Repeat("0", 64), Chain: strings.Repeat("ab", 32), CoveredUntil: at, KeyID: "0123456789abcdef", Signature: "c2ln"},
+			"seq 1-9 (9 messages) chain abababababab… signed by 0123456789abcdef"},
 	}
 	covered := map[string]bool{}
 	for i, c := range cases {

@@ -103,7 +103,11 @@ func (a *app) configShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a.printf("# active configuration: revision %d, digest %s\n%s", rev, c.Digest(), y)
+	a.printf("# active configuration: revision %d, digest %s\n", rev, c.Digest())
+	if c.Redacted {
+		a.printf("# approvers' token hashes and notifiers' URLs and secrets are only the approval service's to read\n")
+	}
+	a.printf("%s", y)
 	return nil
 }
 
@@ -135,6 +139,19 @@ func configYAML(c *config.Config) ([]byte, error) {
 	}
 	var block func(*yaml.Node)
 	block = func(n *yaml.Node) {
+		if n.Kind == yaml.MappingNode {
+			// The stored copy's bookkeeping, and the secrets it lacks.
+			var kept []*yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i].Value, n.Content[i+1]
+				secret := (k == "token_sha256" || k == "secret" || k == "url") && v.Kind == yaml.ScalarNode && v.Value == ""
+				if k == "redacted" || k == "digest" || secret {
+					continue
+				}
+				kept = append(kept, n.Content[i], v)
+			}
+			n.Content = kept
+		}
 		n.Style &^= yaml.FlowStyle
 		if n.Kind == yaml.ScalarNode && n.Style&yaml.DoubleQuotedStyle != 0 && n.Tag == "!!str" {
 			n.Style &^= yaml.DoubleQuotedStyle

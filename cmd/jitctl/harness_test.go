@@ -197,6 +197,22 @@ func (h *harness) fakeRequester(follow func(in broker.RequestInput, id string)) 
 		}
 		return broker.RequestAccepted{RequestID: id, Seq: seq}, nil
 	})
+	// jitctl catches up on the agent's events through jitapi.events, as
+	// the requester answers it.
+	h.serve(broker.APIEvents, func(c call) (any, error) {
+		var in broker.EventsInput
+		if err := broker.DecodeInput(c.body, &in); err != nil {
+			return nil, err
+		}
+		out := broker.EventsPage{Events: []broker.StoredEvent{}, NextSeq: max(in.FromSeq, 1)}
+		err := broker.ReadDirect(h.ctx, h.env.NC, broker.AuditStream, broker.DirectRead{Filter: "jit.*." + in.Agent, FromSeq: out.NextSeq},
+			func(m broker.StoredMsg) error {
+				out.Events = append(out.Events, broker.StoredEvent{Seq: m.Seq, Subject: m.Subject, Event: m.Data})
+				out.NextSeq = m.Seq + 1
+				return nil
+			})
+		return out, err
+	})
 }
 
 func (h *harness) decide(id, agent, outcome, mode, how string, mutate ...func(*events.Decision)) {

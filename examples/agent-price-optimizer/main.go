@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/sdk"
 	"github.com/nats-io/nats.go"
@@ -29,10 +30,12 @@ func main() {
 	agent := flag.String("agent", "svc-price-optimizer", "the agent id")
 	resource := flag.String("resource", "http://127.0.0.1:8081", "the resource server's base URL")
 	token := flag.String("token", "", "the agent's bearer token at the resource server")
+	var client auth.ClientOptions
+	client.Flags(flag.CommandLine, os.Getenv)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *url, *agent, *resource, *token); err != nil {
+	if err := run(ctx, *url, client, *agent, *resource, *token); err != nil {
 		fmt.Fprintln(os.Stderr, "agent-price-optimizer:", err)
 		os.Exit(1)
 	}
@@ -75,8 +78,12 @@ func (s shop) setPrice(ctx context.Context, sku string, price float64) (int, str
 	return s.do(ctx, http.MethodPut, "/prices/"+sku, fmt.Sprintf(`{"price":%.2f}`, price))
 }
 
-func run(ctx context.Context, url, agent, resource, token string) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+func run(ctx context.Context, url string, client auth.ClientOptions, agent, resource, token string) error {
+	opts, err := client.NATSOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(-1))...)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,13 @@
 // pkg/checker: a tiny price service where reading prices needs data:read
 // and setting one needs data:write. Agents authenticate with a bearer token
 // (--token TOKEN=AGENT); every decision is local to the process, fed by the
-// checker's KV watches. Each price change is announced on NATS subject
-// shop.prices.<sku> for guardrails to watch.
+// checker, which reads the grants and suspensions with the checker's NATS
+// credential (--creds). Each price change is reported to the shop's
+// guardrail over HTTP (--guardrail URL).
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,11 +23,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -46,11 +47,14 @@ func main() {
 	url := flag.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS URL")
 	listen := flag.String("listen", "127.0.0.1:0", "HTTP address")
 	flag.Var(tokens, "token", "TOKEN=AGENT: a bearer token naming an agent (repeatable)")
+	guardrail := flag.String("guardrail", "", "URL to POST each price change to (the guardrail's /price-changes)")
+	var client auth.ClientOptions
+	client.Flags(flag.CommandLine, os.Getenv)
 	flag.Parse()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true}).Level(zerolog.WarnLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *url, *listen, tokens, log); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, *url, client, *listen, *guardrail, tokens, log); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "resource-server:", err)
 		os.Exit(1)
 	}
@@ -65,21 +69,25 @@ func envOr(k, def string) string {
 
 func say(format string, args ...any) { fmt.Printf("[resource]  "+format+"\n", args...) }
 
-func run(ctx context.Context, url, listen string, tokens map[string]string, log zerolog.Logger) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+func run(ctx context.Context, url string, client auth.ClientOptions, listen, guardrail string, tokens map[string]string, log zerolog.Logger) error {
+	opts, err := client.NATSOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(-1))...)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	p, withCreds, err := client.Principal()
 	if err != nil {
 		return err
 	}
-	b, err := broker.OpenBuckets(ctx, js)
+	js, err := auth.JetStream(nc, p, withCreds)
 	if err != nil {
 		return err
 	}
-	src, err := config.Watch(ctx, b.Config, log)
+	src, err := config.Follow(ctx, js, log)
 	if err != nil {
 		return err
 	}
@@ -114,7 +122,9 @@ func run(ctx context.Context, url, listen string, tokens map[string]string, log 
 		mu.Unlock()
 		say("%s set SKU %s to %.2f (data:write allowed)", agent, sku, in.Price)
 		body, _ := json.Marshal(map[string]any{"sku": sku, "price": in.Price, "agent": agent})
-		_ = nc.Publish("shop.prices."+sku, body)
+		if guardrail != "" {
+			report(r.Context(), guardrail, body)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})))
 	// Log refusals as they happen.
@@ -158,4 +168,18 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 		s.body += string(b)
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// report tells the guardrail of a price change, best effort.
+func report(ctx context.Context, url string, body []byte) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
 }

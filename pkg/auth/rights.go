@@ -102,7 +102,7 @@ func ClientImports(p Principal, jit string, sc Scope) jwt.Imports {
 	}
 	switch p.Kind {
 	case KindAgent:
-		for _, s := range []string{broker.APIRequest, broker.APIWithdraw, broker.APIDone, broker.APIEvents, broker.APIGrants} {
+		for _, s := range []string{broker.APIRequest, broker.APIWithdraw, broker.APIDone, broker.APIEvents, broker.APIGrants, broker.APICheck} {
 			service(s)
 		}
 		// Its own grant keys, one at a time.
@@ -164,13 +164,17 @@ type serviceNeeds struct {
 	calls     []string // request subjects it calls
 	// provisions: it creates reader durables on the audit stream.
 	provisions bool
+	// resets are durables of the audit stream it may delete to recreate
+	// them (the auditor moves its own consumer back to its last checkpoint
+	// after a crash).
+	resets []string
 }
 
 var needs = map[string]serviceNeeds{
 	ServiceRequester: {
 		publishes: []string{"jit.requested", "jit.rejected", "jit.withdrawn"},
 		reads:     []string{streamAudit, streamGrants, streamSuspensions, streamConfig},
-		serves:    []string{broker.APIRequest, broker.APIWithdraw, broker.APIEvents, broker.APIGrants},
+		serves:    []string{broker.APIRequest, broker.APIWithdraw, broker.APIEvents, broker.APIGrants, broker.APICheck},
 	},
 	ServicePolicy: {
 		publishes: []string{"jit.decided", "jit.rejected", "jit.config"},
@@ -194,6 +198,7 @@ var needs = map[string]serviceNeeds{
 	ServiceAuditor: {
 		publishes: []string{"jit.checkpoint", "jit.rejected"},
 		reads:     []string{streamAudit, streamConfig, streamSuspensions},
+		resets:    []string{"auditor"},
 	},
 	ServiceJitd: {
 		publishes:  []string{"jit.config", "jit.rejected"},
@@ -250,8 +255,14 @@ func ServicePermissions(name string) (jwt.Permissions, bool) {
 	sub = append(sub, n.serves...)
 	perms := jwt.Permissions{Resp: &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}}
 	perms.Pub.Allow.Add(dedupe(pub)...)
+	for _, d := range n.resets {
+		perms.Pub.Allow.Add(jsAPI + ".CONSUMER.DELETE." + streamAudit + "." + d)
+	}
 	for stream, names := range Durables {
 		for _, d := range names {
+			if stream == streamAudit && slices.Contains(n.resets, d) {
+				continue
+			}
 			perms.Pub.Deny.Add(jsAPI + ".CONSUMER.DELETE." + stream + "." + d)
 		}
 	}

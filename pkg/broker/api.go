@@ -28,6 +28,7 @@ const (
 	APIWithdraw  = "jitapi.withdraw"  // requester: the agent withdraws a request it no longer waits for
 	APIEvents    = "jitapi.events"    // requester: the calling agent's own events from the audit stream
 	APIGrants    = "jitapi.grants"    // requester: the calling agent's own grants
+	APICheck     = "jitapi.check"     // requester: may the calling agent use a permission now?
 	// APIConfigApply validates and stores a configuration (an org-admin's
 	// or security-admin's token); the approval service authenticates it
 	// and the policy service applies it.
@@ -140,6 +141,24 @@ type GrantsInput struct {
 // active by the server's clock.
 type GrantsList struct {
 	Grants []events.Grant `json:"grants"`
+}
+
+// CheckInput is the body of APICheck.
+type CheckInput struct {
+	Permission string `json:"permission"`
+	// Agent is optional; an agent may name only itself.
+	Agent string `json:"agent,omitempty"`
+}
+
+// CheckResult is the reply to APICheck: the checker's rule (a base
+// permission of a known, non-suspended agent, or an active grant whose
+// expires_at is after the service's clock), answered from the buckets.
+type CheckResult struct {
+	Allowed   bool       `json:"allowed"`
+	Reason    string     `json:"reason"`
+	Base      bool       `json:"base,omitempty"`
+	GrantID   string     `json:"grant_id,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 // WithdrawInput is the body of APIWithdraw.

@@ -12,7 +12,8 @@ import (
 // an untrusted payload.
 type Actor struct {
 	// Kind is one of ActorAgent, ActorApprover, ActorRule, ActorGuardrail,
-	// ActorSystem.
+	// ActorSystem, or for a refused call of another client principal
+	// ActorOperator, ActorChecker, ActorSIEM.
 	Kind string `json:"kind"`
 	// ID names the actor: the agent id, approver name, rule name, guardrail
 	// rule or system component.
@@ -28,6 +29,11 @@ const (
 	ActorRule      = "rule"
 	ActorGuardrail = "guardrail"
 	ActorSystem    = "system"
+	// The other client principals (pkg/auth), named when one of their
+	// calls is refused.
+	ActorOperator = "operator"
+	ActorChecker  = "checker"
+	ActorSIEM     = "siem"
 )
 
 func (a Actor) String() string {

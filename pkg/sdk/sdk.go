@@ -174,6 +174,13 @@ func (c *Client) Request(ctx context.Context, perms []string, d time.Duration, r
 	return g, err
 }
 
+// Call makes one call of the agent API (jitapi.*) as this client's agent,
+// with the same retries as Request: for the reads an agent may make of its
+// own state (broker.APIGrants, broker.APICheck, broker.APIEvents).
+func (c *Client) Call(ctx context.Context, subject string, in, out any) error {
+	return c.call(ctx, subject, in, out)
+}
+
 // call sends in to subject, retrying while no service answers or the
 // service asks for a retry (503), until ctx ends. A 4xx answer is
 // returned at once as *broker.APIError.
@@ -331,8 +338,11 @@ func (g *Grant) end(reason string) {
 	}
 	g.reason = reason
 	close(g.revoked)
+	timer := g.timer
 	g.mu.Unlock()
-	g.timer.Stop()
+	if timer != nil {
+		timer.Stop()
+	}
 	g.c.release(g)
 }
 
@@ -340,7 +350,9 @@ func (g *Grant) end(reason string) {
 // client's one follower of the agent's events for its jit.revoked.
 func (c *Client) hold(info events.Grant, seq uint64) *Grant {
 	g := &Grant{info: info, seq: seq, c: c, revoked: make(chan struct{})}
+	g.mu.Lock()
 	g.timer = time.AfterFunc(time.Until(info.ExpiresAt), func() { g.end(events.RevokedExpired) })
+	g.mu.Unlock()
 	c.mu.Lock()
 	c.held[info.GrantID] = g
 	start := c.watcher == nil

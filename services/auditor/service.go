@@ -198,6 +198,16 @@ func (a *Auditor) loop(ctx context.Context) {
 				break
 			}
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			// Messages the server delivered but the stopped consumer
+			// never handed over are read from the stream, so that the last
+			// checkpoint covers everything stored before the stop.
+			if st, err := a.d.JS.Stream(sctx, broker.AuditStream); err == nil {
+				if info, err := st.Info(sctx); err == nil && info.State.LastSeq >= a.chain.Next() {
+					if err := a.fill(sctx, a.chain.Next(), info.State.LastSeq); err != nil {
+						a.log.Warn().Err(err).Msg("reading the messages stored before the stop failed; the next start covers them")
+					}
+				}
+			}
 			a.checkpoint(sctx)
 			cancel()
 			return

@@ -51,6 +51,9 @@ func (s *Service) Start(ctx context.Context) error {
 		service.Serve(api, service.Endpoint[broker.EventsInput]{
 			Name: "events", Subject: broker.APIEvents, Stage: events.StageRequest, Kinds: agents, EmptyBody: true, Handle: s.handleEvents,
 		}),
+		service.Serve(api, service.Endpoint[broker.CheckInput]{
+			Name: "check", Subject: broker.APICheck, Stage: events.StageRequest, Kinds: agents, Handle: s.handleCheck,
+		}),
 		service.Serve(api, service.Endpoint[broker.GrantsInput]{
 			Name: "grants", Subject: broker.APIGrants, Stage: events.StageRequest, Kinds: agents, EmptyBody: true, Handle: s.handleGrants,
 		}),

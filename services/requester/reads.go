@@ -3,10 +3,13 @@ package requester
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 )
@@ -60,13 +63,68 @@ func (s *Service) handleGrants(ctx context.Context, c service.Call, in broker.Gr
 	if err != nil {
 		return nil, service.Refuse(asAPIError(err), s.rejection(c, broker.RequestInput{Agent: in.Agent}))
 	}
+	grants, err := s.activeGrants(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	return broker.GrantsList{Grants: grants}, nil
+}
+
+// handleCheck serves broker.APICheck: may the calling agent use a
+// permission now? It is the checker's rule, read from the buckets: an
+// unknown or suspended agent gets nothing (a suspension that cannot be read
+// counts as one), a base permission counts, and so does an active grant
+// whose expires_at is after the clock (the one lasting longest is named).
+func (s *Service) handleCheck(ctx context.Context, c service.Call, in broker.CheckInput) (any, error) {
+	agent, err := c.Agent(in.Agent)
+	if err != nil {
+		return nil, service.Refuse(asAPIError(err), s.rejection(c, broker.RequestInput{Agent: in.Agent}))
+	}
+	if !config.ValidPermission(in.Permission) {
+		return nil, service.Refuse(broker.Errorf(400, events.CodeMalformed, "permission %s is not area:action", quote(in.Permission)),
+			s.rejection(c, broker.RequestInput{Agent: agent}))
+	}
+	a, ok := s.d.Config.Current().Agent(agent)
+	if !ok {
+		return broker.CheckResult{Reason: fmt.Sprintf("unknown agent %q", agent)}, nil
+	}
+	susp, err := broker.Suspension(ctx, s.d.Buckets.Suspensions, agent)
+	if err != nil {
+		return nil, err
+	}
+	if susp != nil {
+		return broker.CheckResult{Reason: fmt.Sprintf("agent %s is suspended by guardrail %s", agent, susp.Rule)}, nil
+	}
+	if slices.Contains(a.Base, in.Permission) {
+		return broker.CheckResult{Allowed: true, Base: true, Reason: fmt.Sprintf("%s is a base permission of %s", in.Permission, agent)}, nil
+	}
+	grants, err := s.activeGrants(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	var best *events.Grant
+	for i := range grants {
+		if grants[i].Has(in.Permission) && (best == nil || grants[i].ExpiresAt.After(best.ExpiresAt)) {
+			best = &grants[i]
+		}
+	}
+	if best == nil {
+		return broker.CheckResult{Reason: fmt.Sprintf("%s has no active grant of %s", agent, in.Permission)}, nil
+	}
+	exp := best.ExpiresAt
+	return broker.CheckResult{Allowed: true, GrantID: best.GrantID, ExpiresAt: &exp,
+		Reason: fmt.Sprintf("granted by %s until %s", best.GrantID, exp.UTC().Format(time.RFC3339))}, nil
+}
+
+// activeGrants reads agent's grants that are active by the clock.
+func (s *Service) activeGrants(ctx context.Context, agent string) ([]events.Grant, error) {
 	prefix := "$KV." + broker.BucketGrants + "."
 	page, err := broker.DirectGet(ctx, s.d.NC, jsAPI, "KV_"+broker.BucketGrants, broker.DirectGetRequest{MultiLast: []string{prefix + agent + ".>"}})
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
-	out := broker.GrantsList{Grants: []events.Grant{}}
+	out := []events.Grant{}
 	for _, m := range page.Msgs {
 		if len(m.Data) == 0 {
 			continue // a deletion or expiry marker
@@ -76,7 +134,7 @@ func (s *Service) handleGrants(ctx context.Context, c service.Call, in broker.Gr
 			continue
 		}
 		if g.ActiveAt(now) {
-			out.Grants = append(out.Grants, g)
+			out = append(out, g)
 		}
 	}
 	return out, nil
