@@ -47,9 +47,12 @@ func TestAuditorSurvivesSIGKILL(t *testing.T) {
 	published := 0
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
+			// Events no service acts on, so that nothing else is
+			// published once the publisher stops.
 			agent := fmt.Sprintf("agent-%d", i%5)
-			if _, _, err := pub.Emit(ctx, fmt.Sprintf("grd-%d", i), events.TypeGuardrailFired, agent,
-				events.GuardrailFired{Agent: agent, Rule: "r", FiredAt: time.Now()}); err == nil {
+			if _, _, err := pub.Emit(ctx, fmt.Sprintf("e2e-%d", i), events.TypeRejected, agent,
+				events.Rejection{Stage: events.StageEvent, Code: events.CodeMalformed, Message: "load", Agent: agent,
+					Actor: events.Actor{Kind: events.ActorSystem, ID: "e2e"}, RejectedAt: time.Now().UTC()}); err == nil {
 				published++
 			}
 			// Pace the events (not a synchronisation): a few hundred a second.

@@ -115,3 +115,29 @@ func (p *Publisher) RejectInvalid(ctx context.Context, durable, stage string, ac
 	}
 	return Permanent(cause)
 }
+
+// RecordRejectedEventID is the id of the jit.rejected event that reports
+// the value of key at revision rev in bucket as undecodable: one event per
+// stored value, however often a start reads it.
+func RecordRejectedEventID(bucket, key string, rev uint64) string {
+	return "rej/" + bucket + "/" + key + "/" + uitoa(rev)
+}
+
+// RejectRecord reports a stored value that does not decode (cause) as a
+// jit.rejected event (stage record, code malformed) naming the bucket and
+// key: the reader sets it aside and goes on, so that one bad record never
+// stops a start. The event is published once per revision.
+func (p *Publisher) RejectRecord(ctx context.Context, bucket, key string, rev uint64, cause error) error {
+	agent, _, _ := SplitKey(key)
+	if !events.ValidID(agent) {
+		agent = ""
+	}
+	return p.Reject(ctx, RecordRejectedEventID(bucket, key, rev), events.Rejection{
+		Stage:   events.StageRecord,
+		Code:    events.CodeMalformed,
+		Message: fmt.Sprintf("the value of %s in bucket %s (revision %d) does not decode and is set aside: %v", key, bucket, rev, cause),
+		Agent:   agent,
+		Actor:   events.Actor{Kind: events.ActorSystem, ID: p.source},
+		Subject: "$KV." + bucket + "." + key,
+	})
+}

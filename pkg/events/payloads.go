@@ -250,6 +250,7 @@ const (
 	StageRevoke     = "revoke" // an admin's revocation of a grant
 	StageEvent      = "event"  // a malformed event on a stream
 	StageConfig     = "config"
+	StageRecord     = "record" // a stored value (a bucket's key) that does not decode: set aside
 )
 
 // Rejection codes.

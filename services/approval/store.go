@@ -51,7 +51,9 @@ type pendingEntry struct {
 
 // pendingEntries reads every live key of the pending bucket matching filter
 // ("*.<request_id>" or ">"), values included, in one pass. Deleted and
-// expired keys are skipped. A value that does not decode is an error.
+// expired keys are skipped. A value that does not decode is set aside: it
+// is reported once (jit.rejected, stage record) and skipped, so that one
+// bad record never stops a start or hides the others.
 func (s *Service) pendingEntries(ctx context.Context, filter string) ([]pendingEntry, error) {
 	w, err := s.d.Buckets.Pending.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
 	if err != nil {
@@ -71,8 +73,15 @@ func (s *Service) pendingEntries(ctx context.Context, filter string) ([]pendingE
 				return out, nil
 			}
 			var rec pendingRecord
-			if err := json.Unmarshal(e.Value(), &rec); err != nil {
-				return nil, fmt.Errorf("decode pending %s: %w", e.Key(), err)
+			if err := json.Unmarshal(e.Value(), &rec); err != nil || !events.ValidID(rec.Decision.RequestID) {
+				if err == nil {
+					err = errors.New("no valid request_id")
+				}
+				s.log.Error().Err(err).Str("key", e.Key()).Uint64("revision", e.Revision()).Msg("pending record does not decode; set aside")
+				if rerr := s.pub.RejectRecord(ctx, broker.BucketPending, e.Key(), e.Revision(), err); rerr != nil {
+					s.log.Error().Err(rerr).Str("key", e.Key()).Msg("could not report the record set aside")
+				}
+				continue
 			}
 			out = append(out, pendingEntry{key: e.Key(), rev: e.Revision(), rec: rec})
 		}

@@ -80,4 +80,3 @@ func (s *Service) applyConfig(ctx context.Context, by events.Actor, in ConfigApp
 	log.Info().Uint64("revision", rev).Str("digest", res.Digest).Str("outcome", res.Outcome).Msg("configuration applied")
 	return res, nil
 }
-

@@ -8,9 +8,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
-	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/stretchr/testify/require"

@@ -125,8 +125,13 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 	}
 	var l broker.Lease
 	if err := json.Unmarshal(e.Value(), &l); err != nil {
-		// Its grant still ends by the TTL marker (which records a new lease).
-		s.log.Error().Err(err).Str("key", key).Msg("lease record does not decode")
+		// Set aside: its grant still ends by the TTL marker (which records
+		// a new lease); the record is reported once.
+		s.log.Error().Err(err).Str("key", key).Msg("lease record does not decode; set aside")
+		rev := e.Revision()
+		s.sched.enqueue(job{key: "record/" + key, run: func(ctx context.Context) error {
+			return s.pub.RejectRecord(ctx, broker.BucketLeases, key, rev, err)
+		}})
 		return
 	}
 	s.index.set(agent, key, l.State == broker.LeaseActive)

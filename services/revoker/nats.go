@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 )
