@@ -100,6 +100,10 @@ func (s *Service) Request(ctx context.Context, actor events.Actor, in broker.Req
 		RequestedAt: s.now().UTC(),
 	}
 	_, seq, err := s.pub.EmitChecked(ctx, id, events.TypeRequested, actor.ID, data, sameRequest(data), events.WithRequestID(id))
+	if errors.Is(err, broker.ErrForeignDuplicate) {
+		// The id is another agent's request (another subject).
+		err = requestIDTaken(id)
+	}
 	var ae *broker.APIError
 	if errors.As(err, &ae) {
 		s.reject(ctx, actor, in, err)
@@ -120,11 +124,15 @@ func sameRequest(want events.Request) func(events.Event) error {
 		got, err := events.DataAs[events.Request](stored)
 		if err != nil || got.Agent != want.Agent || !slices.Equal(got.Permissions, want.Permissions) ||
 			got.DurationMS != want.DurationMS || got.Reason != want.Reason || !maps.Equal(got.Context, want.Context) {
-			return broker.Errorf(409, events.CodeConflict,
-				"request_id %s was already used for another request; a retry must repeat the same agent, permissions, duration, reason and context, and a new request needs a new id", want.RequestID)
+			return requestIDTaken(want.RequestID)
 		}
 		return nil
 	}
+}
+
+func requestIDTaken(id string) *broker.APIError {
+	return broker.Errorf(409, events.CodeConflict,
+		"request_id %s was already used for another request; a retry must repeat the same agent, permissions, duration, reason and context, and a new request needs a new id", id)
 }
 
 // check runs the checks of docs/architecture.md "Request" in order and
