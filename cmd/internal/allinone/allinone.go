@@ -5,8 +5,11 @@
 package allinone
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,7 +267,10 @@ func (a *App) checkListen() error {
 // connect opens an in-process connection to the embedded server as
 // principal p (a fresh credential each start; none without authentication).
 func (a *App) connect(p auth.Principal) (*nats.Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(a.server)}
+	opts, err := a.inProcess()
+	if err != nil {
+		return nil, err
+	}
 	if a.store != nil {
 		is, err := a.store.Ephemeral(p)
 		if err != nil {
@@ -284,6 +290,34 @@ func (a *App) connect(p auth.Principal) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// inProcess gives the options of an in-process connection to the embedded
+// server. When the listener requires TLS the in-process pipe must speak it
+// too; jitd then pins its own certificate rather than trusting a CA, since
+// the pipe never leaves the process and the certificate need not name it.
+func (a *App) inProcess() ([]nats.Option, error) {
+	opts := []nats.Option{nats.InProcessServer(a.server)}
+	if a.opts.TLSCert == "" {
+		return opts, nil
+	}
+	pair, err := tls.LoadX509KeyPair(a.opts.TLSCert, a.opts.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	own := pair.Certificate[0]
+	return append(opts, nats.Secure(&tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verification is by pinning, below: the peer must present exactly
+		// jitd's own certificate.
+		InsecureSkipVerify: true, //nolint:gosec // pinned in VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+				return errors.New("in-process TLS: the server is not presenting jitd's own certificate")
+			}
+			return nil
+		},
+	})), nil
+}
+
 // provision makes sure every principal of the configuration (its agents and
 // guardrail sources) and the default operator, SIEM reader and checker have
 // a credentials file in CredsDir, that the server knows their accounts, and
@@ -293,7 +327,11 @@ func (a *App) provision(ctx context.Context, d service.Deps) error {
 	if err != nil {
 		return err
 	}
-	a.sys, err = nats.Connect(a.server.ClientURL(), nats.InProcessServer(a.server), nats.UserCredentials(sysPath), nats.Name("jitd-system"))
+	opts, err := a.inProcess()
+	if err != nil {
+		return err
+	}
+	a.sys, err = nats.Connect(a.server.ClientURL(), append(opts, nats.UserCredentials(sysPath), nats.Name("jitd-system"))...)
 	if err != nil {
 		return fmt.Errorf("system connection: %w", err)
 	}
