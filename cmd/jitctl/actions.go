@@ -70,7 +70,7 @@ func (a *app) pending(ctx context.Context, args []string) error {
 				ApproverRoles []string  `json:"approver_roles"`
 				Deadline      time.Time `json:"deadline"`
 			}{RequestID: d.RequestID, Agent: d.Agent, Permissions: d.Permissions,
-				Duration: durationText(d.DurationMS), Reason: requestReason(p), Rule: d.Rule,
+				Duration: events.MSDuration(d.DurationMS).String(), Reason: requestReason(p), Rule: d.Rule,
 				ApproverRoles: d.ApproverRoles, Deadline: p.Deadline}
 			if d.Risk != nil {
 				line.RiskScore = &d.Risk.Score
@@ -109,7 +109,7 @@ func requestReason(p broker.PendingItem) string {
 	return p.Decision.Reason
 }
 
-func durationText(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }
+func durationText(ms int64) string { return events.FormatDuration(events.MSDuration(ms)) }
 
 // approve approves a pending request as the approver JIT_TOKEN names.
 func (a *app) approve(ctx context.Context, args []string) error {

@@ -333,7 +333,7 @@ func TestApproverCommands(t *testing.T) {
 		r = h.run("pending")
 		require.Equal(t, exitOK, r.code, r.stderr)
 		h.nextCall(t)
-		for _, s := range []string{"req_p", "svc-price-optimizer", "integrations:write", "10m0s", "55", "security-admin", "sync partner feed", deadline.Format(time.RFC3339)} {
+		for _, s := range []string{"req_p", "svc-price-optimizer", "integrations:write", "10m", "55", "security-admin", "sync partner feed", deadline.Format(time.RFC3339)} {
 			require.Contains(t, r.stdout, s)
 		}
 	})

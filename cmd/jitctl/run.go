@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -338,5 +339,5 @@ func leftText(t time.Time, now time.Time) string {
 	if d <= 0 {
 		return "expired"
 	}
-	return d.String() + " left"
+	return events.FormatDuration(d) + " left"
 }

@@ -13,9 +13,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
 	// Zone data is compiled in, so the configured timezone loads in minimal
 	// containers without /usr/share/zoneinfo.
 	_ "time/tzdata"
+
+	"github.com/agentjit/jit/pkg/events"
 )
 
 // Roles an approver can hold.
@@ -359,8 +362,11 @@ type Duration time.Duration
 // D returns the time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// MarshalText writes the duration as Go's duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+// MarshalText writes the duration as people write it in the file: 30m,
+// 1h, 1h30m (not Go's 30m0s).
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(events.FormatDuration(time.Duration(d))), nil
+}
 
 // UnmarshalText reads a Go duration string such as "30m" or "1h30m".
 func (d *Duration) UnmarshalText(b []byte) error {

@@ -170,7 +170,7 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) (*Sou
 				}
 				s.cur.Store(c)
 				s.rev.Store(e.Revision())
-				log.Info().Uint64("revision", e.Revision()).Str("digest", c.Digest()).Msg("configuration active")
+				log.Info().Str("bucket", kv.Bucket()).Uint64("revision", e.Revision()).Str("digest", c.Digest()).Msg("configuration active")
 				if !once {
 					once = true
 					close(ready)

@@ -428,3 +428,16 @@ type Checkpoint struct {
 	// Signature is the Ed25519 signature (base64) of the signing bytes.
 	Signature string `json:"signature"`
 }
+
+// FormatDuration writes a duration as people do: 45m, 1h30m, 2h, 2s, 1.5s
+// (Go's own form without its trailing zero units: not 45m0s or 2h0m0s).
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

@@ -179,7 +179,7 @@ func TestNarrowedApproval(t *testing.T) {
 
 	res, err := h.approveNarrow("dev-alice", reqID, []string{"integrations:read"}, "5m")
 	require.NoError(t, err)
-	require.Contains(t, res.Message, "approved integrations:read for 5m0s")
+	require.Contains(t, res.Message, "integrations:read for 5m, as grant ")
 	d := h.waitDecision(reqID, "human")
 	require.Equal(t, []string{"integrations:read"}, d.Permissions)
 	require.Equal(t, int64(5*60_000), d.DurationMS)

@@ -570,8 +570,8 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 		return answered{}, err
 	}
 	if d.Outcome == events.OutcomeApproved {
-		result.Message = fmt.Sprintf("approved %s for %s; grant %s follows on %s", strings.Join(d.Permissions, ", "),
-			events.MSDuration(d.DurationMS), events.GrantIDFor(p.RequestID), events.Subject(events.TypeGranted, p.Agent))
+		result.Message = fmt.Sprintf("%s for %s, as grant %s", strings.Join(d.Permissions, ", "),
+			events.FormatDuration(events.MSDuration(d.DurationMS)), events.GrantIDFor(p.RequestID))
 	}
 	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", d.Outcome).Msg("answered")
 	return answered{ActionResult: result, Permissions: d.Permissions, DurationMS: d.DurationMS,

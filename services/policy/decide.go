@@ -108,7 +108,7 @@ func evaluate(cfg *config.Config, in Input, tr *trace) events.Decision {
 	}
 	if rl := cfg.RateLimit; rl.Requests > 0 && in.History.RequestsInRateWindow >= rl.Requests {
 		d = deny(events.ModeDeny, fmt.Sprintf("rate limit: agent %s made %d requests in the %s before this one; the limit is %d per %s, so it is denied without asking an approver",
-			agent.ID, in.History.RequestsInRateWindow, fmtDur(rl.Per.D()), rl.Requests, fmtDur(rl.Per.D())))
+			agent.ID, in.History.RequestsInRateWindow, events.FormatDuration(rl.Per.D()), rl.Requests, events.FormatDuration(rl.Per.D())))
 		d.Rule = RateLimitRule
 		d.DecidedBy = events.Actor{Kind: events.ActorRule, ID: RateLimitRule}
 		return d
@@ -122,7 +122,7 @@ func evaluate(cfg *config.Config, in Input, tr *trace) events.Decision {
 		return deny(events.ModeDefaultDeny, fmt.Sprintf("the requested duration %s is not positive", fmtMS(req.DurationMS)))
 	}
 	if maxD := agent.MaxJitDuration.D(); req.DurationMS > maxD.Milliseconds() {
-		return deny(events.ModeDefaultDeny, fmt.Sprintf("%s exceeds the maxJitDuration of %s (%s)", fmtMS(req.DurationMS), agent.ID, fmtDur(maxD)))
+		return deny(events.ModeDefaultDeny, fmt.Sprintf("%s exceeds the maxJitDuration of %s (%s)", fmtMS(req.DurationMS), agent.ID, events.FormatDuration(maxD)))
 	}
 	for _, p := range req.Permissions {
 		if !agent.IsEligible(p) {
@@ -220,7 +220,7 @@ func (e *evaluator) decidePermission(p string, pt *PermissionTrace) verdict {
 	case config.ModeAutoApprove:
 		if capped {
 			v.outcome = events.OutcomeDenied
-			v.reason = fmt.Sprintf("%s exceeds the max_duration of rule %s (%s) for %s", fmtDur(dur), r.Name, fmtDur(r.MaxDuration.D()), p)
+			v.reason = fmt.Sprintf("%s exceeds the max_duration of rule %s (%s) for %s", events.FormatDuration(dur), r.Name, events.FormatDuration(r.MaxDuration.D()), p)
 			return v
 		}
 		v.outcome = events.OutcomeApproved
@@ -241,7 +241,7 @@ func (e *evaluator) decidePermission(p string, pt *PermissionTrace) verdict {
 	case config.ModeRequireApproval:
 		if capped {
 			v.outcome = events.OutcomeDenied
-			v.reason = fmt.Sprintf("%s exceeds the max_duration of rule %s (%s) for %s", fmtDur(dur), r.Name, fmtDur(r.MaxDuration.D()), p)
+			v.reason = fmt.Sprintf("%s exceeds the max_duration of rule %s (%s) for %s", events.FormatDuration(dur), r.Name, events.FormatDuration(r.MaxDuration.D()), p)
 			return v
 		}
 		v.outcome = events.OutcomePending
@@ -323,12 +323,12 @@ func conditions(r *config.Rule, dur time.Duration, score int, local time.Time) (
 		}
 		if p.MaxDuration > 0 {
 			check(dur <= p.MaxDuration.D(),
-				fmt.Sprintf("duration %s above %s", fmtDur(dur), fmtDur(p.MaxDuration.D())),
-				fmt.Sprintf("duration %s at most %s", fmtDur(dur), fmtDur(p.MaxDuration.D())))
+				fmt.Sprintf("duration %s above %s", events.FormatDuration(dur), events.FormatDuration(p.MaxDuration.D())),
+				fmt.Sprintf("duration %s at most %s", events.FormatDuration(dur), events.FormatDuration(p.MaxDuration.D())))
 		}
 	}
 	if r.MaxDuration > 0 && dur > r.MaxDuration.D() {
-		failed = append(failed, fmt.Sprintf("duration %s above the rule's max_duration %s", fmtDur(dur), fmtDur(r.MaxDuration.D())))
+		failed = append(failed, fmt.Sprintf("duration %s above the rule's max_duration %s", events.FormatDuration(dur), events.FormatDuration(r.MaxDuration.D())))
 	}
 	return failed, held
 }
@@ -432,17 +432,5 @@ func fmtMS(ms int64) string {
 	if ms > int64(config.MaxGrantDuration/time.Millisecond)*1000 || ms < -int64(config.MaxGrantDuration/time.Millisecond)*1000 {
 		return fmt.Sprintf("%dms", ms)
 	}
-	return fmtDur(time.Duration(ms) * time.Millisecond)
-}
-
-// fmtDur writes a duration as people do: 45m, 1h30m, 2s, 1.5s.
-func fmtDur(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
+	return events.FormatDuration(time.Duration(ms) * time.Millisecond)
 }

@@ -89,7 +89,7 @@ func durationPart(w config.Risk, agent *config.Agent, ms int64) events.RiskPart 
 	clamped := min(max(ms, 0), maxMS)
 	// round(weight × ms / max), half up, in integers: exact on every platform.
 	part.Points = int((2*int64(w.Duration)*clamped + maxMS) / (2 * maxMS))
-	part.Detail = fmt.Sprintf("%s of the agent's %s maximum: %d of %d points", fmtMS(ms), fmtDur(maxD), part.Points, w.Duration)
+	part.Detail = fmt.Sprintf("%s of the agent's %s maximum: %d of %d points", fmtMS(ms), events.FormatDuration(maxD), part.Points, w.Duration)
 	return part
 }
 

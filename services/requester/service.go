@@ -229,10 +229,10 @@ func checkRequest(agent *config.Agent, in broker.RequestInput) (time.Duration, e
 		return 0, broker.Errorf(400, events.CodeInvalidDuration, "duration %s is not a duration such as \"30m\" or \"1h\"", quote(in.Duration))
 	}
 	if dur < MinDuration {
-		return 0, broker.Errorf(400, events.CodeInvalidDuration, "duration %s is below the minimum of %s", fmtDur(dur), fmtDur(MinDuration))
+		return 0, broker.Errorf(400, events.CodeInvalidDuration, "duration %s is below the minimum of %s", events.FormatDuration(dur), events.FormatDuration(MinDuration))
 	}
 	if max := agent.MaxJitDuration.D(); dur > max {
-		return 0, broker.Errorf(403, events.CodeDurationExceeded, "%s exceeds the maxJitDuration of %s (%s)", fmtDur(dur), agent.ID, fmtDur(max))
+		return 0, broker.Errorf(403, events.CodeDurationExceeded, "%s exceeds the maxJitDuration of %s (%s)", events.FormatDuration(dur), agent.ID, events.FormatDuration(max))
 	}
 	if n := len(in.Context); n > MaxContextEntries {
 		return 0, broker.Errorf(400, events.CodeMalformed, "context has %d entries; the limit is %d", n, MaxContextEntries)
@@ -288,16 +288,4 @@ func quote(s string) string {
 		return fmt.Sprintf("%q…", string(r[:max]))
 	}
 	return fmt.Sprintf("%q", s)
-}
-
-// fmtDur writes a duration as people do: 45m, 1h30m, 2s, 1.5s.
-func fmtDur(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
