@@ -104,7 +104,7 @@ func (a *app) policyExplain(ctx context.Context, args []string) error {
 		rctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 		h := policy.NewHistory()
-		if err := h.Replay(rctx, js, now, a.logger()); err != nil {
+		if err := h.Replay(rctx, js, *agent, now); err != nil {
 			return fmt.Errorf("read the agent's history: %w", err)
 		}
 		in.History = h.Counts(*agent, math.MaxUint64, now, cfg.RateLimit.Per.D())

@@ -253,7 +253,7 @@ func TestHistoryUsesTheBrokersClock(t *testing.T) {
 	require.NoError(t, err)
 
 	h := NewHistory()
-	require.NoError(t, h.Replay(ctx, env.JS, time.Now(), env.Log))
+	require.NoError(t, h.Replay(ctx, env.JS, "a1", time.Now()))
 	c := h.Counts("a1", 1<<62, time.Now(), time.Minute)
 	require.Equal(t, 3, c.RequestsLastMinute, "counted when the broker stored them")
 	require.Equal(t, 1, c.Denials, "the decision that does not decode is not a denial")

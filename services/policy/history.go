@@ -235,25 +235,7 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 		if err != nil {
 			return
 		}
-		denied := false
-		switch typeOfSubject(m.Subject()) {
-		case events.TypeDecided:
-			// Only a decision is read: is it a denial? One that does not
-			// decode is the other services' to reject, and counts as none.
-			if e, err := broker.FromMsg(m.Headers(), m.Data()); err == nil {
-				d, err := events.DataAs[events.Decision](e)
-				denied = err == nil && d.Outcome == events.OutcomeDenied
-			}
-		case events.TypeGuardrailFired:
-			// A fire counts only if it is one the revoker acts on: a
-			// CloudEvent 1.0 of valid data about the agent of its subject.
-			// Anything else on the subject is the revoker's to reject.
-			if !validFire(m.Headers(), m.Data(), m.Subject()) {
-				h.Skip(md.Sequence.Stream)
-				return
-			}
-		}
-		h.Add(md.Sequence.Stream, m.Subject(), md.Timestamp, denied)
+		h.take(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), m.Data())
 		if md.NumPending == 0 {
 			h.mu.Lock()
 			if !h.replayed {
@@ -288,18 +270,48 @@ func (h *History) Stop() {
 	}
 }
 
-// Replay fills the history with the last 24 hours of the audit stream up
-// to its current end, then stops following (for dry runs: jitctl policy
-// explain).
-func (h *History) Replay(ctx context.Context, js jetstream.JetStream, now time.Time, log zerolog.Logger) error {
-	if err := h.Follow(ctx, js, now, log); err != nil {
-		return err
+// Replay fills the history with agent's events of the last 24 hours of
+// the audit stream, up to its current end (for dry runs: jitctl policy
+// explain). It reads with direct gets and creates no consumer, so a
+// principal that may only read the stream (an operator) can run it.
+func (h *History) Replay(ctx context.Context, js jetstream.JetStream, agent string, now time.Time) error {
+	if !events.ValidID(agent) {
+		return fmt.Errorf("history: invalid agent id %q", agent)
 	}
-	defer h.Stop()
-	h.mu.Lock()
-	end := h.startLast
-	h.mu.Unlock()
-	return h.WaitFor(ctx, end)
+	// Every subject of the audit stream about agent is <type>.<agent>,
+	// a type being two tokens.
+	r := broker.DirectRead{Filter: "*.*." + agent, Since: now.Add(-config.HistoryWindow), Prefix: broker.APIPrefixOf(js)}
+	err := broker.ReadDirect(ctx, js.Conn(), broker.AuditStream, r, func(m broker.StoredMsg) error {
+		h.take(m.Seq, m.Subject, m.Time, m.Header, m.Data)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	return nil
+}
+
+// take counts one message of the audit stream.
+func (h *History) take(seq uint64, subject string, at time.Time, hdr nats.Header, data []byte) {
+	denied := false
+	switch typeOfSubject(subject) {
+	case events.TypeDecided:
+		// Only a decision is read: is it a denial? One that does not
+		// decode is the other services' to reject, and counts as none.
+		if e, err := broker.FromMsg(hdr, data); err == nil {
+			d, err := events.DataAs[events.Decision](e)
+			denied = err == nil && d.Outcome == events.OutcomeDenied
+		}
+	case events.TypeGuardrailFired:
+		// A fire counts only if it is one the revoker acts on: a
+		// CloudEvent 1.0 of valid data about the agent of its subject.
+		// Anything else on the subject is the revoker's to reject.
+		if !validFire(hdr, data, subject) {
+			h.Skip(seq)
+			return
+		}
+	}
+	h.Add(seq, subject, at, denied)
 }
 
 // validFire reports whether a message on guardrail.fired.<agent> is a
