@@ -246,6 +246,9 @@ func (a *app) credsInit(_ context.Context, args []string) error {
 	dir := fs.String("dir", "", "the directory to write: keys/, creds/, jwt/ and nats-server.conf")
 	cfgFile := fs.String("config", "", "the configuration file whose agents and guardrail sources get credentials")
 	listen := fs.String("listen", "127.0.0.1:4222", "the client address nats-server.conf listens on")
+	tlsCert := fs.String("tls-cert", "", "the server's TLS certificate (PEM): nats-server.conf then requires TLS of every client")
+	tlsKey := fs.String("tls-key", "", "the server's TLS key (PEM)")
+	plaintext := fs.Bool("allow-plaintext", false, "allow a listener beyond loopback without TLS (credentials then cross the network in clear)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -255,6 +258,12 @@ func (a *app) credsInit(_ context.Context, args []string) error {
 	}
 	if err := required("dir", *dir, "config", *cfgFile); err != nil {
 		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if err := auth.CheckListen(*listen, *tlsCert != "", *plaintext); err != nil {
+		return usagef("%v", err)
 	}
 	cfg, err := config.LoadFile(*cfgFile)
 	if err != nil {
@@ -308,7 +317,13 @@ func (a *app) credsInit(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("# A JIT deployment's NATS server (jitctl creds init). Clustered nodes add\n# server_name and a cluster block; see docs/operations.md.\nlisten: %q\njetstream: { store_dir: %q }\nmax_payload: 1MB\n%s", *listen, storeDir, accounts)
+	var tlsBlock string
+	if *tlsCert != "" {
+		cert, _ := filepath.Abs(*tlsCert)
+		key, _ := filepath.Abs(*tlsKey)
+		tlsBlock = fmt.Sprintf("tls: { cert_file: %q, key_file: %q }\n", cert, key)
+	}
+	conf := fmt.Sprintf("# A JIT deployment's NATS server (jitctl creds init). Clustered nodes add\n# server_name and a cluster block; see docs/operations.md.\nlisten: %q\n%sjetstream: { store_dir: %q }\nmax_payload: 1MB\n%s", *listen, tlsBlock, storeDir, accounts)
 	confPath := filepath.Join(*dir, "nats-server.conf")
 	if err := auth.WriteCreds(confPath, []byte(conf)); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -107,4 +108,24 @@ func PushAccount(ctx context.Context, nc *nats.Conn, accountJWT string) error {
 		return fmt.Errorf("push account: %s (%d)", r.Data.Message, r.Data.Code)
 	}
 	return nil
+}
+
+// CheckListen refuses a NATS client listener beyond the loopback interface
+// without TLS, unless allowPlaintext: credentials' JWTs and approvers'
+// tokens would cross the network in clear.
+func CheckListen(addr string, withTLS, allowPlaintext bool) error {
+	if withTLS || allowPlaintext {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("nats listen address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("refusing to listen for NATS on %s without TLS: credentials and approver tokens would cross the network in clear; give --tls-cert and --tls-key (or --allow-plaintext)", addr)
 }

@@ -119,7 +119,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 			a.Close()
 		}
 	}()
-	if err := a.checkListen(); err != nil {
+	if err := auth.CheckListen(a.opts.NATSListen, a.opts.TLSCert != "", a.opts.AllowPlaintext); err != nil {
 		return err
 	}
 	eo := embedded.Options{
@@ -243,26 +243,6 @@ func (a *App) Run(ctx context.Context) (err error) {
 
 // CredsDir is where jitd keeps one credentials file per principal.
 func (a *App) CredsDir() string { return filepath.Join(a.opts.DataDir, "creds") }
-
-// checkListen refuses a NATS listener beyond the loopback interface without
-// TLS, unless told otherwise: credentials' JWTs and approvers' tokens would
-// cross the network in clear.
-func (a *App) checkListen() error {
-	if a.opts.TLSCert != "" || a.opts.AllowPlaintext {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(a.opts.NATSListen)
-	if err != nil {
-		return fmt.Errorf("nats listen address %q: %w", a.opts.NATSListen, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("refusing to listen for NATS on %s without TLS: credentials and approver tokens would cross the network in clear; give --tls-cert and --tls-key (or --allow-plaintext)", a.opts.NATSListen)
-}
 
 // connect opens an in-process connection to the embedded server as
 // principal p (a fresh credential each start; none without authentication).

@@ -2,55 +2,22 @@ package allinone
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
-// selfSigned writes a CA-less self-signed certificate for 127.0.0.1 and
-// its key, and returns their paths (the certificate is its own CA).
-func selfSigned(t *testing.T) (cert, key string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "jitd test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	require.NoError(t, os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	kb, err := x509.MarshalECPrivateKey(k)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600))
-	return cert, key
-}
-
 // TestTLS: with --tls-cert and --tls-key the NATS listener takes only TLS;
 // a client that trusts the certificate (--tlsca) connects with its
 // credential, a client that does not is refused, and so is plaintext.
 func TestTLS(t *testing.T) {
-	cert, key := selfSigned(t)
+	cert, key := natstest.SelfSignedCert(t)
 	dir := t.TempDir()
 	app := New(Options{ConfigFile: exampleConfig(t), DataDir: dir, NATSListen: "127.0.0.1:-1", TLSCert: cert, TLSKey: key},
 		zerolog.New(zerolog.NewTestWriter(t)))
@@ -82,9 +49,11 @@ func TestPlaintextBeyondLoopbackRefused(t *testing.T) {
 	err := app.Run(context.Background())
 	require.ErrorContains(t, err, "without TLS")
 	for _, ok := range []string{"127.0.0.1:-1", "localhost:-1", "[::1]:-1"} {
-		a := &App{opts: Options{NATSListen: ok}}
-		require.NoError(t, a.checkListen(), ok)
+		require.NoError(t, auth.CheckListen(ok, false, false), ok)
 	}
-	a := &App{opts: Options{NATSListen: "0.0.0.0:4222", AllowPlaintext: true}}
-	require.NoError(t, a.checkListen())
+	for _, bad := range []string{"0.0.0.0:4222", ":4222", "10.1.2.3:4222", "nats.example.com:4222"} {
+		require.ErrorContains(t, auth.CheckListen(bad, false, false), "without TLS", bad)
+		require.NoError(t, auth.CheckListen(bad, true, false), bad)
+		require.NoError(t, auth.CheckListen(bad, false, true), bad)
+	}
 }
