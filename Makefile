@@ -27,6 +27,8 @@ build:
 
 ## run: the whole system in one process on an embedded NATS (Ctrl-C stops it)
 run: build
+	@echo "credentials: one per principal in $(DATA_DIR)/creds (made on first start)"
+	@echo "in another terminal: export PATH=$(BIN):\$$PATH JIT_CREDS_DIR=$(DATA_DIR)/creds"
 	$(BIN)/jitd --config $(CONFIG) --data-dir $(DATA_DIR) --nats-listen $(NATS_LISTEN) --http-listen $(HTTP_LISTEN)
 
 ## test: every test, with the race detector, against real (embedded) NATS

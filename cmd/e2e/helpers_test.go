@@ -33,7 +33,7 @@ var (
 	once     sync.Once
 )
 
-// bins builds jitctl, the five services and nats-server once per test run.
+// bins builds jitd, jitctl, the five services and nats-server once per test run.
 func bins(t *testing.T) string {
 	t.Helper()
 	once.Do(func() {
@@ -43,6 +43,7 @@ func bins(t *testing.T) string {
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/",
 			"github.com/agentjit/jit/cmd/jitctl",
+			"github.com/agentjit/jit/cmd/jitd",
 			"github.com/agentjit/jit/services/requester/cmd/requester",
 			"github.com/agentjit/jit/services/policy/cmd/policy",
 			"github.com/agentjit/jit/services/approval/cmd/approval",
