@@ -21,6 +21,7 @@ import (
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -605,4 +606,83 @@ func TestAttacksCorruptRecords(t *testing.T) {
 		return n >= 2 // the pending record and the lease
 	})
 	require.Equal(t, 1, c.run("check", "--agent", agentA, "--perm", "data:delete").Code)
+}
+
+// TestAttacksByACompromisedService: a service's own credential, in the
+// hands of an attacker, still cannot reshape the topology: no stream's or
+// bucket's configuration changes (the audit trail cut short, the secrets
+// republished to readers), no other service's durable is recreated with
+// another filter or reset, nothing is deleted or purged.
+func TestAttacksByACompromisedService(t *testing.T) {
+	s := startSiege(t)
+	ctx := t.Context()
+	store, err := auth.OpenStore(filepath.Join(s.dataDir, "keys"))
+	require.NoError(t, err)
+	configs := func() map[string]jetstream.StreamConfig {
+		out := map[string]jetstream.StreamConfig{}
+		for _, name := range []string{broker.AuditStream, "KV_" + broker.BucketGrants, "KV_" + broker.BucketLeases,
+			"KV_" + broker.BucketSuspensions, "KV_" + broker.BucketPending, "KV_" + broker.BucketConfig, "KV_" + broker.BucketSecrets} {
+			st, err := s.admin.Stream(ctx, name)
+			require.NoError(t, err)
+			out[name] = st.CachedInfo().Config
+		}
+		return out
+	}
+	durable := func(stream, name string) jetstream.ConsumerConfig {
+		c, err := s.admin.Consumer(ctx, stream, name)
+		require.NoError(t, err)
+		return c.CachedInfo().Config
+	}
+	cut, _ := json.Marshal(jetstream.StreamConfig{Name: broker.AuditStream, Subjects: broker.AuditSubjects, MaxMsgs: 2,
+		Storage: jetstream.FileStorage, DenyDelete: true, DenyPurge: true, AllowDirect: true, MaxMsgSize: 1 << 20, Duplicates: 10 * time.Minute})
+	leak, _ := json.Marshal(jetstream.StreamConfig{Name: "KV_" + broker.BucketSecrets, Subjects: []string{"$KV." + broker.BucketSecrets + ".>"},
+		RePublish: &jetstream.RePublish{Source: ">", Destination: "jitkv.jit_secrets.>"}})
+	skip, _ := json.Marshal(map[string]any{"seq": 1 << 40})
+
+	for _, name := range []string{auth.ServiceRequester, auth.ServicePolicy, auth.ServiceApproval, auth.ServiceRevoker, auth.ServiceAuditor} {
+		t.Run(name, func(t *testing.T) {
+			// Another service's durable to blind.
+			victim := "revoker-guardrail"
+			if name == auth.ServiceRevoker {
+				victim = "approval"
+			}
+			blind, _ := json.Marshal(map[string]any{"stream_name": broker.AuditStream, "config": map[string]any{
+				"durable_name": victim, "filter_subject": "nothing.>", "ack_policy": "explicit"}})
+			is, err := store.Ephemeral(auth.Service(name))
+			require.NoError(t, err)
+			opts, err := is.Options()
+			require.NoError(t, err)
+			nc, err := nats.Connect(s.url, opts...)
+			require.NoError(t, err)
+			defer nc.Close()
+			before, guard := configs(), durable(broker.AuditStream, victim)
+			var wg sync.WaitGroup
+			for _, c := range []struct {
+				api  string
+				body []byte
+			}{
+				{"STREAM.UPDATE." + broker.AuditStream, cut},
+				{"STREAM.UPDATE.KV_" + broker.BucketSecrets, leak},
+				{"STREAM.DELETE." + broker.AuditStream, nil},
+				{"STREAM.PURGE.KV_" + broker.BucketGrants, nil},
+				{"STREAM.MSG.DELETE." + broker.AuditStream, []byte(`{"seq":1}`)},
+				{"CONSUMER.CREATE." + broker.AuditStream + "." + victim, blind},
+				{"CONSUMER.DURABLE.CREATE." + broker.AuditStream + "." + victim, blind},
+				{"CONSUMER.RESET." + broker.AuditStream + "." + victim, skip},
+				{"CONSUMER.DELETE." + broker.AuditStream + "." + victim, nil},
+				{"CONSUMER.DELETE.KV_" + broker.BucketGrants + ".revoker-expiry", nil},
+			} {
+				// At once: a refused request waits out its timeout.
+				wg.Go(func() {
+					m, err := request(nc, "$JS.API."+c.api, "", c.body, nil)
+					if err == nil {
+						assert.Contains(t, string(m.Data), `"error"`, "%s %s answered: %s", name, c.api, m.Data)
+					}
+				})
+			}
+			wg.Wait()
+			require.Equal(t, before, configs(), "%s: no stream or bucket changed", name)
+			require.Equal(t, guard, durable(broker.AuditStream, victim), "%s: %s's durable is untouched", name, victim)
+		})
+	}
 }

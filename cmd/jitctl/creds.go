@@ -12,6 +12,7 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
+	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -340,12 +341,17 @@ func (a *app) credsInit(_ context.Context, args []string) error {
 func (a *app) credsProvision(ctx context.Context, args []string) error {
 	fs := a.flags()
 	keysDir := a.keysFlags(fs)
+	maxAge := fs.String("audit-max-age", "", "also set how long the audit stream keeps events, e.g. 90d (services may only create the stream; empty keeps its limits)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := positionals(pos); err != nil {
 		return err
+	}
+	age, err := service.ParseAge(*maxAge)
+	if err != nil {
+		return usagef("--audit-max-age: %v", err)
 	}
 	store, err := auth.OpenStore(keysDir())
 	if err != nil {
@@ -373,7 +379,8 @@ func (a *app) credsProvision(ctx context.Context, args []string) error {
 		return err
 	}
 	// The audit durables need the stream: make the topology if no service
-	// has yet.
+	// has yet, and bring it up to this version's (services may only create
+	// what is missing).
 	nc, js, err := a.adminConn(store)
 	if err != nil {
 		return err
@@ -381,7 +388,7 @@ func (a *app) credsProvision(ctx context.Context, args []string) error {
 	defer nc.Close()
 	ectx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := broker.Ensure(ectx, js, broker.Options{}); err != nil {
+	if err := broker.Ensure(ectx, js, broker.Options{Update: true, AuditMaxAge: age}); err != nil {
 		return err
 	}
 	if err := a.pushAndProvision(ctx, store, nil, readers...); err != nil {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -164,6 +165,9 @@ type serviceNeeds struct {
 	calls     []string // request subjects it calls
 	// provisions: it creates reader durables on the audit stream.
 	provisions bool
+	// updates: it may change the configuration of the streams and
+	// buckets (jitd: it brings the topology up to its version).
+	updates bool
 	// resets are durables of the audit stream it may delete to recreate
 	// them (the auditor moves its own consumer back to its last checkpoint
 	// after a crash).
@@ -205,6 +209,7 @@ var needs = map[string]serviceNeeds{
 		writes:     []string{broker.BucketConfig, broker.BucketSecrets},
 		reads:      allStreams,
 		provisions: true,
+		updates:    true,
 	},
 }
 
@@ -223,7 +228,14 @@ func ServicePermissions(name string) (jwt.Permissions, bool) {
 	pub := []string{jsAPI + ".INFO"}
 	var sub []string
 	for _, s := range allStreams {
-		pub = append(pub, jsAPI+".STREAM.INFO."+s, jsAPI+".STREAM.CREATE."+s, jsAPI+".STREAM.UPDATE."+s)
+		// Create what is missing, never change what exists: only jitd
+		// (and the administrator) updates, so that a compromised service
+		// can neither shorten the audit trail nor make a bucket republish
+		// what it holds (broker.Options.Update).
+		pub = append(pub, jsAPI+".STREAM.INFO."+s, jsAPI+".STREAM.CREATE."+s)
+		if n.updates {
+			pub = append(pub, jsAPI+".STREAM.UPDATE."+s)
+		}
 	}
 	for _, s := range n.reads {
 		pub = append(pub,
@@ -258,17 +270,36 @@ func ServicePermissions(name string) (jwt.Permissions, bool) {
 	for _, d := range n.resets {
 		perms.Pub.Allow.Add(jsAPI + ".CONSUMER.DELETE." + streamAudit + "." + d)
 	}
+	// Its own durables (named after it) it may reset to their ack floor at
+	// start, to take back what a dead instance left unacknowledged.
+	for stream, names := range Durables {
+		for _, d := range names {
+			if owns(name, d) {
+				perms.Pub.Allow.Add(jsAPI + ".CONSUMER.RESET." + stream + "." + d)
+			}
+		}
+	}
 	for stream, names := range Durables {
 		for _, d := range names {
 			if stream == streamAudit && slices.Contains(n.resets, d) {
 				continue
 			}
 			perms.Pub.Deny.Add(jsAPI + ".CONSUMER.DELETE." + stream + "." + d)
+			if !owns(name, d) {
+				// Another service's durable: neither (re)created, which
+				// could change its filter or position, nor reset.
+				perms.Pub.Deny.Add(jsAPI+".CONSUMER.CREATE."+stream+"."+d, jsAPI+".CONSUMER.CREATE."+stream+"."+d+".>",
+					jsAPI+".CONSUMER.DURABLE.CREATE."+stream+"."+d)
+			}
 		}
 	}
 	perms.Sub.Allow.Add(dedupe(sub)...)
 	return perms, true
 }
+
+// owns reports whether durable d is service name's: its durables are named
+// after it ("approval", "approval-timeouts").
+func owns(name, d string) bool { return d == name || strings.HasPrefix(d, name+"-") }
 
 func dedupe(s []string) []string {
 	out := slices.Clone(s)

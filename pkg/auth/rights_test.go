@@ -107,3 +107,31 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestServicesDoNotReshapeTheTopology: only jitd updates streams; a
+// service creates, resets and never deletes only its own durables.
+func TestServicesDoNotReshapeTheTopology(t *testing.T) {
+	for _, name := range []string{ServiceRequester, ServicePolicy, ServiceApproval, ServiceRevoker, ServiceAuditor} {
+		p, ok := ServicePermissions(name)
+		require.True(t, ok)
+		for _, s := range p.Pub.Allow {
+			require.NotContains(t, s, ".STREAM.UPDATE.", "%s may not update a stream", name)
+		}
+	}
+	j, _ := ServicePermissions(ServiceJitd)
+	require.True(t, contains(j.Pub.Allow, "$JS.API.STREAM.UPDATE."+broker.AuditStream), "jitd brings the topology up to date")
+
+	a, _ := ServicePermissions(ServiceApproval)
+	require.True(t, contains(a.Pub.Allow, "$JS.API.CONSUMER.RESET.KV_"+broker.BucketPending+".approval-timeouts"))
+	require.True(t, contains(a.Pub.Allow, "$JS.API.CONSUMER.RESET."+broker.AuditStream+".approval"))
+	require.False(t, contains(a.Pub.Allow, "$JS.API.CONSUMER.RESET.KV_"+broker.BucketGrants+".revoker-expiry"))
+	for _, deny := range []string{
+		"$JS.API.CONSUMER.CREATE." + broker.AuditStream + ".revoker-guardrail",
+		"$JS.API.CONSUMER.CREATE." + broker.AuditStream + ".revoker-guardrail.>",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + broker.AuditStream + ".policy",
+		"$JS.API.CONSUMER.DELETE." + broker.AuditStream + ".approval",
+	} {
+		require.True(t, contains(a.Pub.Deny, deny), deny)
+	}
+	require.False(t, contains(a.Pub.Deny, "$JS.API.CONSUMER.CREATE."+broker.AuditStream+".approval-withdrawals"), "its own")
+}

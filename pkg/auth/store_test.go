@@ -181,13 +181,13 @@ func TestEnsureCreds(t *testing.T) {
 // TestCredsFileNames: the layout issue 9 names.
 func TestCredsFileNames(t *testing.T) {
 	for p, want := range map[Principal]string{
-		DefaultOperator: "operator.creds",
-		DefaultSIEM:     "siem.creds",
-		DefaultChecker:  "checker.creds",
-		{Kind: KindAgent, ID: "market-intel"}:     "agent-market-intel.creds",
+		DefaultOperator:                            "operator.creds",
+		DefaultSIEM:                                "siem.creds",
+		DefaultChecker:                             "checker.creds",
+		{Kind: KindAgent, ID: "market-intel"}:      "agent-market-intel.creds",
 		{Kind: KindGuardrail, ID: "pricing-guard"}: "guardrail-pricing-guard.creds",
-		{Kind: KindSIEM, ID: "splunk"}:            "siem-splunk.creds",
-		{Kind: KindAgent, ID: "agent"}:            "agent-agent.creds",
+		{Kind: KindSIEM, ID: "splunk"}:             "siem-splunk.creds",
+		{Kind: KindAgent, ID: "agent"}:             "agent-agent.creds",
 	} {
 		require.Equal(t, want, p.CredsFile(), p.String())
 	}

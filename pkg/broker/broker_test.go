@@ -94,7 +94,7 @@ func TestSuspensionFailsClosed(t *testing.T) {
 
 // TestEnsureKeepsAuditRetention: a service restarting never undoes the
 // retention an operator set on the audit stream; an explicit AuditMaxAge
-// changes it.
+// changes it, only for a caller that may update the topology.
 func TestEnsureKeepsAuditRetention(t *testing.T) {
 	env := natstest.Setup(t)
 	ctx := t.Context()
@@ -115,10 +115,39 @@ func TestEnsureKeepsAuditRetention(t *testing.T) {
 
 	o := broker.DefaultOptions()
 	o.AuditMaxAge = 30 * 24 * time.Hour
+	require.ErrorIs(t, broker.Ensure(ctx, env.JS, o), broker.ErrTopologyDiffers, "a service may only create")
+	require.Equal(t, 90*24*time.Hour, info().MaxAge, "unchanged")
+	o.Update = true
 	require.NoError(t, broker.Ensure(ctx, env.JS, o))
 	require.Equal(t, 30*24*time.Hour, info().MaxAge, "set explicitly")
 	require.Equal(t, int64(1<<30), info().MaxBytes)
 
 	o.AuditMaxAge = time.Minute
 	require.ErrorContains(t, broker.Ensure(ctx, env.JS, o), "shorter than the de-duplication window")
+}
+
+// TestEnsureReportsAndRepairsADifference: a bucket changed behind the
+// system's back (here: made to republish the secrets) is reported by a
+// service's Ensure, which may not update, and put back by jitd's.
+func TestEnsureReportsAndRepairsADifference(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := t.Context()
+	st, err := env.JS.Stream(ctx, "KV_"+broker.BucketSecrets)
+	require.NoError(t, err)
+	c := st.CachedInfo().Config
+	c.RePublish = &jetstream.RePublish{Source: ">", Destination: "leak.>"}
+	_, err = env.JS.UpdateStream(ctx, c)
+	require.NoError(t, err)
+
+	err = broker.Ensure(ctx, env.JS, broker.DefaultOptions())
+	require.ErrorIs(t, err, broker.ErrTopologyDiffers)
+	require.ErrorContains(t, err, "KV_"+broker.BucketSecrets+" (republish)")
+
+	o := broker.DefaultOptions()
+	o.Update = true
+	require.NoError(t, broker.Ensure(ctx, env.JS, o))
+	st, err = env.JS.Stream(ctx, "KV_"+broker.BucketSecrets)
+	require.NoError(t, err)
+	require.Nil(t, st.CachedInfo().Config.RePublish, "put back")
+	require.NoError(t, broker.Ensure(ctx, env.JS, broker.DefaultOptions()), "nothing differs any more")
 }

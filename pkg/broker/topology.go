@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +60,20 @@ type Options struct {
 	// keeps the stream's own limits: none when Ensure creates it, and
 	// whatever an operator set (nats stream edit) when it exists.
 	AuditMaxAge time.Duration
+	// Update lets Ensure change the configuration of a stream or bucket
+	// that exists (jitd, and the administrator's jitctl creds provision).
+	// Without it Ensure only creates what is missing and reports a
+	// difference with ErrTopologyDiffers: a service's credential may not
+	// update streams, so that a compromised service can neither shorten the
+	// audit trail nor make a bucket republish what it holds.
+	Update bool
 }
+
+// ErrTopologyDiffers is returned (wrapped) by Ensure without Options.Update
+// when a stream or bucket exists with another configuration than this
+// version's: the system works, and jitd or jitctl creds provision brings
+// it up to date.
+var ErrTopologyDiffers = errors.New("the stream or bucket exists with another configuration")
 
 // withDefaults fills o's zero fields from DefaultOptions.
 func (o Options) withDefaults() Options {
@@ -88,10 +103,12 @@ func DefaultOptions() Options {
 	}
 }
 
-// Ensure creates the audit stream and the buckets, or updates them to the
-// expected configuration. The audit stream's retention limits (max age,
-// bytes, messages) are kept as they are unless o.AuditMaxAge is set. It is
-// safe to call from every service at start.
+// Ensure creates the audit stream and the buckets that are missing and,
+// with o.Update, updates the others to this version's configuration
+// (without it, a difference is returned as ErrTopologyDiffers). The audit
+// stream's retention limits (max age, bytes, messages) are kept as they are
+// unless o.AuditMaxAge is set. It is safe to call from every service at
+// start.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	o = o.withDefaults()
 	if o.AuditMaxAge > 0 && o.AuditMaxAge < o.DuplicateWindow {
@@ -127,8 +144,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if o.AuditMaxAge > 0 {
 		audit.MaxAge = o.AuditMaxAge
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, audit); err != nil {
-		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
+	var differs []string
+	if d, err := ensureStream(ctx, js, audit, o.Update); err != nil {
+		return err
+	} else if d != "" {
+		differs = append(differs, d)
 	}
 	// The grants, suspensions and configuration buckets republish every
 	// stored change on jitkv.<bucket>.<key>: checkers follow them there.
@@ -144,11 +164,103 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: BucketSecrets, Description: "active JIT configuration with approvers' token hashes and notifiers' secrets: the approval service's alone", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, b := range buckets {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
-			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
+		if d, err := ensureBucket(ctx, js, b, o.Update); err != nil {
+			return err
+		} else if d != "" {
+			differs = append(differs, d)
 		}
 	}
+	if len(differs) > 0 {
+		return fmt.Errorf("%w: %s; jitd or jitctl creds provision updates them", ErrTopologyDiffers, strings.Join(differs, "; "))
+	}
 	return nil
+}
+
+// ensureStream creates the stream of cfg if it is missing, or updates it
+// if update; otherwise it says how the existing one differs ("" if not).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (string, error) {
+	if update {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+		return "", nil
+	}
+	cur, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another service created it an instant ago.
+			if cur, err = js.Stream(ctx, cfg.Name); err != nil {
+				return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+			}
+			return streamDiff(cur.CachedInfo().Config, cfg), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	}
+	return streamDiff(cur.CachedInfo().Config, cfg), nil
+}
+
+// ensureBucket is ensureStream for a KV bucket.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, update bool) (string, error) {
+	if update {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
+		}
+		return "", nil
+	}
+	_, err := js.CreateKeyValue(ctx, cfg)
+	switch {
+	case err == nil:
+		return "", nil
+	case !errors.Is(err, jetstream.ErrBucketExists):
+		return "", fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
+	}
+	cur, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
+	}
+	c := cur.CachedInfo().Config
+	want := jetstream.StreamConfig{Name: c.Name, Subjects: c.Subjects, MaxMsgSize: c.MaxMsgSize, Duplicates: c.Duplicates,
+		DenyDelete: c.DenyDelete, DenyPurge: c.DenyPurge, AllowDirect: c.AllowDirect, Replicas: cfg.Replicas,
+		MaxMsgsPerSubject: int64(cfg.History), MaxAge: cfg.TTL, SubjectDeleteMarkerTTL: cfg.LimitMarkerTTL, RePublish: cfg.RePublish}
+	if want.Replicas == 0 {
+		want.Replicas = 1
+	}
+	return streamDiff(c, want), nil
+}
+
+// streamDiff names the fields of cur that differ from want among those this
+// system relies on.
+func streamDiff(cur, want jetstream.StreamConfig) string {
+	var d []string
+	if !slices.Equal(cur.Subjects, want.Subjects) {
+		d = append(d, "subjects")
+	}
+	// The server writes "no limit" as -1.
+	limit := func(v int64) int64 { return max(v, 0) }
+	if limit(int64(cur.MaxMsgSize)) != limit(int64(want.MaxMsgSize)) || cur.Duplicates != want.Duplicates || cur.MaxAge != want.MaxAge ||
+		limit(cur.MaxMsgsPerSubject) != limit(want.MaxMsgsPerSubject) || cur.SubjectDeleteMarkerTTL != want.SubjectDeleteMarkerTTL {
+		d = append(d, "limits")
+	}
+	if cur.DenyDelete != want.DenyDelete || cur.DenyPurge != want.DenyPurge || cur.AllowDirect != want.AllowDirect {
+		d = append(d, "access")
+	}
+	if cur.Replicas != want.Replicas {
+		d = append(d, "replicas")
+	}
+	if (cur.RePublish == nil) != (want.RePublish == nil) || (cur.RePublish != nil && *cur.RePublish != *want.RePublish) {
+		d = append(d, "republish")
+	}
+	if len(d) == 0 {
+		return ""
+	}
+	return cur.Name + " (" + strings.Join(d, ", ") + ")"
 }
 
 // Buckets are handles to every bucket.

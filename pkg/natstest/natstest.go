@@ -68,7 +68,9 @@ func SetupAt(t testing.TB, dir string) *Env {
 	nc, js := Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, broker.Ensure(ctx, js, broker.DefaultOptions()))
+	o := broker.DefaultOptions()
+	o.Update = true
+	require.NoError(t, broker.Ensure(ctx, js, o))
 	b, err := broker.OpenBuckets(ctx, js)
 	require.NoError(t, err)
 	return &Env{Server: s, StoreDir: dir, NC: nc, JS: js, Buckets: b, Log: Logger(t)}

@@ -53,7 +53,8 @@ func Main(name string, build func(Deps) Service, opts ...MainOption) {
 	client.Flags(fs, os.Getenv)
 	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG; needs a credential that may write it: the policy service's)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
-	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage)
+	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage+
+		"; a service sets it only when it creates the stream: later, jitctl creds provision --audit-max-age")
 	_ = fs.Parse(os.Args[1:])
 
 	log := Logger(name, *level)

@@ -134,6 +134,12 @@ func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOp
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err = broker.Ensure(ctx, js, topo)
+		if errors.Is(err, broker.ErrTopologyDiffers) {
+			// What exists works; only jitd and the administrator may
+			// change it.
+			log.Warn().Err(err).Msg("the stream and buckets are not this version's")
+			err = nil
+		}
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}

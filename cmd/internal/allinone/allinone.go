@@ -147,7 +147,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	deps, err := service.Prepare(ctx, a.nc, a.log, service.PrepareOptions{
 		ConfigFile: a.opts.ConfigFile, Source: "jitd", Secrets: true,
-		Topology: broker.Options{AuditMaxAge: a.opts.AuditMaxAge},
+		Topology: broker.Options{AuditMaxAge: a.opts.AuditMaxAge, Update: true},
 	})
 	if err != nil {
 		return err
