@@ -41,7 +41,8 @@ const Envelope = "cloudevent"
 // ErrorSchema is the schema of every endpoint's error answer.
 const ErrorSchema = "api-error"
 
-// APIConfigApply is the policy service's configuration endpoint
+// APIConfigApply is the configuration endpoint: the approval service
+// authenticates the call and the policy service applies the file
 // (policy.APIConfigApply; not imported, to keep this package light).
 const APIConfigApply = "jitapi.config.apply"
 
