@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/contract"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
@@ -68,9 +69,10 @@ func (a apiCaller) call(subject, token string, body any, wellFormed bool) (int, 
 }
 
 // TestAPIContract calls every jitapi endpoint for real — the successes and
-// the refusals docs/agents.md lists — and validates every request and reply
-// against api/schemas; the statuses and codes asserted are the documented
-// ones.
+// the refusals docs/agents.md lists — each with the credential of who would
+// call it, and the guardrail ingress with a guardrail source's, and
+// validates every request and reply against api/schemas; the statuses and
+// codes asserted are the documented ones.
 func TestAPIContract(t *testing.T) {
 	app := startJitd(t, t.TempDir(), exampleConfig(t))
 	url := app.NATSURL()
@@ -127,6 +129,52 @@ func TestAPIContract(t *testing.T) {
 	// jitapi.done: ends the grant; an ended grant is 409; an unknown one 404.
 	grant := events.GrantIDFor("req_contract-1")
 	waitFor(t, "granted", 10*time.Second, func() bool { return len(grantedOf(t, url, grant)) == 1 })
+
+	// The agent's own reads: its grants, a check, its events; another
+	// agent's are 403.
+	st, out = a.call(broker.APIGrants, "", []byte(nil), true)
+	require.Equal(t, 200, st, out)
+	grants := out["grants"].([]any)
+	require.Len(t, grants, 1)
+	require.Equal(t, grant, grants[0].(map[string]any)["grant_id"])
+	st, out = a.call(broker.APICheck, "", broker.CheckInput{Permission: "data:write"}, true)
+	require.Equal(t, 200, st, out)
+	require.Equal(t, true, out["allowed"])
+	require.Equal(t, grant, out["grant_id"])
+	st, out = a.call(broker.APICheck, "", broker.CheckInput{Permission: "data:read", Agent: "market-intel"}, true)
+	require.Equal(t, 200, st, out)
+	require.Equal(t, true, out["base"])
+	st, out = a.call(broker.APICheck, "", broker.CheckInput{Permission: "data:delete"}, true)
+	require.Equal(t, 200, st, out)
+	require.Equal(t, false, out["allowed"])
+	st, out = a.call(broker.APICheck, "", []byte(`{"permission":"Data Delete"}`), false)
+	require.Equal(t, 400, st)
+	require.Equal(t, events.CodeMalformed, code(out))
+	st, out = a.call(broker.APIEvents, "", broker.EventsInput{FromSeq: seq, Max: 2}, true)
+	require.Equal(t, 200, st, out)
+	page := out["events"].([]any)
+	require.Len(t, page, 2)
+	first := page[0].(map[string]any)
+	require.EqualValues(t, seq, first["seq"], "the page starts at from_seq: the request's jit.requested")
+	require.Equal(t, "jit.requested.market-intel", first["subject"])
+	for _, e := range page {
+		body, err := json.Marshal(e.(map[string]any)["event"])
+		require.NoError(t, err)
+		require.NoError(t, a.c.ValidateEvent(nil, body), "an event of the page holds to the contract")
+	}
+	require.Greater(t, out["next_seq"].(float64), float64(seq))
+	st, out = a.call(broker.APIEvents, "", []byte(`{"from":1}`), false)
+	require.Equal(t, 400, st)
+	require.Equal(t, events.CodeMalformed, code(out))
+	for subject, body := range map[string]any{
+		broker.APIGrants: broker.GrantsInput{Agent: "market-intel"},
+		broker.APIEvents: broker.EventsInput{Agent: "market-intel"},
+		broker.APICheck:  broker.CheckInput{Permission: "data:write", Agent: "market-intel"},
+	} {
+		st, out := optimizer.call(subject, "", body, true)
+		require.Equal(t, 403, st, "%s for another agent: %v", subject, out)
+		require.Equal(t, events.CodeForbidden, code(out))
+	}
 	st, out = a.call(broker.APIDone, "", broker.DoneInput{GrantID: grant}, true)
 	require.Equal(t, 200, st, out)
 	require.Equal(t, "revoked", out["outcome"])
@@ -189,4 +237,30 @@ func TestAPIContract(t *testing.T) {
 	st, out = op.call(contract.APIConfigApply, "dev-alice", map[string]string{"source": "bad.yaml", "yaml": "agents: ["}, true)
 	require.Equal(t, 400, st)
 	require.Equal(t, events.CodeInvalidConfig, code(out))
+
+	// The guardrail ingress: a guardrail source publishes guardrail.fired
+	// in its own account and is answered as JetStream answers a publish;
+	// the event, the stored one and the answers hold to the contract.
+	guard := connectAs(t, url, auth.Principal{Kind: auth.KindGuardrail, ID: "pricing-guard"})
+	fire := func(id, rule string) map[string]any {
+		t.Helper()
+		m := guardrailMsg(t, id, "svc-price-optimizer", rule, "1.0")
+		require.NoError(t, a.c.ValidateEvent(m.Header, m.Data), "the event sent holds to the contract")
+		resp, err := guard.RequestMsg(m, 10*time.Second)
+		require.NoError(t, err)
+		require.NoError(t, a.c.Validate(contract.GuardrailAck, resp.Data), "the answer: %s", resp.Data)
+		var ack map[string]any
+		require.NoError(t, json.Unmarshal(resp.Data, &ack))
+		return ack
+	}
+	ack := fire("contract-fire", "price-floor")
+	require.Equal(t, broker.AuditStream, ack["stream"])
+	require.Equal(t, false, ack["duplicate"])
+	require.Equal(t, true, fire("contract-fire", "price-floor")["duplicate"], "the same id is stored once")
+	refused := fire("contract-bad-rule", "no-such-guardrail")["error"].(map[string]any)
+	require.EqualValues(t, 400, refused["code"])
+	stored := audit(t, url, "guardrail.fired.svc-price-optimizer")
+	require.Len(t, stored, 1)
+	require.Equal(t, "gr/pricing-guard/contract-fire", stored[0].ID())
+	require.Equal(t, "guardrail:pricing-guard", stored[0].Extensions()[events.ExtPrincipal])
 }

@@ -41,7 +41,8 @@ const Envelope = "cloudevent"
 // ErrorSchema is the schema of every endpoint's error answer.
 const ErrorSchema = "api-error"
 
-// APIConfigApply is the policy service's configuration endpoint
+// APIConfigApply is the configuration endpoint: the approval service
+// authenticates the call and the policy service applies the file
 // (policy.APIConfigApply; not imported, to keep this package light).
 const APIConfigApply = "jitapi.config.apply"
 
@@ -53,6 +54,9 @@ var Endpoints = map[string]Endpoint{
 	broker.APIRequest:   {"api-request-input", "api-request-accepted"},
 	broker.APIWithdraw:  {"api-withdraw-input", "api-action-result"},
 	broker.APIDone:      {"api-done-input", "api-action-result"},
+	broker.APIEvents:    {"api-events-input", "api-events-page"},
+	broker.APIGrants:    {"api-grants-input", "api-grants-list"},
+	broker.APICheck:     {"api-check-input", "api-check-result"},
 	broker.APIPending:   {"api-pending-input", "api-pending-list"},
 	broker.APIApprove:   {"api-approve-input", "api-action-result"},
 	broker.APIDeny:      {"api-deny-input", "api-action-result"},
@@ -60,6 +64,13 @@ var Endpoints = map[string]Endpoint{
 	broker.APIReinstate: {"api-reinstate-input", "api-action-result"},
 	APIConfigApply:      {"api-config-apply-input", "api-config-apply-result"},
 }
+
+// GuardrailAck is the schema of the guardrail ingress's answer to a
+// guardrail source's guardrail.fired publish: where it was stored, or why
+// it was refused (in the body, as JetStream answers a publish, not in the
+// error headers of the jitapi endpoints). The event itself is checked with
+// ValidateEvent.
+const GuardrailAck = "guardrail-ack"
 
 // ErrNoSchema is a message for which the contract has no schema.
 var ErrNoSchema = errors.New("no schema in the contract")
@@ -163,7 +174,8 @@ func (c *Contract) ValidateEvent(header map[string][]string, body []byte) error 
 }
 
 // ValidateRequest checks the body of a call to a jitapi subject. An empty
-// body counts as {} (jitapi.pending takes either).
+// body counts as {} (jitapi.pending, jitapi.events and jitapi.grants take
+// either).
 func (c *Contract) ValidateRequest(subject string, body []byte) error {
 	ep, ok := Endpoints[subject]
 	if !ok {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/contract"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/services/policy"
@@ -88,7 +89,8 @@ func TestEveryEventTypeHasASchema(t *testing.T) {
 	}
 	require.Len(t, contract.EventSchemas, len(events.AllTypes))
 	subjects := []string{broker.APIRequest, broker.APIPending, broker.APIApprove, broker.APIDeny, broker.APIDone,
-		broker.APIReinstate, broker.APIRevoke, broker.APIWithdraw, policy.APIConfigApply}
+		broker.APIReinstate, broker.APIRevoke, broker.APIWithdraw, broker.APIEvents, broker.APIGrants, broker.APICheck,
+		policy.APIConfigApply}
 	require.Len(t, contract.Endpoints, len(subjects))
 	for _, s := range subjects {
 		ep, ok := contract.Endpoints[s]
@@ -118,6 +120,9 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		"api-deny-input": broker.ApproveInput{}, "api-revoke-input": broker.RevokeInput{}, "api-reinstate-input": broker.ReinstateInput{},
 		"api-action-result": broker.ActionResult{}, "api-pending-list": broker.PendingList{},
 		"api-config-apply-input": policy.ConfigApplyInput{}, "api-config-apply-result": policy.ConfigApplyResult{},
+		"api-events-input": broker.EventsInput{}, "api-events-page": broker.EventsPage{},
+		"api-grants-input": broker.GrantsInput{}, "api-grants-list": broker.GrantsList{},
+		"api-check-input": broker.CheckInput{}, "api-check-result": broker.CheckResult{},
 		"api-error": broker.APIError{},
 	} {
 		b, err := os.ReadFile(filepath.Join(apiDir, "schemas", name+".json"))
@@ -201,4 +206,180 @@ func TestValidateCanFail(t *testing.T) {
 	require.Error(t, c.ValidateReply(broker.APIDone, errHdr, []byte(`{"outcome":"revoked"}`)))
 	require.NoError(t, c.ValidateReply(broker.APIRequest, nil, []byte(`{"request_id":"req_1","seq":42}`)))
 	require.Error(t, c.ValidateReply(broker.APIRequest, nil, []byte(`{"request_id":"req_1","seq":0}`)))
+
+	// The agent's own reads: an events page carries stored CloudEvents, a
+	// grants list grants, a check its verdict.
+	page, err := json.Marshal(broker.EventsPage{Events: []broker.StoredEvent{{Seq: 7, Subject: "jit.granted.market-intel", Event: body}}, NextSeq: 8})
+	require.NoError(t, err)
+	require.NoError(t, c.ValidateReply(broker.APIEvents, nil, page))
+	require.Error(t, c.ValidateReply(broker.APIEvents, nil, []byte(`{"events":[{"seq":7,"subject":"x","event":{"id":"e"}}],"next_seq":8,"more":false}`)),
+		"an event that is not a CloudEvent")
+	require.NoError(t, c.ValidateRequest(broker.APIEvents, nil))
+	require.Error(t, c.ValidateRequest(broker.APIEvents, []byte(`{"from":3}`)), "an unknown field")
+	list, err := json.Marshal(broker.GrantsList{Grants: []events.Grant{g}})
+	require.NoError(t, err)
+	require.NoError(t, c.ValidateReply(broker.APIGrants, nil, list))
+	require.Error(t, c.ValidateReply(broker.APIGrants, nil, []byte(`{"grants":null}`)))
+	exp := now.Add(time.Minute)
+	verdict, err := json.Marshal(broker.CheckResult{Allowed: true, Reason: "granted", GrantID: "grt_1", ExpiresAt: &exp})
+	require.NoError(t, err)
+	require.NoError(t, c.ValidateReply(broker.APICheck, nil, verdict))
+	require.Error(t, c.ValidateReply(broker.APICheck, nil, []byte(`{"allowed":"yes","reason":"x"}`)))
+	require.NoError(t, c.ValidateRequest(broker.APICheck, []byte(`{"permission":"data:write"}`)))
+	require.Error(t, c.ValidateRequest(broker.APICheck, []byte(`{"permission":"Data Write"}`)), "not area:action")
+
+	// The guardrail ingress answers as JetStream does.
+	require.NoError(t, c.Validate(contract.GuardrailAck, []byte(`{"stream":"JIT_AUDIT","seq":13,"duplicate":false}`)))
+	require.NoError(t, c.Validate(contract.GuardrailAck, []byte(`{"error":{"code":403,"description":"guardrail source g may not fire r against a"}}`)))
+	require.Error(t, c.Validate(contract.GuardrailAck, []byte(`{"stream":"JIT_AUDIT","seq":13}`)))
+	require.Error(t, c.Validate(contract.GuardrailAck, []byte(`{"error":{"code":418,"description":"x"}}`)))
+}
+
+// TestPublishersAndReadersMatchRights: x-jit-publishers and x-jit-readers
+// say exactly what pkg/auth lets each principal do. A principal publishes
+// on a channel when its NATS permissions allow the subject (a service) or
+// its account imports it as a service (a client principal: the subject in
+// its account, or the one the import reaches); it reads a bucket when it
+// may direct-get the bucket's stream (the whole stream, or the keys of the
+// example), and a feed when it may subscribe to it or its account imports
+// it as a stream. The break-glass administrator is left out: it may do
+// anything in the services' account.
+func TestPublishersAndReadersMatchRights(t *testing.T) {
+	doc := asyncAPI(t)
+	channels := doc["channels"].(map[string]any)
+	listed := func(ext string) map[string][]string {
+		out := map[string][]string{}
+		for ch, v := range doc[ext].(map[string]any)["channels"].(map[string]any) {
+			for _, p := range v.([]any) {
+				out[ch] = append(out[ch], p.(string))
+			}
+		}
+		return out
+	}
+	// One example of each channel's subject, about agent market-intel.
+	example := func(ch string) string {
+		addr, ok := channels[ch].(map[string]any)["address"].(string)
+		require.True(t, ok, "channel %s has an address", ch)
+		return strings.NewReplacer("{agent}", agent, "{grant_id}", "grt_1", "{request_id}", "req_1",
+			"{subject}", "jit.granted."+agent).Replace(addr)
+	}
+	// Each principal: what it may publish and subscribe to, and the
+	// JetStream API prefix it reads under.
+	type who struct {
+		name     string
+		pub, sub func(subject string) bool
+		jsAPI    string
+	}
+	var principals []who
+	for _, name := range auth.Services {
+		perms, ok := auth.ServicePermissions(name)
+		require.True(t, ok, name)
+		allowed := func(allow, deny []string, subject string) bool {
+			return slices.ContainsFunc(allow, func(p string) bool { return subjectMatch(p, subject) }) &&
+				!slices.ContainsFunc(deny, func(p string) bool { return subjectMatch(p, subject) })
+		}
+		principals = append(principals, who{name: "service:" + name, jsAPI: "$JS.API",
+			pub: func(s string) bool { return allowed(perms.Pub.Allow, perms.Pub.Deny, s) },
+			sub: func(s string) bool { return allowed(perms.Sub.Allow, perms.Sub.Deny, s) }})
+	}
+	for _, kind := range auth.ClientKinds {
+		id := kind
+		switch kind {
+		case auth.KindAgent:
+			id = agent
+		case auth.KindGuardrail:
+			id = "pricing-guard"
+		}
+		imports := auth.ClientImports(auth.Principal{Kind: kind, ID: id}, "JIT", auth.Scope{})
+		has := func(typ, subject string) bool {
+			for _, im := range imports {
+				if im.Type.String() != typ {
+					continue
+				}
+				local := string(im.Subject)
+				if im.LocalSubject != "" {
+					local = string(im.LocalSubject)
+				}
+				if subjectMatch(local, subject) || typ == "service" && subjectMatch(string(im.Subject), subject) {
+					return true
+				}
+			}
+			return false
+		}
+		principals = append(principals, who{name: kind, jsAPI: auth.JSPrefix,
+			pub: func(s string) bool { return has("service", s) },
+			sub: func(s string) bool { return has("stream", s) }})
+	}
+
+	pubs := listed("x-jit-publishers")
+	for ch := range channels {
+		if ch == "inbox" {
+			continue
+		}
+		subject := example(ch)
+		var want, streams []string
+		for _, p := range pubs[ch] {
+			if s, ok := strings.CutPrefix(p, "stream:"); ok {
+				streams = append(streams, s)
+				continue
+			}
+			want = append(want, p)
+		}
+		var got []string
+		for _, p := range principals {
+			if p.pub(subject) {
+				got = append(got, p.name)
+			}
+		}
+		require.ElementsMatch(t, want, got, "x-jit-publishers of %s (subject %s)", ch, subject)
+		for _, s := range streams {
+			require.True(t, strings.HasPrefix(ch, broker.LivePrefix) && s == broker.AuditStream ||
+				strings.HasPrefix(ch, broker.StatePrefix+".") && s == "KV_"+strings.TrimPrefix(ch, broker.StatePrefix+"."),
+				"%s: stream:%s republishes only on its own feed", ch, s)
+		}
+	}
+
+	reads := listed("x-jit-readers")
+	for ch := range channels {
+		var got []string
+		switch {
+		case strings.HasPrefix(ch, "kv."):
+			stream := "KV_" + strings.TrimPrefix(ch, "kv.")
+			key := example(ch)
+			for _, p := range principals {
+				if p.pub(p.jsAPI+".DIRECT.GET."+stream) || p.pub(p.jsAPI+".DIRECT.GET."+stream+"."+key) {
+					got = append(got, p.name)
+				}
+			}
+		case ch == broker.LivePrefix || strings.HasPrefix(ch, broker.StatePrefix+"."):
+			for _, p := range principals {
+				if p.sub(example(ch)) {
+					got = append(got, p.name)
+				}
+			}
+		default:
+			require.NotContains(t, reads, ch, "x-jit-readers covers the buckets and the feeds")
+			continue
+		}
+		require.ElementsMatch(t, reads[ch], got, "x-jit-readers of %s", ch)
+	}
+}
+
+const agent = "market-intel"
+
+// subjectMatch reports whether NATS subject pattern p (with * and >)
+// matches subject s.
+func subjectMatch(p, s string) bool {
+	pt, st := strings.Split(p, "."), strings.Split(s, ".")
+	for i, tok := range pt {
+		switch {
+		case tok == ">":
+			return len(st) > i
+		case i >= len(st):
+			return false
+		case tok != "*" && tok != st[i]:
+			return false
+		}
+	}
+	return len(pt) == len(st)
 }
