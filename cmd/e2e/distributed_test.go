@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,6 +77,31 @@ func TestDistributed(t *testing.T) {
 		svc["requester"].start()
 		waitFor(t, "requester back", 20*time.Second, func() bool {
 			return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "requester back").Code == 0
+		})
+	})
+
+	t.Run("a leaked service credential revoked and replaced", func(t *testing.T) {
+		c := cli{t: t, bin: bin, url: url}
+		keys := filepath.Join(dep.dir, "keys")
+		creds := func(args ...string) ([]byte, error) {
+			cmd := exec.Command(filepath.Join(bin, "jitctl"), append(append([]string{"creds"}, args...), "--keys", keys)...)
+			cmd.Env = append(os.Environ(), "NATS_URL="+url)
+			return cmd.CombinedOutput()
+		}
+		out, err := creds("revoke", "service", "requester")
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "revoked 1 credential(s) of service:requester")
+		// The server closes the requester's connection: nothing answers.
+		waitFor(t, "requester cut off", 20*time.Second, func() bool {
+			return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "revoked requester").Code == 2
+		})
+		out, err = creds("issue", "service", "requester")
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), filepath.Join(dep.dir, "creds", "service-requester.creds"))
+		svc["requester"].kill()
+		svc["requester"].start() // with the new file
+		waitFor(t, "requester back with its new credential", 20*time.Second, func() bool {
+			return c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1m", "--reason", "new requester credential").Code == 0
 		})
 	})
 

@@ -67,11 +67,17 @@ func credsDirOf(keys string) string { return filepath.Join(filepath.Dir(keys), "
 
 func parsePrincipalArgs(pos []string) (auth.Principal, error) {
 	if len(pos) != 2 {
-		return auth.Principal{}, usagef("want KIND ID (kind: %s, admin)", strings.Join(auth.ClientKinds, ", "))
+		return auth.Principal{}, usagef("want KIND ID (kind: %s, admin, service)", strings.Join(auth.ClientKinds, ", "))
 	}
 	p := auth.Principal{Kind: pos[0], ID: pos[1]}
 	if p.Kind == auth.KindService {
-		return p, usagef("service credentials come from jitctl creds init")
+		// A leaked service credential is revoked, and the service given a
+		// new one, like any other (jitd's own services get a fresh one at
+		// every start and need neither).
+		if _, ok := auth.ServicePermissions(p.ID); !ok || p.ID == auth.ServiceJitd {
+			return p, usagef("unknown service %q (one of %s)", p.ID, strings.Join(auth.Services[:len(auth.Services)-1], ", "))
+		}
+		return p, nil
 	}
 	if err := p.Validate(); err != nil {
 		return p, usagef("%v", err)

@@ -67,7 +67,7 @@ var commands = []command{
 		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
 	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision  [--data-dir D | --keys DIR]",
-		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin)", (*app).credsCmd},
+		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin, service)", (*app).credsCmd},
 	{"help", "", "show this help", nil},
 }
 
