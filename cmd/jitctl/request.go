@@ -11,6 +11,7 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
 )
 
 // request asks for elevation, then follows the request's decision and grant
@@ -83,7 +84,7 @@ func (a *app) request(ctx context.Context, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	err = a.await(ctx, feed, acc)
+	err = a.await(ctx, nc, feed, acc)
 	if errors.Is(err, context.DeadlineExceeded) && *timeout > 0 {
 		return fmt.Errorf("no outcome for request %s within %s; it may still be decided (see jitctl audit)", acc.RequestID, *timeout)
 	}
@@ -92,8 +93,9 @@ func (a *app) request(ctx context.Context, args []string) error {
 
 // await reads the agent's events from the request's stream sequence on
 // (broker.AgentFeed: live, caught up after a reconnect) until the request is
-// granted or denied.
-func (a *app) await(ctx context.Context, feed *broker.AgentFeed, acc broker.RequestAccepted) error {
+// granted or denied. Told "granted", it waits (briefly) for the grant's key
+// too, which follows the announcement: exit 0 means checkers can honour it.
+func (a *app) await(ctx context.Context, nc *nats.Conn, feed *broker.AgentFeed, acc broker.RequestAccepted) error {
 	pendingShown := false
 	for {
 		fe, err := feed.Next(ctx)
@@ -132,6 +134,11 @@ func (a *app) await(ctx context.Context, feed *broker.AgentFeed, acc broker.Requ
 			if err != nil {
 				return fmt.Errorf("grant %s: %w", e.ID(), err)
 			}
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := broker.AwaitGrantKey(wctx, nc, []string{auth.JSPrefix, "$JS.API"}, g.Agent, g.GrantID); err != nil {
+				fmt.Fprintf(a.stderr, "jitctl request: granted, but its key is not readable yet: %v\n", err)
+			}
+			cancel()
 			a.showGranted(acc.RequestID, g)
 			return nil
 		}

@@ -28,7 +28,11 @@ type Delivery struct {
 	NumDelivered uint64
 	// Timestamp is when the broker stored the message.
 	Timestamp time.Time
-	Header    nats.Header
+	// Again says an earlier delivery may have been handled, in part: it is
+	// a redelivery, or a message a dead instance had been given before this
+	// one reclaimed them (whose delivery count the reset started over).
+	Again  bool
+	Header nats.Header
 	// Op is the KV operation for messages of a bucket's stream: "" for a
 	// put, otherwise the KV-Operation header or the marker reason (MaxAge,
 	// Purge, Remove).
@@ -174,6 +178,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
+	reclaimed := reclaim(ctx, js, cons, cfg, log)
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
 	}
@@ -184,7 +189,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		c.queues[i] = q
 		c.wg.Go(func() {
 			for m := range q {
-				handle(ctx, m, cfg, h, log)
+				handle(ctx, m, cfg, h, reclaimed, log)
 			}
 		})
 	}
@@ -213,12 +218,42 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	return c, nil
 }
 
-func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, log zerolog.Logger) {
+// reclaim makes the messages a dead instance had been given, and never
+// acknowledged, come again now rather than after the ack wait (30 s): a
+// consumer nobody pulls from (no waiting pull request: this is the only
+// instance, or the first of several to start) with messages pending is
+// reset to its ack floor. Everything after the floor is delivered again,
+// including messages acknowledged out of order: every handler is
+// idempotent. It returns the last stream sequence delivered before the
+// reset (0 if there was none): those messages are marked Again. A failure
+// only costs the wait, and is logged.
+func reclaim(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, cfg ConsumerConfig, log zerolog.Logger) uint64 {
+	info := cons.CachedInfo()
+	if info == nil || info.NumAckPending == 0 || info.NumWaiting > 0 {
+		return 0
+	}
+	// The cached info is from the create; ask again, so that a replica
+	// that started meanwhile is seen.
+	info, err := cons.Info(ctx)
+	if err != nil || info.NumAckPending == 0 || info.NumWaiting > 0 {
+		return 0
+	}
+	if _, err := js.ResetConsumer(ctx, cfg.Stream, cfg.Durable); err != nil {
+		log.Warn().Err(err).Int("ack_pending", info.NumAckPending).Msg("could not reclaim the messages of a previous instance; they come again after the ack wait")
+		return 0
+	}
+	log.Info().Int("ack_pending", info.NumAckPending).Uint64("ack_floor", info.AckFloor.Stream).
+		Uint64("delivered", info.Delivered.Stream).Msg("reclaimed the messages a previous instance left unacknowledged")
+	return info.Delivered.Stream
+}
+
+func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, reclaimed uint64, log zerolog.Logger) {
 	d := Delivery{Subject: m.Subject(), Header: m.Headers()}
 	if md, err := m.Metadata(); err == nil {
 		d.StreamSeq = md.Sequence.Stream
 		d.NumDelivered = md.NumDelivered
 		d.Timestamp = md.Timestamp
+		d.Again = md.NumDelivered > 1 || md.Sequence.Stream <= reclaimed
 	}
 	if op := d.Header.Get("KV-Operation"); op != "" {
 		d.Op = op

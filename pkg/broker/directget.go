@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -91,5 +92,38 @@ func DirectGet(ctx context.Context, nc *nats.Conn, prefix, stream string, req Di
 		if req.Batch == 0 && len(req.MultiLast) == 0 {
 			return page, nil
 		}
+	}
+}
+
+// AwaitGrantKey waits until the grant key of agent's grant grantID has been
+// written (or has already ended), reading it by direct get: jit.granted is
+// published before the key (docs/architecture.md, "Announced before
+// usable"), so a client that acts the instant it is told "granted" calls
+// this first to find the grant honoured. It asks for the key's last message
+// by subject ($JS.API.DIRECT.GET.<stream>.<subject>, the form an agent may
+// use for its own keys) under the first of prefixes that answers (a client
+// principal's auth.JSPrefix, then "$JS.API" for a server without
+// accounts). It returns ctx's error if the key has not appeared.
+func AwaitGrantKey(ctx context.Context, nc *nats.Conn, prefixes []string, agent, grantID string) error {
+	key := ".DIRECT.GET.KV_" + BucketGrants + ".$KV." + BucketGrants + "." + GrantKey(agent, grantID)
+	delay := time.Millisecond
+	for {
+		m, err := nc.RequestWithContext(ctx, prefixes[0]+key, nil)
+		switch {
+		case err == nil && m.Header.Get("Status") == "":
+			return nil // written (a later deletion or marker also means it was)
+		case errors.Is(err, nats.ErrNoResponders) && len(prefixes) > 1:
+			prefixes = prefixes[1:]
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("await grant %s: %w (%v)", grantID, ctx.Err(), err)
+			}
+			return fmt.Errorf("await grant %s: %w", grantID, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
 	}
 }

@@ -48,6 +48,12 @@ type AgentFeed struct {
 	lastBySubj map[string]uint64
 	next       uint64 // every event of the agent before next was delivered
 	caught     bool   // the first catch-up was made
+
+	// due is when the next timed catch-up runs, whatever events arrive
+	// meanwhile; reconnects is the connection's reconnect count at the last
+	// catch-up (a reconnect may have lost live events: catch up at once).
+	due        time.Time
+	reconnects uint64
 }
 
 // FollowAgent starts following agent's events from stream sequence from
@@ -100,11 +106,13 @@ func (f *AgentFeed) Stop() {
 }
 
 // Next returns the next event, waiting until one arrives or ctx ends. It
-// catches up at once the first time, and then every resync interval and
-// whenever the live feed shows a gap.
+// catches up at once the first time, after the connection reconnected, and
+// whenever the live feed shows a gap; and in any case every resync
+// interval, however many events arrive meanwhile (an event lost on the way
+// is not always followed by another of its subject that would show the
+// gap). A catch-up that fails (the service restarting) is tried again
+// within a quarter second.
 func (f *AgentFeed) Next(ctx context.Context) (FeedEvent, error) {
-	tick := time.NewTicker(f.resync)
-	defer tick.Stop()
 	for {
 		f.mu.Lock()
 		if len(f.queue) > 0 {
@@ -113,30 +121,52 @@ func (f *AgentFeed) Next(ctx context.Context) (FeedEvent, error) {
 			f.mu.Unlock()
 			return e, nil
 		}
-		first := !f.caught
+		now := time.Now()
+		due := !f.caught || !now.Before(f.due) || f.nc.Stats().Reconnects != f.reconnects
 		f.caught = true
+		wait := f.due.Sub(now)
 		f.mu.Unlock()
-		if first {
-			if err := f.catchUp(ctx); err != nil {
+		if due {
+			if err := f.timedCatchUp(ctx); err != nil {
 				return FeedEvent{}, err
 			}
 			continue
 		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return FeedEvent{}, ctx.Err()
 		case m := <-f.live:
+			timer.Stop()
 			if f.onLive(m) {
-				if err := f.catchUp(ctx); err != nil {
+				if err := f.timedCatchUp(ctx); err != nil {
 					return FeedEvent{}, err
 				}
 			}
-		case <-tick.C:
-			if err := f.catchUp(ctx); err != nil {
-				return FeedEvent{}, err
-			}
+		case <-timer.C:
 		}
 	}
+}
+
+// timedCatchUp catches up and sets when the next timed one is due.
+func (f *AgentFeed) timedCatchUp(ctx context.Context) error {
+	reconnects := f.nc.Stats().Reconnects
+	ok, err := f.catchUp(ctx)
+	if err != nil {
+		return err
+	}
+	next := f.resync
+	if !ok {
+		next = min(next, 250*time.Millisecond)
+	}
+	f.mu.Lock()
+	f.due = time.Now().Add(next)
+	if ok {
+		f.reconnects = reconnects
+	}
+	f.mu.Unlock()
+	return nil
 }
 
 // onLive queues a live event, or reports a gap (an earlier event of the
@@ -180,8 +210,9 @@ func (f *AgentFeed) deliverLocked(e FeedEvent) {
 	f.queue = append(f.queue, e)
 }
 
-// catchUp reads the agent's events from next on through the API.
-func (f *AgentFeed) catchUp(ctx context.Context) error {
+// catchUp reads the agent's events from next on through the API. ok is
+// false when the API did not answer (it is tried again later).
+func (f *AgentFeed) catchUp(ctx context.Context) (ok bool, err error) {
 	for {
 		f.mu.Lock()
 		from := max(f.next, f.from, 1)
@@ -190,12 +221,12 @@ func (f *AgentFeed) catchUp(ctx context.Context) error {
 		if err != nil {
 			var ae *APIError
 			if errors.As(err, &ae) && ae.Status < 500 || errors.Is(err, nats.ErrConnectionClosed) {
-				return err
+				return false, err
 			}
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
-			return nil // retried at the next tick
+			return false, nil // tried again soon
 		}
 		f.mu.Lock()
 		for _, se := range page.Events {
@@ -217,7 +248,7 @@ func (f *AgentFeed) catchUp(ctx context.Context) error {
 		more := page.More && len(page.Events) > 0
 		f.mu.Unlock()
 		if !more {
-			return nil
+			return true, nil
 		}
 	}
 }

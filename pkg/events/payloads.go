@@ -106,6 +106,10 @@ const (
 	ModeTimeout         = "timeout"      // nobody answered within the approval window
 	ModeSuspended       = "suspended"    // the agent was suspended before the grant
 	ModeWithdrawn       = "withdrawn"    // the agent withdrew the request before an answer
+	// ModeExpiredBeforeGrant: the request was approved, but its decision
+	// was handled (after a crash, or a long stop) too late to announce the
+	// grant before its expires_at; nothing was granted.
+	ModeExpiredBeforeGrant = "expired_before_grant"
 )
 
 // RiskPart is one explained contribution to a risk score.

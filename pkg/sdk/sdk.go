@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
@@ -222,6 +223,14 @@ func (c *Client) withdraw(requestID string) {
 	c.log.Info().Str("request_id", requestID).Msg("request withdrawn")
 }
 
+// grantKeyWait bounds how long Request waits, after jit.granted, for the
+// grant's key (written right after it).
+const grantKeyWait = 2 * time.Second
+
+// jsPrefixes are where an agent reads its own grant keys: its account's
+// import, or the server's own API on a server without accounts.
+var jsPrefixes = []string{auth.JSPrefix, "$JS.API"}
+
 // await reads the agent's events until the request is granted or denied.
 func (c *Client) await(ctx context.Context, feed *broker.AgentFeed, requestID string) (*Grant, error) {
 	for {
@@ -250,6 +259,12 @@ func (c *Client) await(ctx context.Context, feed *broker.AgentFeed, requestID st
 			if err := json.Unmarshal(e.Data(), &g); err != nil {
 				continue
 			}
+			// Announced before usable: return once checkers can see it.
+			wctx, cancel := context.WithTimeout(ctx, grantKeyWait)
+			if err := broker.AwaitGrantKey(wctx, c.nc, jsPrefixes, c.agent, g.GrantID); err != nil {
+				c.log.Warn().Err(err).Str("grant_id", g.GrantID).Msg("granted, but its key is not readable yet")
+			}
+			cancel()
 			return c.hold(g, fe.Seq), nil
 		}
 	}

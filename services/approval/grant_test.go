@@ -64,21 +64,33 @@ func TestApprovedDecisionGrantsOnce(t *testing.T) {
 	require.Equal(t, rev, raw.Sequence, "the grant key was not written again")
 }
 
-func TestApprovedDecisionAfterExpiryMakesNoGrant(t *testing.T) {
+// TestApprovedDecisionTooLateIsDenied: a decision handled after its grant
+// would have ended (or too close to it to announce it in time) is answered
+// with a denial the agent sees, mode expired_before_grant, and nothing
+// else: no jit.granted, no lease for the revoker to revoke, no grant key.
+func TestApprovedDecisionTooLateIsDenied(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	reqID := events.NewID("req")
-	dec := approved(agentIntel, reqID, time.Minute)
-	dec.DecidedAt = time.Now().Add(-time.Hour).UTC()
-	h.emitPolicy(dec)
-	h.barrier()
+	for _, age := range []time.Duration{time.Hour, time.Minute - 100*time.Millisecond} {
+		reqID := events.NewID("req")
+		dec := approved(agentIntel, reqID, time.Minute)
+		dec.DecidedAt = time.Now().Add(-age).UTC()
+		h.emitPolicy(dec)
 
-	lease, ok := h.lease(agentIntel, reqID)
-	require.True(t, ok, "the lease is created so the revoker closes it")
-	require.Equal(t, broker.LeaseActive, lease.State)
-	_, ok = h.grantKey(agentIntel, reqID)
-	require.False(t, ok, "no grant key for a grant already expired")
-	require.Empty(t, h.auditFor("jit.granted.>", reqID))
+		d := h.waitDecision(reqID, events.ModeExpiredBeforeGrant)
+		require.Equal(t, events.OutcomeDenied, d.Outcome)
+		require.Equal(t, events.ModeExpiredBeforeGrant, d.Mode)
+		require.Contains(t, d.Reason, "nothing was granted")
+		require.Equal(t, dec.Permissions, d.Permissions)
+		h.emit(events.NewID("evt"), dec) // again: still one denial
+		h.barrier()
+		require.Len(t, h.decisionsBy(reqID, events.ModeExpiredBeforeGrant), 1)
+		_, ok := h.lease(agentIntel, reqID)
+		require.False(t, ok, "no lease: nothing to revoke")
+		_, ok = h.grantKey(agentIntel, reqID)
+		require.False(t, ok, "no grant key")
+		require.Empty(t, h.auditFor("jit.granted.>", reqID))
+	}
 }
 
 func TestApprovedDecisionForSuspendedAgentIsDenied(t *testing.T) {

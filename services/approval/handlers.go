@@ -31,7 +31,7 @@ func (s *Service) onDecision(ctx context.Context, e events.Event, d broker.Deliv
 		return s.malformed(ctx, d, err)
 	}
 	ctx = l.With().Str("request_id", dec.RequestID).Str("agent", dec.Agent).Str("outcome", dec.Outcome).Logger().WithContext(ctx)
-	return s.decide(ctx, dec)
+	return s.decide(ctx, dec, d)
 }
 
 func (s *Service) malformed(ctx context.Context, d broker.Delivery, err error) error {

@@ -187,12 +187,17 @@ func (h *harness) waitDecision(reqID, how string) events.Decision {
 	return ds[0]
 }
 
-// waitGranted waits for the jit.granted event of reqID and returns its grant.
+// waitGranted waits for the jit.granted event of reqID and then for its
+// grant key (written after the event: announced before usable), and
+// returns the grant.
 func (h *harness) waitGranted(reqID string) events.Grant {
 	h.t.Helper()
 	require.Eventually(h.t, func() bool { return len(h.auditFor("jit.granted.>", reqID)) > 0 }, waitFor, tick,
 		"no jit.granted for %s", reqID)
-	return h.requireOneGranted(reqID)
+	g := h.requireOneGranted(reqID)
+	require.Eventually(h.t, func() bool { _, ok := h.grantKey(g.Agent, reqID); return ok }, waitFor, tick,
+		"no grant key for %s", reqID)
+	return g
 }
 
 // requireOneGranted checks exactly one jit.granted for reqID, with its

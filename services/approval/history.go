@@ -72,6 +72,7 @@ const (
 	howTimedOut  = "timed out"
 	howWithdrawn = "withdrawn"
 	howSuspended = "suspended"
+	howExpired   = "expired before the grant"
 )
 
 // history is the in-memory record the console shows. Its zero value is
@@ -235,7 +236,7 @@ func waitedForHuman(d events.Decision) bool {
 	switch d.Mode {
 	case events.ModeHuman, events.ModeTimeout, events.ModeWithdrawn:
 		return true
-	case events.ModeSuspended:
+	case events.ModeSuspended, events.ModeExpiredBeforeGrant:
 		return len(d.ApproverRoles) > 0
 	}
 	return false
@@ -284,6 +285,8 @@ func (h *history) addDecision(d events.Decision) {
 		v.How, v.DecidedBy = howWithdrawn, d.Agent
 	case d.Mode == events.ModeSuspended:
 		v.How, v.DecidedBy = howSuspended, actorName(d.DecidedBy)
+	case d.Mode == events.ModeExpiredBeforeGrant:
+		v.How, v.DecidedBy = howExpired, actorName(d.DecidedBy)
 	case d.Outcome == events.OutcomeApproved:
 		v.How, v.DecidedBy = howApproved, d.DecidedBy.ID
 		if len(d.Permissions) < len(v.RequestedPermissions) || d.DurationMS < v.RequestedDurationMS {

@@ -78,56 +78,115 @@ func TestStopMidFlowMakesNoDuplicates(t *testing.T) {
 	require.Len(t, h.audit("jit.granted.>"), n+1)
 }
 
-// Each case leaves the state a crash at one step of a grant leaves behind,
-// then redelivers the decision to a fresh instance.
+// Each case leaves the state a crash at one step of a grant leaves behind
+// (jit.granted, then the lease, then the grant key), then delivers the
+// decision to a fresh instance.
 func TestGrantResumesAfterCrash(t *testing.T) {
 	h := newHarness(t)
 	ctx := ctxT(t)
-	put := func(kv jetstream.KeyValue, key string, v any, ttl time.Duration) {
+	put := func(kv jetstream.KeyValue, key string, v any) {
 		b, err := json.Marshal(v)
 		require.NoError(t, err)
-		var opts []jetstream.KVCreateOpt
-		if ttl > 0 {
-			opts = append(opts, jetstream.KeyTTL(ttl))
-		}
-		_, err = kv.Create(ctx, key, b, opts...)
+		_, err = kv.Create(ctx, key, b)
 		require.NoError(t, err)
 	}
-	leaseFor := func(dec events.Decision, state string) broker.Lease {
-		return broker.Lease{Grant: New(h.deps()).newGrant(dec, events.GrantIDFor(dec.RequestID)), State: state}
+	grantOf := func(dec events.Decision) events.Grant {
+		g := New(h.deps()).newGrant(dec, events.GrantIDFor(dec.RequestID))
+		g.GrantedAt = g.GrantedAt.Add(-time.Second) // tell it from a grant made again
+		return g
 	}
-	key := func(dec events.Decision) string {
-		return broker.GrantKey(dec.Agent, events.GrantIDFor(dec.RequestID))
+	announce := func(g events.Grant) {
+		_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
+			events.WithRequestID(g.RequestID), events.WithGrantID(g.GrantID))
+		require.NoError(t, err)
 	}
+	key := func(g events.Grant) string { return broker.GrantKey(g.Agent, g.GrantID) }
 
+	// Crashed after jit.granted, before the lease.
+	afterEvent := approved(agentIntel, events.NewID("req"), time.Minute)
+	gEvent := grantOf(afterEvent)
+	announce(gEvent)
 	// Crashed after the lease, before the grant key.
 	afterLease := approved(agentIntel, events.NewID("req"), time.Minute)
-	put(h.env.Buckets.Leases, key(afterLease), leaseFor(afterLease, broker.LeaseActive), 0)
-	// Crashed after the grant key, before jit.granted.
-	afterKey := approved(agentIntel, events.NewID("req"), time.Minute)
-	l := leaseFor(afterKey, broker.LeaseActive)
-	put(h.env.Buckets.Leases, key(afterKey), l, 0)
-	put(h.env.Buckets.Grants, key(afterKey), l.Grant, time.Minute)
+	gLease := grantOf(afterLease)
+	announce(gLease)
+	put(h.env.Buckets.Leases, key(gLease), broker.Lease{Grant: gLease, State: broker.LeaseActive})
 	// The grant was revoked (say by jitapi.done) before the redelivery.
 	revoked := approved(agentIntel, events.NewID("req"), time.Minute)
-	put(h.env.Buckets.Leases, key(revoked), leaseFor(revoked, broker.LeaseRevoked), 0)
+	gRevoked := grantOf(revoked)
+	announce(gRevoked)
+	put(h.env.Buckets.Leases, key(gRevoked), broker.Lease{Grant: gRevoked, State: broker.LeaseRevoked})
 
-	for _, dec := range []events.Decision{afterLease, afterKey, revoked} {
+	for _, dec := range []events.Decision{afterEvent, afterLease, revoked} {
 		h.emitPolicy(dec)
 	}
 	h.start()
-	g := h.waitGranted(afterLease.RequestID)
-	require.True(t, afterLease.DecidedAt.Add(time.Minute).Equal(g.ExpiresAt))
-	_, ok := h.grantKey(agentIntel, afterLease.RequestID)
-	require.True(t, ok)
-
-	g = h.waitGranted(afterKey.RequestID)
-	require.True(t, l.Grant.GrantedAt.Equal(g.GrantedAt), "the grant the lease recorded is the one announced")
-
+	for _, c := range []struct {
+		dec events.Decision
+		g   events.Grant
+	}{{afterEvent, gEvent}, {afterLease, gLease}} {
+		g := h.waitGranted(c.dec.RequestID) // one jit.granted, and the key
+		require.True(t, c.g.GrantedAt.Equal(g.GrantedAt))
+		l, ok := h.lease(agentIntel, c.dec.RequestID)
+		require.True(t, ok)
+		require.Equal(t, broker.LeaseActive, l.State)
+		require.True(t, c.g.GrantedAt.Equal(l.Grant.GrantedAt), "the lease records the grant that was announced")
+		kv, _ := h.grantKey(agentIntel, c.dec.RequestID)
+		require.True(t, c.g.GrantedAt.Equal(kv.GrantedAt), "the key is the grant that was announced")
+	}
 	h.barrier()
-	require.Empty(t, h.auditFor("jit.granted.>", revoked.RequestID))
-	_, ok = h.grantKey(agentIntel, revoked.RequestID)
+	h.requireOneGranted(revoked.RequestID)
+	_, ok := h.grantKey(agentIntel, revoked.RequestID)
 	require.False(t, ok, "an ended grant is never created again")
+}
+
+// TestRedeliveryAfterCrash: a decision a dead instance was given and never
+// acknowledged comes again at once when the next instance starts (not
+// after the ack wait), and that instance asks the stream whether the dead
+// one announced the grant: if so it records that grant's lease and key, if
+// not it grants as usual. The announced grant's agent is suspended since:
+// it must not also be told "denied" (the revoker ends the grant).
+func TestRedeliveryAfterCrash(t *testing.T) {
+	h := newHarness(t)
+	ctx := ctxT(t)
+	announced := approved(agentOptimizer, events.NewID("req"), time.Minute)
+	silent := approved(agentIntel, events.NewID("req"), time.Minute)
+	h.emitPolicy(announced)
+	h.emitPolicy(silent)
+	// The dead instance announced the first grant (after its decision).
+	g := New(h.deps()).newGrant(announced, events.GrantIDFor(announced.RequestID))
+	g.GrantedAt = g.GrantedAt.Add(-time.Second)
+	_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
+		events.WithRequestID(g.RequestID), events.WithGrantID(g.GrantID))
+	require.NoError(t, err)
+
+	// The dead instance: the service's durable, both decisions delivered,
+	// neither acknowledged (AckWait is 30 s).
+	cons, err := h.env.JS.CreateOrUpdateConsumer(ctx, broker.AuditStream, jetstream.ConsumerConfig{
+		Durable: DurableDecisions, FilterSubjects: []string{"jit.decided.>"}, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxAckPending: 10_000, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	n := 0
+	for range batch.Messages() {
+		n++
+	}
+	require.Equal(t, 2, n)
+
+	h.suspend(agentOptimizer)
+	h.start()
+	// waitFor (10 s) is well inside the dead instance's ack wait (30 s):
+	// only reclaiming brings the decisions back in time.
+	got := h.waitGranted(announced.RequestID)
+	require.True(t, g.GrantedAt.Equal(got.GrantedAt))
+	l, ok := h.lease(agentOptimizer, announced.RequestID)
+	require.True(t, ok)
+	require.True(t, g.GrantedAt.Equal(l.Grant.GrantedAt), "the lease records the announced grant")
+	h.waitGranted(silent.RequestID)
+	h.requireOneGranted(announced.RequestID)
+	require.Empty(t, h.decisionsBy(announced.RequestID, "suspended"), "one outcome: it was granted")
 }
 
 // An answer recorded just before a crash is published by the next instance.

@@ -114,13 +114,13 @@ func (s *Service) system() events.Actor {
 	return events.Actor{Kind: events.ActorSystem, ID: Name}
 }
 
-// decide handles one valid jit.decided event. It is idempotent: handling the
-// same decision again (or another event with the same request) makes no
-// second grant, pending record or event.
-func (s *Service) decide(ctx context.Context, dec events.Decision) error {
+// decide handles one valid jit.decided event, delivered as d. It is
+// idempotent: handling the same decision again (or another event with the
+// same request) makes no second grant, pending record or event.
+func (s *Service) decide(ctx context.Context, dec events.Decision, d broker.Delivery) error {
 	switch dec.Outcome {
 	case events.OutcomeApproved:
-		return s.grant(ctx, dec)
+		return s.grant(ctx, dec, d)
 	case events.OutcomePending:
 		return s.hold(ctx, dec)
 	default:
@@ -128,20 +128,55 @@ func (s *Service) decide(ctx context.Context, dec events.Decision) error {
 	}
 }
 
-// grant turns an approved decision into a grant: lease (active), then the
-// grant key with its TTL, then jit.granted. The grant id is derived from the
-// request id and expires_at from the decision, so a redelivery or a
-// republished decision reaches the same lease and the same grant.
-func (s *Service) grant(ctx context.Context, dec events.Decision) error {
+// announceMargin is how much of a grant must be left for it to be
+// announced: a decision handled later than that is denied as
+// expired_before_grant, so that no jit.granted is stored at or after its
+// own expires_at (the publish takes a round trip).
+const announceMargin = 250 * time.Millisecond
+
+// grant turns an approved decision into a grant, in the order that keeps
+// both promises of docs/architecture.md ("Announced before usable"):
+//
+//  1. jit.granted on the audit stream: the grant exists for the audit
+//     trail before anything can honour it;
+//  2. the lease (active): the revoker now ends it, with one jit.revoked;
+//  3. the grant key with its TTL: checkers honour it from here.
+//
+// Every request ends in one outcome its agent sees: a decision handled too
+// late to announce (announceMargin before expires_at) is denied with mode
+// expired_before_grant, and nothing else is written. The grant id is derived
+// from the request id and expires_at from the decision, so a redelivery
+// reaches the same grant. A redelivery that finds no lease asks the stream
+// whether an earlier delivery announced the grant before it died (the only
+// case in which the stream is read): if so it finishes steps 2-3 for the
+// announced grant, whatever happened since.
+func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Delivery) error {
 	log := zerolog.Ctx(ctx)
 	grantID := events.GrantIDFor(dec.RequestID)
 	key := broker.GrantKey(dec.Agent, grantID)
 
-	// The normal path is suspension check, then create the lease: one read
-	// and one write. The lease is read back only when it already exists (a
-	// redelivery), and then what the earlier delivery started is finished
-	// whatever happened since: ending it is the revoker's job.
-	//
+	if d.Again {
+		var lease broker.Lease
+		switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
+		case err == nil:
+			return s.grantKey(ctx, key, lease)
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("read lease %s: %w", key, err)
+		}
+		e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, broker.GrantedEventID(grantID))
+		if err != nil {
+			return err
+		}
+		if found {
+			g, err := events.DataAs[events.Grant](e)
+			if err != nil {
+				return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
+			}
+			log.Info().Str("grant_id", grantID).Msg("grant announced by an earlier delivery; recording its lease")
+			return s.leaseAndKey(ctx, key, g)
+		}
+	}
+
 	// The check asks the suspension view (the bucket if there is none): a
 	// suspension stored an instant ago that the view has not seen yet lets
 	// this grant through, and the revoker that stored it revokes the grant
@@ -151,55 +186,89 @@ func (s *Service) grant(ctx context.Context, dec events.Decision) error {
 	if err != nil {
 		return err
 	}
-	var lease broker.Lease
 	if susp != nil {
-		switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return s.denySuspended(ctx, dec, susp)
-		case err != nil:
+		return s.denySuspended(ctx, dec, susp)
+	}
+	g := s.newGrant(dec, grantID)
+	if now := s.now(); g.ExpiresAt.Sub(now) < announceMargin {
+		return s.denyExpired(ctx, dec, g, now)
+	}
+	e, err := events.New(broker.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
+		events.WithRequestID(g.RequestID), events.WithGrantID(grantID))
+	if err != nil {
+		return err
+	}
+	_, stored, err := s.pub.PublishChecked(ctx, events.Subject(events.TypeGranted, g.Agent), e, nil)
+	if err != nil {
+		return err
+	}
+	if stored != nil {
+		// Announced before (another delivery, or the same decision under
+		// another event id): the lease records the grant as announced.
+		if g, err = events.DataAs[events.Grant](*stored); err != nil {
+			return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
+		}
+	}
+	return s.leaseAndKey(ctx, key, g)
+}
+
+// leaseAndKey records the lease of announced grant g, then writes its key.
+// A lease already there (another delivery, or a revocation that came
+// first) is read and finished instead.
+func (s *Service) leaseAndKey(ctx context.Context, key string, g events.Grant) error {
+	lease := broker.Lease{Grant: g, State: broker.LeaseActive}
+	b, err := json.Marshal(lease)
+	if err != nil {
+		return fmt.Errorf("encode lease %s: %w", key, err)
+	}
+	if _, err := s.d.Buckets.Leases.Create(ctx, key, b); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("create lease %s: %w", key, err)
+		}
+		if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
 			return fmt.Errorf("read lease %s: %w", key, err)
 		}
-	} else {
-		lease = broker.Lease{Grant: s.newGrant(dec, grantID), State: broker.LeaseActive}
-		b, err := json.Marshal(lease)
-		if err != nil {
-			return fmt.Errorf("encode lease %s: %w", key, err)
-		}
-		if _, err := s.d.Buckets.Leases.Create(ctx, key, b); err != nil {
-			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return fmt.Errorf("create lease %s: %w", key, err)
-			}
-			if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
-				return fmt.Errorf("read lease %s: %w", key, err)
-			}
-		}
 	}
+	return s.grantKey(ctx, key, lease)
+}
 
+// grantKey writes the grant key of an active lease, once: never over a
+// revoked grant's tombstone or its expiry marker, and not once it has
+// expired (the revoker ends the lease).
+func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) error {
+	log := zerolog.Ctx(ctx)
+	g := lease.Grant
 	if lease.State != broker.LeaseActive {
-		log.Info().Str("grant_id", grantID).Str("state", lease.State).Msg("grant already ended; nothing to do")
+		log.Info().Str("grant_id", g.GrantID).Str("state", lease.State).Msg("grant already ended; nothing to do")
 		return nil
 	}
-	g := lease.Grant
 	now := s.now()
 	if !now.Before(g.ExpiresAt) {
-		// Too late to grant: the revoker ends the lease.
-		log.Warn().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("approved decision handled after its grant would have expired; no grant made")
+		log.Warn().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("announced grant expired before its key was written; the revoker ends its lease")
 		return nil
 	}
 	b, err := json.Marshal(g)
 	if err != nil {
 		return fmt.Errorf("encode grant %s: %w", key, err)
 	}
-	// Only if the key never existed: a revoked grant's tombstone or its expiry
-	// marker must never be overwritten by a redelivered decision.
 	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !isConflict(err) {
 		return fmt.Errorf("create grant %s: %w", key, err)
 	}
-	if _, _, err := s.pub.Emit(ctx, broker.GrantedEventID(grantID), events.TypeGranted, g.Agent, g,
-		events.WithRequestID(g.RequestID), events.WithGrantID(grantID)); err != nil {
+	log.Debug().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("granted")
+	return nil
+}
+
+// denyExpired answers a request whose approved decision is handled too
+// late to announce its grant: the agent is told, with a denial, and
+// nothing is granted.
+func (s *Service) denyExpired(ctx context.Context, dec events.Decision, g events.Grant, now time.Time) error {
+	reason := fmt.Sprintf("the approved grant would have ended at %s, before it could be announced (handled at %s); nothing was granted: ask again",
+		g.ExpiresAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
+	d := s.denial(dec, events.ModeExpiredBeforeGrant, reason)
+	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, events.ModeExpiredBeforeGrant), d); err != nil {
 		return err
 	}
-	log.Debug().Str("grant_id", grantID).Time("expires_at", g.ExpiresAt).Msg("granted")
+	zerolog.Ctx(ctx).Warn().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("approved decision handled after its grant would have expired; denied as expired_before_grant")
 	return nil
 }
 

@@ -277,6 +277,8 @@ func howText(how string) string {
 		return "Withdrawn"
 	case howSuspended:
 		return "Denied, agent suspended"
+	case howExpired:
+		return "Approved too late: ended before it could be granted"
 	}
 	return capitalize(how)
 }
@@ -290,6 +292,8 @@ func byText(d DecisionView) string {
 		return "withdrawn by the agent " + d.Agent
 	case howSuspended:
 		return "the agent was suspended by " + d.DecidedBy
+	case howExpired:
+		return "its decision was handled after the grant's end (a restart); nothing was granted"
 	}
 	return "by " + d.DecidedBy
 }
