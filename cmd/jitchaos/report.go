@@ -71,7 +71,9 @@ func (s *singleNode) print(w io.Writer) {
 	row("grant_keys_seen", float64(s.GrantKeysSeen), "", fmt.Sprintf("%d of them without jit.granted were active", s.GrantsWithoutEventActive))
 	row("revocations_without_grant", float64(s.RevocationsWithoutGrant), "", "jit.revoked for a grant never announced")
 	row("granted_after_end_ms_max", s.GrantedAfterEndMSMax, "ms", "")
-	row("grant_late_ms_max", s.GrantLateMSMax, "ms", "asked-for duration less what was left when the agent saw the grant")
+	row("grant_wait_ms_max", s.GrantWaitMSMax, "ms", "the agent's first send → its jit.granted stored")
+	row("grant_left_ms_min", s.GrantLeftMSMin, "ms", "expires_at − the jit.granted's stored time (below 0: announced after its end)")
+	row("client_outcome_lag_ms_max", s.ClientOutcomeLagMSMax, "ms", "outcome stored → the agent saw it on its feed")
 	row("probed_grants", float64(s.ProbedGrants), "", fmt.Sprintf("%d checks", s.ProbeChecks))
 	if len(s.DeniedReasons) > 0 {
 		var rs []string

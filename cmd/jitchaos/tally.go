@@ -38,7 +38,9 @@ type singleNode struct {
 	ProbedGrants             int                 `json:"probed_grants"`
 	ProbeChecks              int                 `json:"probe_checks"`
 	GrantedAfterEndMSMax     float64             `json:"granted_after_end_ms_max"`
-	GrantLateMSMax           float64             `json:"grant_late_ms_max"`
+	GrantWaitMSMax           float64             `json:"grant_wait_ms_max"`
+	GrantLeftMSMin           float64             `json:"grant_left_ms_min"`
+	ClientOutcomeLagMSMax    float64             `json:"client_outcome_lag_ms_max"`
 	Faults                   []faultReport       `json:"faults"`
 	Examples                 map[string][]string `json:"examples,omitempty"`
 	Config                   roundConfig         `json:"config"`
@@ -111,6 +113,7 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 			o.first = at
 		}
 	}
+	leftSet := false            // GrantLeftMSMin holds a value
 	granted := map[string]int{} // grant id → jit.granted events
 	revoked := map[string]int{} // grant id → jit.revoked events
 	for _, e := range evs {
@@ -125,6 +128,9 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 				o.granted = true
 				o.grantIDs[e.grantID] = true
 				terminal(o, e.at)
+			}
+			if left := ms(e.expiresAt.Sub(e.at)); !e.expiresAt.IsZero() && (!leftSet || left < res.GrantLeftMSMin) {
+				res.GrantLeftMSMin, leftSet = left, true
 			}
 			if !e.expiresAt.IsZero() && !e.at.Before(e.expiresAt) {
 				res.GrantedAfterEnd++
@@ -228,10 +234,14 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 				res.GrantsLost++
 				example("grants_lost", r.grantID)
 			}
-			// How late the grant came: what was asked for less what was
-			// left when the agent saw it.
-			late := r.duration - r.expiresAt.Sub(r.outcomeAt)
-			res.GrantLateMSMax = max(res.GrantLateMSMax, ms(late))
+		}
+		if o != nil && !o.first.IsZero() {
+			if o.granted {
+				res.GrantWaitMSMax = max(res.GrantWaitMSMax, ms(o.first.Sub(r.firstSent)))
+			}
+			if r.outcome != "" {
+				res.ClientOutcomeLagMSMax = max(res.ClientOutcomeLagMSMax, ms(r.outcomeAt.Sub(o.first)))
+			}
 		}
 	}
 	res.RequestsSent = len(sent)
@@ -287,7 +297,9 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 		sort.Strings(res.Examples[k])
 	}
 	res.GrantedAfterEndMSMax = round(res.GrantedAfterEndMSMax)
-	res.GrantLateMSMax = round(res.GrantLateMSMax)
+	res.GrantWaitMSMax = round(res.GrantWaitMSMax)
+	res.GrantLeftMSMin = round(res.GrantLeftMSMin)
+	res.ClientOutcomeLagMSMax = round(res.ClientOutcomeLagMSMax)
 	res.UsableAfterEndMSMax = round(res.UsableAfterEndMSMax)
 	return res
 }

@@ -54,6 +54,9 @@ func TestTallyClean(t *testing.T) {
 	require.Equal(t, map[string]int{"expired_before_grant": 1}, res.DeniedReasons)
 	require.Equal(t, 2, res.GrantsOnStream)
 	require.Equal(t, 2, res.GrantKeysSeen)
+	require.Equal(t, 5.0, res.GrantWaitMSMax, "first send to jit.granted stored")
+	require.Equal(t, 1995.0, res.GrantLeftMSMin, "expires_at less the stored time")
+	require.Equal(t, 10.0, res.ClientOutcomeLagMSMax, "stored to seen by the agent")
 }
 
 // Each case breaks one promise, and exactly its count says so.
