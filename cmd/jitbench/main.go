@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentjit/jit/cmd/internal/jitdproc"
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/checker"
 	"github.com/agentjit/jit/pkg/config"
@@ -151,21 +152,21 @@ func run(ctx context.Context, o options) (*report, error) {
 	}
 	rep := newReport(o.quick, p)
 	rep.memLimit = o.memLimit
-	d, err := newJitd(o.jitd, dir, cfgPath, o.profileDir != "", o.memLimit)
-	d.noAuth = o.noAuth
+	d, err := jitdproc.New(o.jitd, dir, cfgPath, o.profileDir != "", o.memLimit)
 	if err != nil {
 		return rep, err
 	}
-	if err := d.start(30 * time.Second); err != nil {
+	d.NoAuth = o.noAuth
+	if err := d.Start(30 * time.Second); err != nil {
 		return rep, err
 	}
-	defer func() { _ = d.kill() }()
-	c, err := newClient(d.natsURL(), dir, o.noAuth)
+	defer func() { _ = d.Kill() }()
+	c, err := newClient(d.NATSURL(), dir, o.noAuth)
 	if err != nil {
 		return rep, err
 	}
 	defer func() { c.close() }()
-	rss, _ := d.rssMB()
+	rss, _ := d.RSSMB()
 	rep.set("rss_mb_idle", rss, "MiB", "")
 
 	// The limit: the broker's own speed, same server, same run.
@@ -210,7 +211,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		if conc == p.concurrency[len(p.concurrency)-1] && o.profileDir != "" {
 			prof = make(chan error, 1)
 			go func() {
-				prof <- fetch(ctx, "http://"+d.httpAddr+fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(p.tputDur.Seconds()))),
+				prof <- fetch(ctx, "http://"+d.HTTPAddr+fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(p.tputDur.Seconds()))),
 					filepath.Join(o.profileDir, "cpu-throughput.pprof"))
 			}()
 		}
@@ -291,8 +292,8 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep.set("enforcement_late_max_at_100k_ms", math.Max(0, ms(ex.late)), "ms", "")
 	runtime.GC()
 	time.Sleep(time.Second)
-	rss, _ = d.rssMB()
-	hwm, _ := procStatusMB(d.cmd.Process.Pid, "VmHWM:")
+	rss, _ = d.RSSMB()
+	hwm, _ := jitdproc.ProcStatusMB(d.Cmd.Process.Pid, "VmHWM:")
 	limitNote := "jitd without a memory limit"
 	if o.memLimit != "" {
 		limitNote = "jitd --memory-limit " + o.memLimit
@@ -300,7 +301,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep.set("rss_mb_at_100k_grants", rss, "MiB", limitNote)
 	rep.set("rss_peak_mb", hwm, "MiB", "")
 	if o.profileDir != "" {
-		if err := fetch(ctx, "http://"+d.httpAddr+"/debug/pprof/heap", filepath.Join(o.profileDir, "heap-100k.pprof")); err != nil {
+		if err := fetch(ctx, "http://"+d.HTTPAddr+"/debug/pprof/heap", filepath.Join(o.profileDir, "heap-100k.pprof")); err != nil {
 			logf("heap profile: %v", err)
 		}
 	}
@@ -317,22 +318,22 @@ func run(ctx context.Context, o options) (*report, error) {
 	logf("restart: SIGTERM jitd and start it again on the same data directory")
 	chk.Stop()
 	c.close()
-	down, err := d.stop(60 * time.Second)
+	down, err := d.Stop(60 * time.Second)
 	if err != nil {
 		return rep, fmt.Errorf("stopping jitd: %w", err)
 	}
 	rep.set("jitd_stop_ms", ms(down), "ms", "")
-	d.reset()
-	restored := d.wait("restored the leases")
-	d.config = "" // keep the stored configuration
-	if err := d.start(2 * time.Minute); err != nil {
+	d.Reset()
+	restored := d.Wait(jitdproc.MsgRestored)
+	d.Config = "" // keep the stored configuration
+	if err := d.Start(2 * time.Minute); err != nil {
 		return rep, err
 	}
-	rep.set("jitd_restart_ready_ms", ms(d.seenAt("jitd running").Sub(d.started)), "ms", "process start to serving")
+	rep.set("jitd_restart_ready_ms", ms(d.SeenAt(jitdproc.MsgRunning).Sub(d.Started)), "ms", "process start to serving")
 	select {
 	case at := <-restored:
-		rep.set("revoker_restore_ms", ms(at.Sub(d.started)), "ms", "process start to every timer restored")
-		if l := d.line("restored the leases"); l != nil {
+		rep.set("revoker_restore_ms", ms(at.Sub(d.Started)), "ms", "process start to every timer restored")
+		if l := d.Line(jitdproc.MsgRestored); l != nil {
 			if n, ok := l["leases"].(float64); ok {
 				rep.set("revoker_restored_leases", n, "", "")
 			}
@@ -340,7 +341,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	case <-time.After(2 * time.Minute):
 		return rep, fmt.Errorf("the restarted revoker did not restore its leases within 2 minutes")
 	}
-	c, err = newClient(d.natsURL(), dir, o.noAuth)
+	c, err = newClient(d.NATSURL(), dir, o.noAuth)
 	if err != nil {
 		return rep, err
 	}
@@ -356,7 +357,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	}
 	rep.set("expiry_event_lag_p99_after_restart_ms", ex.lag.pct(99), "ms", "")
 	rep.set("expiry_lost_after_restart", float64(ex.lost), "", "")
-	rss, _ = d.rssMB()
+	rss, _ = d.RSSMB()
 	rep.set("rss_mb_after_restart", rss, "MiB", "")
 	return rep, nil
 }

@@ -1,0 +1,323 @@
+// Package jitdproc runs jitd as a subprocess for the measuring commands
+// (jitbench, jitchaos): a fresh data directory, free loopback ports, its
+// stderr (JSON log lines) copied to <data-dir>/jitd.log and scanned for the
+// lines a measurement waits for.
+package jitdproc
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Messages a Jitd records the first time they are logged (see SeenAt, Wait
+// and Line), besides any added with Watch.
+const (
+	MsgRunning  = "jitd running"
+	MsgRestored = "restored the leases"
+	MsgRevoker  = "revoker running"
+)
+
+// Jitd is a jitd subprocess on a data directory. The addresses are chosen
+// once, so a restart (Reset, then Start) listens where clients reconnect.
+type Jitd struct {
+	Bin, DataDir string
+	// Config is passed as --config when set; clear it before a restart to
+	// keep the stored configuration.
+	Config             string
+	NATSAddr, HTTPAddr string
+	PProf              bool
+	MemLimit           string // --memory-limit, if set
+	NoAuth             bool   // --insecure-no-auth
+
+	Cmd     *exec.Cmd
+	Started time.Time
+	exited  chan struct{}
+
+	mu     sync.Mutex
+	watch  map[string]bool
+	seen   map[string]time.Time // log message → first time seen
+	waits  map[string][]chan time.Time
+	lines  map[string]map[string]any // log message → its first line, decoded
+	counts map[string]int            // "level: message" → lines, warn and above
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// New returns a Jitd of bin on dataDir with configuration file config, on
+// free loopback ports. It starts nothing.
+func New(bin, dataDir, config string, pprof bool, memLimit string) (*Jitd, error) {
+	nats, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	http, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	j := &Jitd{Bin: bin, DataDir: dataDir, Config: config, NATSAddr: nats, HTTPAddr: http, PProf: pprof, MemLimit: memLimit,
+		watch: map[string]bool{MsgRunning: true, MsgRestored: true, MsgRevoker: true}}
+	j.Reset()
+	return j, nil
+}
+
+// Watch adds log messages whose first appearance SeenAt, Wait and Line
+// report.
+func (j *Jitd) Watch(msgs ...string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, m := range msgs {
+		j.watch[m] = true
+	}
+}
+
+// Reset forgets the log lines seen so far (the counts of Warnings are kept).
+func (j *Jitd) Reset() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.seen = map[string]time.Time{}
+	j.waits = map[string][]chan time.Time{}
+	j.lines = map[string]map[string]any{}
+	if j.counts == nil {
+		j.counts = map[string]int{}
+	}
+}
+
+// SeenAt is when msg was first logged (zero if not yet).
+func (j *Jitd) SeenAt(msg string) time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.seen[msg]
+}
+
+// Start runs jitd and returns once it logged "jitd running".
+// Call Reset before a restart, so that waits see the new process's lines.
+func (j *Jitd) Start(timeout time.Duration) error {
+	args := []string{"--data-dir", j.DataDir, "--nats-listen", j.NATSAddr, "--http-listen", j.HTTPAddr, "--log-level", "info"}
+	if j.Config != "" {
+		args = append(args, "--config", j.Config)
+	}
+	if j.PProf {
+		args = append(args, "--pprof")
+	}
+	if j.MemLimit != "" {
+		args = append(args, "--memory-limit", j.MemLimit)
+	}
+	if j.NoAuth {
+		args = append(args, "--insecure-no-auth")
+	}
+	cmd := exec.Command(j.Bin, args...)
+	logf, err := os.OpenFile(filepath.Join(j.DataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	running := j.Wait(MsgRunning)
+	j.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", j.Bin, err)
+	}
+	j.Cmd = cmd
+	exited := make(chan struct{})
+	j.exited = exited
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		defer logf.Close()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			now := time.Now()
+			line := sc.Bytes()
+			_, _ = logf.Write(append(line, '\n'))
+			j.observe(line, now)
+		}
+	}()
+	go func() {
+		<-scanned
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case <-running:
+		return nil
+	case <-exited:
+		return fmt.Errorf("jitd exited at start; see %s", filepath.Join(j.DataDir, "jitd.log"))
+	case <-time.After(timeout):
+		_ = j.Kill()
+		return fmt.Errorf("jitd did not start within %s", timeout)
+	}
+}
+
+// Exited is closed when the process last started has exited.
+func (j *Jitd) Exited() <-chan struct{} { return j.exited }
+
+// field returns the value of the JSON string field name in line, found
+// without decoding the line.
+func field(line []byte, name string) (string, bool) {
+	k := `"` + name + `":"`
+	i := bytes.Index(line, []byte(k))
+	if i < 0 {
+		return "", false
+	}
+	rest := line[i+len(k):]
+	e := bytes.IndexByte(rest, '"')
+	if e < 0 {
+		return "", false
+	}
+	return string(rest[:e]), true
+}
+
+// observe records the first time a watched log message appears, and counts
+// the lines logged at warn level and above.
+func (j *Jitd) observe(line []byte, at time.Time) {
+	msg, ok := field(line, "message")
+	if !ok {
+		return
+	}
+	level, _ := field(line, "level")
+	switch level {
+	case "warn", "error", "fatal", "panic":
+		j.mu.Lock()
+		j.counts[level+": "+msg]++
+		j.mu.Unlock()
+	}
+	j.mu.Lock()
+	watched := j.watch[msg]
+	_, dup := j.seen[msg]
+	j.mu.Unlock()
+	if !watched || dup {
+		return
+	}
+	var fields map[string]any
+	_ = json.Unmarshal(line, &fields)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, ok := j.seen[msg]; ok {
+		return
+	}
+	j.seen[msg] = at
+	j.lines[msg] = fields
+	for _, c := range j.waits[msg] {
+		c <- at
+	}
+	delete(j.waits, msg)
+}
+
+// Warnings returns how many lines each "level: message" of warn level and
+// above was logged, over every start of this Jitd.
+func (j *Jitd) Warnings() map[string]int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make(map[string]int, len(j.counts))
+	for k, v := range j.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// Wait returns a channel that receives the time msg is first logged.
+func (j *Jitd) Wait(msg string) <-chan time.Time {
+	c := make(chan time.Time, 1)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if t, ok := j.seen[msg]; ok {
+		c <- t
+		return c
+	}
+	j.waits[msg] = append(j.waits[msg], c)
+	return c
+}
+
+// Line is the first line that logged msg, decoded (nil if not yet).
+func (j *Jitd) Line(msg string) map[string]any {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.lines[msg]
+}
+
+// NATSURL is the URL clients connect to.
+func (j *Jitd) NATSURL() string { return "nats://" + j.NATSAddr }
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (j *Jitd) Stop(timeout time.Duration) (time.Duration, error) {
+	if j.Cmd == nil || j.Cmd.Process == nil {
+		return 0, nil
+	}
+	t0 := time.Now()
+	_ = j.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-j.exited:
+		return time.Since(t0), nil
+	case <-time.After(timeout):
+		return time.Since(t0), j.Kill()
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (j *Jitd) Kill() error {
+	if j.Cmd == nil || j.Cmd.Process == nil {
+		return nil
+	}
+	err := j.Cmd.Process.Kill()
+	<-j.exited
+	return err
+}
+
+// Signal sends sig to the process (SIGSTOP, SIGCONT) and does not wait.
+func (j *Jitd) Signal(sig os.Signal) error {
+	if j.Cmd == nil || j.Cmd.Process == nil {
+		return fmt.Errorf("jitd is not running")
+	}
+	return j.Cmd.Process.Signal(sig)
+}
+
+// RSSMB is the resident memory of the jitd process (VmRSS) in MiB.
+func (j *Jitd) RSSMB() (float64, error) {
+	return ProcStatusMB(j.Cmd.Process.Pid, "VmRSS:")
+}
+
+// ProcStatusMB reads a memory field of /proc/<pid>/status in MiB.
+func ProcStatusMB(pid int, field string) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				break
+			}
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}

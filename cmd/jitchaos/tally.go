@@ -1,0 +1,305 @@
+package main
+
+import (
+	"sort"
+	"time"
+
+	"github.com/agentjit/jit/pkg/events"
+)
+
+// singleNode is the "single_node" object of the results file. The first
+// ten fields are the figures issue 15 names; every count must be 0. The
+// rest explain them. See chaos/README.md.
+type singleNode struct {
+	RequestsSent             int                 `json:"requests_sent"`
+	RequestsUnanswered       int                 `json:"requests_unanswered"`
+	GrantsLost               int                 `json:"grants_lost"`
+	DuplicateGrants          int                 `json:"duplicate_grants"`
+	GrantsWithoutEvent       int                 `json:"grants_without_event"`
+	RevocationsLost          int                 `json:"revocations_lost"`
+	DuplicateRevocations     int                 `json:"duplicate_revocations"`
+	UsableAfterEnd           int                 `json:"usable_after_end"`
+	GrantedAfterEnd          int                 `json:"granted_after_end"`
+	ResumeAfterRestartMSMax  float64             `json:"resume_after_restart_ms_max"`
+	RequestsUnansweredClient int                 `json:"requests_unanswered_client"`
+	RequestsWithTwoOutcomes  int                 `json:"requests_with_two_outcomes"`
+	RequestsGranted          int                 `json:"requests_granted"`
+	RequestsDenied           int                 `json:"requests_denied"`
+	RequestsRejected         int                 `json:"requests_rejected"`
+	RequestsRetried          int                 `json:"requests_retried"`
+	RequestsNeverAccepted    int                 `json:"requests_never_accepted"`
+	DeniedReasons            map[string]int      `json:"denied_reasons"`
+	GrantsOnStream           int                 `json:"grants_on_stream"`
+	GrantKeysSeen            int                 `json:"grant_keys_seen"`
+	GrantsWithoutEventActive int                 `json:"grants_without_event_active"`
+	RevocationsWithoutGrant  int                 `json:"revocations_without_grant"`
+	UsableAfterEndGrants     int                 `json:"usable_after_end_grants"`
+	UsableAfterEndMSMax      float64             `json:"usable_after_end_ms_max"`
+	ProbedGrants             int                 `json:"probed_grants"`
+	ProbeChecks              int                 `json:"probe_checks"`
+	GrantedAfterEndMSMax     float64             `json:"granted_after_end_ms_max"`
+	GrantWaitMSMax           float64             `json:"grant_wait_ms_max"`
+	GrantLeftMSMin           float64             `json:"grant_left_ms_min"`
+	ClientOutcomeLagMSMax    float64             `json:"client_outcome_lag_ms_max"`
+	Faults                   []faultReport       `json:"faults"`
+	Examples                 map[string][]string `json:"examples,omitempty"`
+	Config                   roundConfig         `json:"config"`
+	JitdWarnings             map[string]int      `json:"jitd_warnings,omitempty"`
+	Run                      map[string]any      `json:"run"`
+}
+
+// faultReport is one fault of the round.
+type faultReport struct {
+	Kind string `json:"kind"`
+	// AtS is when the signal was sent, in seconds after the load started.
+	AtS float64 `json:"at_s"`
+	// ReadyAfterMS is from the signal to jitd serving again ("jitd
+	// running" after a restart; the SIGCONT of a stop).
+	ReadyAfterMS float64 `json:"ready_after_ms"`
+	// InFlight are the requests sent before the signal whose outcome was
+	// not on the stream yet; Unanswered, those of them that never got one.
+	InFlight   int `json:"in_flight"`
+	Unanswered int `json:"unanswered"`
+	// ResumeMS is from ready to the last outcome of the in-flight requests
+	// stored on the stream (0 if every one was stored before ready).
+	ResumeMS float64 `json:"resume_ms"`
+}
+
+type roundConfig struct {
+	Agents          int      `json:"agents"`
+	Kills           int      `json:"kills"`
+	Stops           int      `json:"stops"`
+	DurationS       float64  `json:"duration_s"`
+	DownS           float64  `json:"down_s"`
+	StopForS        float64  `json:"stop_for_s"`
+	GrantDurations  []string `json:"grant_durations"`
+	OutcomeTimeoutS float64  `json:"outcome_timeout_s"`
+	Quick           bool     `json:"quick"`
+}
+
+// maxExamples bounds the ids listed per count in "examples".
+const maxExamples = 5
+
+// tally computes the counts from what the agents saw (reqs), the whole
+// audit stream (evs), the grant keys a checker saw (keys), the faults and
+// the prober's findings. loadStart is the origin of the faults' times.
+func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault, pr probeResult, loadStart time.Time) *singleNode {
+	res := &singleNode{DeniedReasons: map[string]int{}, Examples: map[string][]string{}}
+	example := func(key, id string) {
+		if len(res.Examples[key]) < maxExamples {
+			res.Examples[key] = append(res.Examples[key], id)
+		}
+	}
+
+	// What the stream says, by request and by grant.
+	type outcomes struct {
+		first    time.Time // the earliest terminal outcome stored
+		granted  bool
+		denied   bool
+		rejected bool
+		grantIDs map[string]bool
+	}
+	byReq := map[string]*outcomes{}
+	outcomeOf := func(id string) *outcomes {
+		o := byReq[id]
+		if o == nil {
+			o = &outcomes{grantIDs: map[string]bool{}}
+			byReq[id] = o
+		}
+		return o
+	}
+	terminal := func(o *outcomes, at time.Time) {
+		if o.first.IsZero() || at.Before(o.first) {
+			o.first = at
+		}
+	}
+	leftSet := false            // GrantLeftMSMin holds a value
+	granted := map[string]int{} // grant id → jit.granted events
+	revoked := map[string]int{} // grant id → jit.revoked events
+	for _, e := range evs {
+		switch e.typ {
+		case events.TypeGranted:
+			granted[e.grantID]++
+			if granted[e.grantID] > 1 {
+				continue
+			}
+			if e.requestID != "" {
+				o := outcomeOf(e.requestID)
+				o.granted = true
+				o.grantIDs[e.grantID] = true
+				terminal(o, e.at)
+			}
+			if left := ms(e.expiresAt.Sub(e.at)); !e.expiresAt.IsZero() && (!leftSet || left < res.GrantLeftMSMin) {
+				res.GrantLeftMSMin, leftSet = left, true
+			}
+			if !e.expiresAt.IsZero() && !e.at.Before(e.expiresAt) {
+				res.GrantedAfterEnd++
+				res.GrantedAfterEndMSMax = max(res.GrantedAfterEndMSMax, ms(e.at.Sub(e.expiresAt)))
+				example("granted_after_end", e.grantID)
+			}
+		case events.TypeDecided:
+			if e.outcome == events.OutcomeDenied && e.requestID != "" {
+				o := outcomeOf(e.requestID)
+				if !o.denied {
+					res.DeniedReasons[e.reason]++
+				}
+				o.denied = true
+				terminal(o, e.at)
+			}
+		case events.TypeRejected:
+			if e.requestID != "" {
+				o := outcomeOf(e.requestID)
+				o.rejected = true
+				terminal(o, e.at)
+			}
+		case events.TypeRevoked:
+			revoked[e.grantID]++
+		}
+	}
+	res.GrantsOnStream = len(granted)
+	for id, n := range granted {
+		if n > 1 {
+			res.DuplicateGrants++
+			example("duplicate_grants", id)
+		}
+		switch revoked[id] {
+		case 0:
+			res.RevocationsLost++
+			example("revocations_lost", id)
+		case 1:
+		default:
+			res.DuplicateRevocations++
+			example("duplicate_revocations", id)
+		}
+	}
+	for id := range revoked {
+		if granted[id] == 0 {
+			res.RevocationsWithoutGrant++
+			example("revocations_without_grant", id)
+		}
+	}
+
+	// The requests the agents sent, once per id.
+	sent := map[string]request{}
+	for _, r := range reqs {
+		if r.firstSent.IsZero() {
+			continue
+		}
+		if _, dup := sent[r.id]; !dup {
+			sent[r.id] = r
+		}
+	}
+	for _, r := range sent {
+		if r.attempts > 1 {
+			res.RequestsRetried++
+		}
+		if r.accepted.IsZero() && r.outcome != outRejected {
+			res.RequestsNeverAccepted++
+			example("requests_never_accepted", r.id)
+		}
+		o := byReq[r.id]
+		if o == nil || o.first.IsZero() {
+			res.RequestsUnanswered++
+			example("requests_unanswered", r.id)
+		} else {
+			if len(o.grantIDs) > 1 {
+				res.DuplicateGrants++
+				example("duplicate_grants", r.id)
+			}
+			n := 0
+			for _, b := range []bool{o.granted, o.denied, o.rejected} {
+				if b {
+					n++
+				}
+			}
+			if n > 1 {
+				res.RequestsWithTwoOutcomes++
+				example("requests_with_two_outcomes", r.id)
+			}
+			switch {
+			case o.granted:
+				res.RequestsGranted++
+			case o.denied:
+				res.RequestsDenied++
+			default:
+				res.RequestsRejected++
+			}
+		}
+		switch r.outcome {
+		case "":
+			res.RequestsUnansweredClient++
+			example("requests_unanswered_client", r.id)
+		case outGranted:
+			if granted[r.grantID] == 0 {
+				res.GrantsLost++
+				example("grants_lost", r.grantID)
+			}
+		}
+		if o != nil && !o.first.IsZero() {
+			if o.granted {
+				res.GrantWaitMSMax = max(res.GrantWaitMSMax, ms(o.first.Sub(r.firstSent)))
+			}
+			if r.outcome != "" {
+				res.ClientOutcomeLagMSMax = max(res.ClientOutcomeLagMSMax, ms(r.outcomeAt.Sub(o.first)))
+			}
+		}
+	}
+	res.RequestsSent = len(sent)
+
+	// The keys a checker saw.
+	for _, k := range keys {
+		if !k.put {
+			continue
+		}
+		res.GrantKeysSeen++
+		if granted[k.grantID] == 0 {
+			res.GrantsWithoutEvent++
+			example("grants_without_event", k.grantID)
+			if k.active {
+				res.GrantsWithoutEventActive++
+			}
+		}
+	}
+
+	res.UsableAfterEnd = pr.violations
+	res.UsableAfterEndGrants = pr.lateGrants
+	res.UsableAfterEndMSMax = ms(pr.lateMax)
+	res.ProbedGrants = pr.probed
+	res.ProbeChecks = pr.checks
+
+	// Recovery after each fault: the requests in flight at the signal
+	// (sent before it, no outcome stored before it) and when the last of
+	// them got its outcome stored, counted from jitd serving again.
+	for _, f := range faults {
+		fr := faultReport{Kind: f.kind, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
+		for id, r := range sent {
+			if !r.firstSent.Before(f.at) {
+				continue
+			}
+			o := byReq[id]
+			if o != nil && !o.first.IsZero() && o.first.Before(f.at) {
+				continue
+			}
+			fr.InFlight++
+			if o == nil || o.first.IsZero() {
+				fr.Unanswered++
+				continue
+			}
+			fr.ResumeMS = max(fr.ResumeMS, ms(o.first.Sub(f.ready)))
+		}
+		fr.AtS, fr.ReadyAfterMS, fr.ResumeMS = round(fr.AtS), round(fr.ReadyAfterMS), round(fr.ResumeMS)
+		if f.kind == faultKill {
+			res.ResumeAfterRestartMSMax = max(res.ResumeAfterRestartMSMax, fr.ResumeMS)
+		}
+		res.Faults = append(res.Faults, fr)
+	}
+	for k := range res.Examples {
+		sort.Strings(res.Examples[k])
+	}
+	res.GrantedAfterEndMSMax = round(res.GrantedAfterEndMSMax)
+	res.GrantWaitMSMax = round(res.GrantWaitMSMax)
+	res.GrantLeftMSMin = round(res.GrantLeftMSMin)
+	res.ClientOutcomeLagMSMax = round(res.ClientOutcomeLagMSMax)
+	res.UsableAfterEndMSMax = round(res.UsableAfterEndMSMax)
+	return res
+}
