@@ -151,29 +151,22 @@ const announceMargin = 250 * time.Millisecond
 // case in which the stream is read): if so it finishes steps 2-3 for the
 // announced grant, whatever happened since.
 func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Delivery) error {
-	log := zerolog.Ctx(ctx)
 	grantID := events.GrantIDFor(dec.RequestID)
 	key := broker.GrantKey(dec.Agent, grantID)
 
+	// Before anything but the normal path: was this grant announced by an
+	// earlier delivery? A redelivery asks first; a first delivery asks only
+	// before it would deny (a kill can lose a consumer's delivery state, so
+	// a decision handled before may come again as new: it must not be
+	// answered twice).
+	checked := false
+	resume := func() (bool, error) {
+		checked = true
+		return s.resume(ctx, key, dec, d)
+	}
 	if d.Again {
-		var lease broker.Lease
-		switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
-		case err == nil:
-			return s.grantKey(ctx, key, lease)
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("read lease %s: %w", key, err)
-		}
-		e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, broker.GrantedEventID(grantID))
-		if err != nil {
+		if done, err := resume(); done || err != nil {
 			return err
-		}
-		if found {
-			g, err := events.DataAs[events.Grant](e)
-			if err != nil {
-				return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
-			}
-			log.Info().Str("grant_id", grantID).Msg("grant announced by an earlier delivery; recording its lease")
-			return s.leaseAndKey(ctx, key, g)
 		}
 	}
 
@@ -187,10 +180,20 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		return err
 	}
 	if susp != nil {
+		if !checked {
+			if done, err := resume(); done || err != nil {
+				return err
+			}
+		}
 		return s.denySuspended(ctx, dec, susp)
 	}
 	g := s.newGrant(dec, grantID)
 	if now := s.now(); g.ExpiresAt.Sub(now) < announceMargin {
+		if !checked {
+			if done, err := resume(); done || err != nil {
+				return err
+			}
+		}
 		return s.denyExpired(ctx, dec, g, now)
 	}
 	e, err := events.New(broker.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
@@ -210,6 +213,32 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		}
 	}
 	return s.leaseAndKey(ctx, key, g)
+}
+
+// resume finishes a grant an earlier delivery of dec announced, if one
+// did: done is true when it did (whatever state the grant is in now), and
+// the decision needs nothing more. Its lease says so; without one, the
+// stream's leader is asked whether jit.granted was stored after the
+// decision (a kill between the announcement and the lease).
+func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d broker.Delivery) (done bool, err error) {
+	var lease broker.Lease
+	switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
+	case err == nil:
+		return true, s.grantKey(ctx, key, lease)
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, fmt.Errorf("read lease %s: %w", key, err)
+	}
+	grantID := events.GrantIDFor(dec.RequestID)
+	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, broker.GrantedEventID(grantID))
+	if err != nil || !found {
+		return false, err
+	}
+	g, err := events.DataAs[events.Grant](e)
+	if err != nil {
+		return false, fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
+	}
+	zerolog.Ctx(ctx).Info().Str("grant_id", grantID).Msg("grant announced by an earlier delivery; recording its lease")
+	return true, s.leaseAndKey(ctx, key, g)
 }
 
 // leaseAndKey records the lease of announced grant g, then writes its key.
@@ -244,7 +273,9 @@ func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) 
 	}
 	now := s.now()
 	if !now.Before(g.ExpiresAt) {
-		log.Warn().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("announced grant expired before its key was written; the revoker ends its lease")
+		// Normal for a decision delivered again after a restart: the key
+		// (written then or not) is over, and the revoker ends the lease.
+		log.Debug().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("grant already expired; no key to write")
 		return nil
 	}
 	b, err := json.Marshal(g)
