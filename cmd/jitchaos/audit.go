@@ -18,6 +18,7 @@ import (
 type stored struct {
 	seq       uint64
 	at        time.Time // the broker's timestamp
+	published time.Time // the event's own time: when its publisher made it
 	typ       string
 	requestID string
 	grantID   string
@@ -136,13 +137,14 @@ func reduce(m broker.StoredMsg) stored {
 	if err != nil {
 		return s
 	}
-	s.typ = e.Type()
+	s.typ, s.published = e.Type(), e.Time()
 	var d struct {
 		RequestID string    `json:"request_id"`
 		GrantID   string    `json:"grant_id"`
 		Outcome   string    `json:"outcome"`
 		Reason    string    `json:"reason"`
 		Code      string    `json:"code"`
+		Mode      string    `json:"mode"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
 	_ = json.Unmarshal(e.Data(), &d)
@@ -151,8 +153,15 @@ func reduce(m broker.StoredMsg) stored {
 		s.requestID = d.RequestID
 	}
 	s.grantID, s.outcome, s.reason, s.expiresAt = d.GrantID, d.Outcome, d.Reason, d.ExpiresAt
-	if s.typ == events.TypeRejected {
+	switch s.typ {
+	case events.TypeRejected:
 		s.reason = d.Code
+	case events.TypeDecided:
+		// How it was reached (expired_before_grant, suspended, …): the
+		// reason's text names times and would not group.
+		if d.Mode != "" {
+			s.reason = d.Mode
+		}
 	}
 	return s
 }

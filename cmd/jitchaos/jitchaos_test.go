@@ -62,9 +62,6 @@ func TestSingleNodeRound(t *testing.T) {
 	require.Equal(t, "stop", faults[1].(map[string]any)["kind"])
 
 	t.Run("every count is 0", func(t *testing.T) {
-		t.Skip("issue 15: the services still break these under a kill (a request left unanswered when its approved " +
-			"decision is handled after its grant would have expired, a jit.granted stored after its expires_at); " +
-			"unskip once the fixes of issue 15 are merged")
 		require.Empty(t, res.failures())
 		// A loose bound: the target is about a second, on a machine the
 		// test shares with others.

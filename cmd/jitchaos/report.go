@@ -70,7 +70,8 @@ func (s *singleNode) print(w io.Writer) {
 	row("grants_on_stream", float64(s.GrantsOnStream), "", "")
 	row("grant_keys_seen", float64(s.GrantKeysSeen), "", fmt.Sprintf("%d of them without jit.granted were active", s.GrantsWithoutEventActive))
 	row("revocations_without_grant", float64(s.RevocationsWithoutGrant), "", "jit.revoked for a grant never announced")
-	row("granted_after_end_ms_max", s.GrantedAfterEndMSMax, "ms", "")
+	row("granted_stored_late_by_stop", float64(s.GrantedStoredLateByStop), "", "published before expires_at, stored after: the broker itself was stopped in between")
+	row("granted_after_end_ms_max", s.GrantedAfterEndMSMax, "ms", "the latest store after expires_at, of either kind")
 	row("grant_wait_ms_max", s.GrantWaitMSMax, "ms", "the agent's first send → its jit.granted stored")
 	row("grant_left_ms_min", s.GrantLeftMSMin, "ms", "expires_at − the jit.granted's stored time (below 0: announced after its end)")
 	row("client_outcome_lag_ms_max", s.ClientOutcomeLagMSMax, "ms", "outcome stored → the agent saw it on its feed")
@@ -82,9 +83,9 @@ func (s *singleNode) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "denied: %s\n", strings.Join(rs, ", "))
 	}
-	fmt.Fprintf(w, "\n%-5s %8s %10s %9s %10s %10s\n", "fault", "at_s", "ready_ms", "in_flight", "unanswered", "resume_ms")
+	fmt.Fprintf(w, "\n%-5s %8s %10s %9s %10s %10s %9s %10s\n", "fault", "at_s", "ready_ms", "in_flight", "unanswered", "resume_ms", "sent", "resume_sent")
 	for _, f := range s.Faults {
-		fmt.Fprintf(w, "%-5s %8.1f %10.0f %9d %10d %10.0f\n", f.Kind, f.AtS, f.ReadyAfterMS, f.InFlight, f.Unanswered, f.ResumeMS)
+		fmt.Fprintf(w, "%-5s %8.1f %10.0f %9d %10d %10.0f %9d %10.0f\n", f.Kind, f.AtS, f.ReadyAfterMS, f.InFlight, f.Unanswered, f.ResumeMS, f.SentInFlight, f.ResumeSentMS)
 	}
 	for _, k := range sortedKeys(s.Examples) {
 		fmt.Fprintf(w, "e.g. %s: %s\n", k, strings.Join(s.Examples[k], " "))

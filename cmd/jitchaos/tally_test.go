@@ -37,6 +37,10 @@ func clean() fakeRound {
 	}
 	r.reqs = append(r.reqs, request{id: "req_a-3", agent: "a", firstSent: at(300), accepted: at(300), attempts: 2, outcome: outDenied, outcomeAt: at(320)})
 	r.evs = append(r.evs, stored{typ: events.TypeDecided, requestID: "req_a-3", outcome: events.OutcomeDenied, reason: "expired_before_grant", at: at(310)})
+	// The requests' jit.requested (last: the cases below index the others).
+	for _, q := range r.reqs {
+		r.evs = append(r.evs, stored{typ: events.TypeRequested, requestID: q.id, at: q.firstSent.Add(time.Millisecond)})
+	}
 	return r
 }
 
@@ -121,7 +125,7 @@ func TestTallyCounts(t *testing.T) {
 func TestTallyResume(t *testing.T) {
 	r := clean()
 	kill := t0.Add(50 * time.Millisecond) // after req_a-1 was sent, before its grant was stored
-	r.evs[0].at = t0.Add(5 * time.Second)
+	r.evs[0].at = t0.Add(5 * time.Second) // its jit.granted
 	r.faults = []fault{{kind: faultKill, at: kill, ready: t0.Add(4 * time.Second)}}
 	res := r.tally()
 	require.Len(t, res.Faults, 1)
@@ -130,6 +134,15 @@ func TestTallyResume(t *testing.T) {
 	require.Equal(t, 1000.0, res.Faults[0].ResumeMS)
 	require.Equal(t, 1000.0, res.ResumeAfterRestartMSMax)
 	require.Equal(t, 3950.0, res.Faults[0].ReadyAfterMS)
+
+	// A request sent but not yet stored at the kill is the agent's to send
+	// again: it counts only in the figures of what was sent.
+	r.evs[5].at = kill.Add(time.Millisecond) // its jit.requested
+	res = r.tally()
+	require.Zero(t, res.Faults[0].InFlight)
+	require.Equal(t, 1, res.Faults[0].SentInFlight)
+	require.Equal(t, 1000.0, res.Faults[0].ResumeSentMS)
+	require.Zero(t, res.ResumeAfterRestartMSMax)
 
 	// A stop is reported but is not a restart.
 	r.faults[0].kind = faultStop
@@ -141,4 +154,22 @@ func TestPlan(t *testing.T) {
 	require.Equal(t, []string{"kill", "stop"}, plan(1, 1))
 	require.Equal(t, []string{"stop"}, plan(0, 1))
 	require.Empty(t, plan(0, 0))
+}
+
+// A grant published in time but stored late because jitd was stopped
+// between the two is reported apart, not as announced after its end; the
+// same outside a stop is.
+func TestTallyStoredLateByStop(t *testing.T) {
+	r := clean()
+	r.evs[0].published = r.evs[0].expiresAt.Add(-time.Second)
+	r.evs[0].at = r.evs[0].expiresAt.Add(3 * time.Second)
+	r.faults = []fault{{kind: faultStop, at: r.evs[0].expiresAt.Add(-time.Second), ready: r.evs[0].expiresAt.Add(3 * time.Second)}}
+	res := r.tally()
+	require.Empty(t, res.failures())
+	require.Equal(t, 1, res.GrantedStoredLateByStop)
+
+	r.faults[0].kind = faultKill
+	res = r.tally()
+	require.Equal(t, 1, res.GrantedAfterEnd)
+	require.Zero(t, res.GrantedStoredLateByStop)
 }
