@@ -1,10 +1,18 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/natstest"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
 )
 
 // benchConfig builds a configuration with n rules over n/10 agents (at
@@ -70,3 +78,86 @@ func benchDecide(b *testing.B, n int) {
 // score, rule index lookup, CEL conditions, reason) with 10 and 1,000 rules.
 func BenchmarkDecide10(b *testing.B)   { benchDecide(b, 10) }
 func BenchmarkDecide1000(b *testing.B) { benchDecide(b, 1000) }
+
+// BenchmarkHistoryReplay measures what a restarted policy service waits
+// for before its first decision: replaying the window of the audit stream
+// (a requested, decided and granted event per request), per event.
+func BenchmarkHistoryReplay(b *testing.B) {
+	env := natstest.Setup(b)
+	ctx := context.Background()
+	const n = 30_000
+	var futs []jetstream.PubAckFuture
+	for i := range n / 3 {
+		agent := fmt.Sprintf("a%02d", i%32)
+		id := fmt.Sprintf("req-%06d", i)
+		for _, ev := range []struct {
+			typ  string
+			data any
+		}{
+			{events.TypeRequested, events.Request{RequestID: id, Agent: agent, Permissions: []string{"data:write"}, DurationMS: 2000, Reason: "bench"}},
+			{events.TypeDecided, events.Decision{RequestID: id, Agent: agent, Outcome: events.OutcomeApproved, Mode: events.ModeAutoApprove, Permissions: []string{"data:write"}, DurationMS: 2000}},
+			{events.TypeGranted, events.Grant{GrantID: "g" + id, RequestID: id, Agent: agent, Permissions: []string{"data:write"}}},
+		} {
+			e, err := events.New(id+"/"+ev.typ, ev.typ, "bench", agent, ev.data)
+			require.NoError(b, err)
+			m, err := broker.ToMsg(events.Subject(ev.typ, agent), e)
+			require.NoError(b, err)
+			f, err := env.JS.PublishMsgAsync(m)
+			require.NoError(b, err)
+			futs = append(futs, f)
+		}
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+	}
+	st, err := env.JS.Stream(ctx, broker.AuditStream)
+	require.NoError(b, err)
+	last := st.CachedInfo().State.LastSeq
+	b.ResetTimer()
+	for range b.N {
+		h := NewHistory()
+		require.NoError(b, h.Follow(ctx, env.JS, time.Now(), zerolog.Nop()))
+		require.NoError(b, h.WaitFor(ctx, last))
+		h.Stop()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/event")
+}
+
+// BenchmarkHistoryReadDirect: the same window read with batched direct
+// gets instead of an ordered consumer (for comparison).
+func BenchmarkHistoryReadDirect(b *testing.B) {
+	env := natstest.Setup(b)
+	ctx := context.Background()
+	const n = 30_000
+	var futs []jetstream.PubAckFuture
+	for i := range n / 3 {
+		agent := fmt.Sprintf("a%02d", i%32)
+		id := fmt.Sprintf("req-%06d", i)
+		for _, typ := range []string{events.TypeRequested, events.TypeDecided, events.TypeGranted} {
+			e, err := events.New(id+"/"+typ, typ, "bench", agent, events.Decision{RequestID: id, Agent: agent, Outcome: events.OutcomeApproved})
+			require.NoError(b, err)
+			m, err := broker.ToMsg(events.Subject(typ, agent), e)
+			require.NoError(b, err)
+			f, err := env.JS.PublishMsgAsync(m)
+			require.NoError(b, err)
+			futs = append(futs, f)
+		}
+	}
+	for _, f := range futs {
+		<-f.Ok()
+	}
+	b.ResetTimer()
+	for range b.N {
+		h := NewHistory()
+		err := broker.ReadDirect(ctx, env.NC, broker.AuditStream, broker.DirectRead{Filter: "jit.>", Batch: 4096, Since: time.Now().Add(-time.Hour)}, func(m broker.StoredMsg) error {
+			h.take(m.Seq, m.Subject, m.Time, m.Header, m.Data)
+			return nil
+		})
+		require.NoError(b, err)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/event")
+}
