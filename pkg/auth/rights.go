@@ -29,7 +29,8 @@ var (
 	streamPending     = stream(broker.BucketPending)
 	streamConfig      = stream(broker.BucketConfig)
 	streamSecrets     = stream(broker.BucketSecrets)
-	allStreams        = []string{streamAudit, streamGrants, streamLeases, streamSuspensions, streamPending, streamConfig, streamSecrets}
+	streamPolicyHist  = stream(broker.BucketPolicyHistory)
+	allStreams        = []string{streamAudit, streamGrants, streamLeases, streamSuspensions, streamPending, streamConfig, streamSecrets, streamPolicyHist}
 )
 
 // Subjects that cross from client accounts into the services' account.
@@ -182,8 +183,8 @@ var needs = map[string]serviceNeeds{
 	},
 	ServicePolicy: {
 		publishes: []string{"jit.decided", "jit.rejected", "jit.config"},
-		writes:    []string{broker.BucketConfig, broker.BucketSecrets},
-		reads:     []string{streamAudit, streamSuspensions, streamConfig},
+		writes:    []string{broker.BucketConfig, broker.BucketSecrets, broker.BucketPolicyHistory},
+		reads:     []string{streamAudit, streamSuspensions, streamConfig, streamPolicyHist},
 		serves:    []string{broker.InternalConfigApply},
 	},
 	ServiceApproval: {

@@ -38,7 +38,18 @@ const (
 	// hashes and notifiers' secrets included: only the approval service
 	// reads it.
 	BucketSecrets = "jit_secrets"
+	// BucketPolicyHistory holds the policy service's snapshots of its
+	// history window (one key per agent and a "meta" key), so that a
+	// restarted policy reads the audit stream only from its last snapshot
+	// on: the policy service's alone.
+	BucketPolicyHistory = "jit_policy_history"
 )
+
+// PolicyHistoryMaxAge is how long a snapshot key of the policy history
+// lives unless rewritten: longer than the 24-hour window and the hour of
+// reordering it allows, so that a key that expires holds nothing that still
+// counts.
+const PolicyHistoryMaxAge = 26 * time.Hour
 
 // AuditSubjects are the subjects the audit stream captures.
 var AuditSubjects = []string{"jit.>", "guardrail.>"}
@@ -162,6 +173,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: BucketPending, Description: "requests waiting for a human; per-key TTL is the approval window", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, LimitMarkerTTL: o.MarkerTTL},
 		{Bucket: BucketConfig, Description: "active JIT configuration, without secrets", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas, RePublish: republish(BucketConfig)},
 		{Bucket: BucketSecrets, Description: "active JIT configuration with approvers' token hashes and notifiers' secrets: the approval service's alone", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: BucketPolicyHistory, Description: "the policy service's snapshots of its 24-hour history window", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: PolicyHistoryMaxAge},
 	}
 	for _, b := range buckets {
 		if d, err := ensureBucket(ctx, js, b, o.Update); err != nil {

@@ -45,6 +45,15 @@ type History struct {
 	replayed  bool   // Follow has read everything up to startLast
 	changed   chan struct{}
 	cc        jetstream.ConsumeContext
+
+	// Snapshots (snapshot.go): the bucket, each restored agent's
+	// sequence up to which its lists came from the snapshot, and the
+	// agents changed since the last save.
+	store   jetstream.KeyValue
+	through map[string]uint64
+	dirty   map[string]struct{}
+	// read counts the messages Follow has read from the stream.
+	read uint64
 }
 
 type stamp struct {
@@ -58,7 +67,8 @@ type agentHistory struct {
 
 // NewHistory returns an empty history.
 func NewHistory() *History {
-	return &History{agents: map[string]*agentHistory{}, changed: make(chan struct{})}
+	return &History{agents: map[string]*agentHistory{}, changed: make(chan struct{}),
+		through: map[string]uint64{}, dirty: map[string]struct{}{}}
 }
 
 // Skip records that the message at seq was read but counts for nothing.
@@ -81,7 +91,9 @@ func (h *History) Add(seq uint64, subject string, at time.Time, denied bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.advance(seq)
-	if !events.ValidID(agent) {
+	if !events.ValidID(agent) || seq <= h.through[agent] {
+		// Not an agent's, or already in the snapshot the history started
+		// from.
 		return
 	}
 	var list *[]stamp
@@ -106,6 +118,7 @@ func (h *History) Add(seq uint64, subject string, at time.Time, denied bool) {
 	}
 	h.agents[agent] = a
 	*list = push(*list, stamp{seq: seq, at: at})
+	h.dirty[agent] = struct{}{}
 }
 
 // typeOfSubject is the event type a history subject carries: the subject
@@ -201,9 +214,11 @@ func (h *History) WaitFor(ctx context.Context, seq uint64) error {
 	}
 }
 
-// Follow feeds the history from the audit stream with an ordered consumer
-// that starts 24 hours before now, and keeps it current until Stop. It
-// returns once the consumer runs.
+// Follow feeds the history from the audit stream with an ordered consumer,
+// and keeps it current until Stop. It starts from the snapshot (UseSnapshots)
+// and reads the stream after it; without one, or with one it cannot use, it
+// reads the stream from 24 hours before now. It returns once the consumer
+// runs.
 func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.Time, log zerolog.Logger) error {
 	stream, err := js.Stream(ctx, broker.AuditStream)
 	if err != nil {
@@ -213,28 +228,52 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
-	start := now.Add(-config.HistoryWindow)
-	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: historySubjects,
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
-	})
+	h.mu.Lock()
+	// A restarted Follow starts again from the snapshot, or replays the
+	// window from scratch.
+	h.agents, h.last, h.replayed = map[string]*agentHistory{}, 0, false
+	h.through, h.dirty, h.read = map[string]uint64{}, map[string]struct{}{}, 0
+	h.startLast = info.State.LastSeq
+	kv := h.store
+	h.mu.Unlock()
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: historySubjects}
+	var from uint64
+	if kv != nil {
+		if from, err = h.load(ctx, kv, now, info.State.LastSeq); err != nil {
+			log.Warn().Err(err).Msg("history snapshot not used; replaying the window")
+			from = 0
+			h.mu.Lock()
+			h.agents, h.last, h.through, h.dirty = map[string]*agentHistory{}, 0, map[string]uint64{}, map[string]struct{}{}
+			h.mu.Unlock()
+		}
+	}
+	if from > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+		log.Info().Uint64("from_seq", from+1).Uint64("to_seq", info.State.LastSeq).Msg("history restored from its snapshot")
+	} else {
+		start := now.Add(-config.HistoryWindow)
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	cons, err := js.OrderedConsumer(ctx, broker.AuditStream, cc)
 	if err != nil {
 		return fmt.Errorf("history consumer: %w", err)
 	}
 	h.mu.Lock()
-	// A restarted Follow replays the window from scratch.
-	h.agents, h.last, h.replayed = map[string]*agentHistory{}, 0, false
-	h.startLast = info.State.LastSeq
+	if from >= h.startLast {
+		h.replayed = true
+	}
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		h.replayed = true
 	}
 	h.mu.Unlock()
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	consumeCtx, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return
 		}
+		h.mu.Lock()
+		h.read++ // before take, which makes it visible to WaitFor
+		h.mu.Unlock()
 		h.take(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), m.Data())
 		if md.NumPending == 0 {
 			h.mu.Lock()
@@ -254,9 +293,17 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 		return fmt.Errorf("history consume: %w", err)
 	}
 	h.mu.Lock()
-	h.cc = cc
+	h.cc = consumeCtx
 	h.mu.Unlock()
 	return nil
+}
+
+// Read is how many messages Follow has read from the stream since it
+// started.
+func (h *History) Read() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.read
 }
 
 // Stop stops following the stream.

@@ -21,6 +21,12 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.consumer != nil {
 		return errors.New("policy already started")
 	}
+	if kv, err := s.d.JS.KeyValue(ctx, broker.BucketPolicyHistory); err != nil {
+		// Works without, only slower to start: the whole window is read.
+		s.log.Warn().Err(err).Msg("no history snapshots")
+	} else {
+		s.hist.UseSnapshots(kv)
+	}
 	if err := s.hist.Follow(ctx, s.d.JS, s.now(), s.log); err != nil {
 		return err
 	}
@@ -39,6 +45,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.consumer, s.api = c, api
+	s.saving, s.saved = make(chan struct{}), make(chan struct{})
+	go s.saveLoop(s.saving, s.saved)
 	s.log.Info().Str("durable", Durable).Str("api", APIConfigApply).Msg("policy started")
 	return nil
 }
@@ -84,6 +92,32 @@ func (s *Service) Stop() {
 		api.Close()
 	}
 	c.Stop()
+	close(s.saving)
+	<-s.saved
 	s.hist.Stop()
 	s.log.Info().Msg("policy stopped")
+}
+
+// saveLoop saves the history every SnapshotInterval, and once more when
+// stop closes, then closes done.
+func (s *Service) saveLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(SnapshotInterval)
+	defer t.Stop()
+	save := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.hist.Save(ctx, s.now()); err != nil {
+			s.log.Warn().Err(err).Msg("history snapshot not saved")
+		}
+	}
+	for {
+		select {
+		case <-t.C:
+			save()
+		case <-stop:
+			save()
+			return
+		}
+	}
 }

@@ -36,6 +36,8 @@ type Service struct {
 	mu       sync.Mutex
 	consumer *broker.Consumer
 	api      *service.API
+	// saving closes to stop the snapshot loop, which then closes saved.
+	saving, saved chan struct{}
 }
 
 // New returns a policy service that consumes and publishes with d.JS,
