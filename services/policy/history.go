@@ -266,10 +266,15 @@ func (h *History) Follow(ctx context.Context, js jetstream.JetStream, now time.T
 		h.replayed = true
 	}
 	h.mu.Unlock()
+	began, caughtUp := time.Now(), from >= info.State.LastSeq
 	consumeCtx, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
 			return
+		}
+		if !caughtUp && md.Sequence.Stream >= info.State.LastSeq {
+			caughtUp = true
+			log.Info().Uint64("read", h.Read()+1).Dur("took", time.Since(began)).Uint64("seq", md.Sequence.Stream).Msg("history caught up with the stream")
 		}
 		h.mu.Lock()
 		h.read++ // before take, which makes it visible to WaitFor

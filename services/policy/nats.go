@@ -98,23 +98,24 @@ func (s *Service) Stop() {
 	s.log.Info().Msg("policy stopped")
 }
 
-// saveLoop saves the history every SnapshotInterval, and once more when
-// stop closes, then closes done.
+// saveLoop saves the history every SnapshotInterval (or less often when
+// saving takes long), and once more when stop closes, then closes done.
 func (s *Service) saveLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	t := time.NewTicker(SnapshotInterval)
-	defer t.Stop()
-	save := func() {
+	save := func() time.Duration {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		began := time.Now()
 		if err := s.hist.Save(ctx, s.now()); err != nil {
 			s.log.Warn().Err(err).Msg("history snapshot not saved")
 		}
+		return time.Since(began)
 	}
+	wait := SnapshotInterval
 	for {
 		select {
-		case <-t.C:
-			save()
+		case <-time.After(wait):
+			wait = max(SnapshotInterval, snapshotCost*save())
 		case <-stop:
 			save()
 			return

@@ -19,7 +19,7 @@ import (
 // A restarted policy service must not decide before its history holds every
 // event before the request, and replaying 24 hours of the audit stream can
 // take seconds on a busy system. So the service saves its window to the
-// bucket jit_policy_history every SnapshotInterval and when it stops, and a
+// bucket jit_policy_history every few seconds and when it stops, and a
 // restart reads the stream only after the saved point.
 //
 // The bucket holds one key per agent, "agent.<id>", with that agent's
@@ -36,8 +36,12 @@ import (
 // history restored from a snapshot counts exactly as one replayed from the
 // stream.
 
-// SnapshotInterval is how often the policy service saves its history.
-const SnapshotInterval = 10 * time.Second
+// SnapshotInterval is how often the policy service saves its history, at
+// most: a save that took d waits at least snapshotCost×d before the next,
+// so that saving large windows never takes more than a tenth of the time.
+const SnapshotInterval = 2 * time.Second
+
+const snapshotCost = 10
 
 const (
 	snapshotMetaKey     = "meta"
