@@ -195,6 +195,7 @@ func (s *siege) unchanged(what string, before snap, codes ...string) {
 		}
 		r, err := events.DataAs[events.Rejection](e)
 		require.NoError(s.t, err)
+		require.NotEmpty(s.t, r.Stage, "%s: every refusal names its stage: %+v", what, r)
 		got = append(got, r.Code)
 	}
 	require.Equal(s.t, append([]string{}, codes...), got, "%s: the only new events are the refusals'", what)

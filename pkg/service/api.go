@@ -255,6 +255,10 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 				r.Actor = c.Actor
 			}
 		}
+		if r.Stage == "" {
+			// Also for refusals recorded before the answer (a lockout).
+			r.Stage = ep.Stage
+		}
 		return r
 	}
 	caller, err := auth.CallerOf(req.Headers())
