@@ -50,7 +50,7 @@ type command struct {
 
 // commands lists every command, in the order usage shows them.
 var commands = []command{
-	{"request", "--agent A --perm P [--perm P…] --duration D --reason R [--context K=V…] [--timeout D]",
+	{"request", "--agent A --perm P [--perm P…] --duration D --reason R [--context K=V…] [--timeout D] [--request-id ID]",
 		"ask for a time-bounded grant and wait for the outcome", (*app).request},
 	{"check", "--agent A --perm P", "is the agent allowed the permission now?", (*app).check},
 	{"grants", "[--agent A]", "list active grants", (*app).grants},
@@ -66,7 +66,7 @@ var commands = []command{
 	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
 		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
-	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision  [--data-dir D | --keys DIR]",
+	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision [--audit-max-age D] [--data-dir D | --keys DIR]",
 		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin, service)", (*app).credsCmd},
 	{"help", "", "show this help", nil},
 }
