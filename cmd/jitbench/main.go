@@ -194,7 +194,14 @@ func run(ctx context.Context, o options) (*report, error) {
 	defer chk.Stop()
 
 	logf("auto-approve: %d sequential requests", p.seqN)
-	// Warm up connections, consumers and caches.
+	// Warm up connections, consumers and caches: every bench agent has
+	// connected and been answered once before anything is timed, so that
+	// with authentication a first connection's account setup (fetching and
+	// building the agent's account on the server) is not counted as the
+	// cost of a request (see BENCH.md, "What isolation costs").
+	if _, _, err := throughput(ctx, c, benchAgents, 0); err != nil {
+		return rep, err
+	}
 	if _, err := sequential(ctx, c, 50); err != nil {
 		return rep, err
 	}
@@ -215,9 +222,15 @@ func run(ctx context.Context, o options) (*report, error) {
 					filepath.Join(o.profileDir, "cpu-throughput.pprof"))
 			}()
 		}
+		cpu0, cpuErr := jitdproc.ProcCPU(d.Cmd.Process.Pid)
 		rate, lat, err := throughput(ctx, c, conc, p.tputDur)
 		if err != nil {
 			return rep, err
+		}
+		if cpu1, err := jitdproc.ProcCPU(d.Cmd.Process.Pid); err == nil && cpuErr == nil && len(lat) > 0 {
+			// CPU time per grant depends far less on what else runs on
+			// the machine than grants per second do.
+			rep.set(fmt.Sprintf("jitd_cpu_ms_per_grant_c%d", conc), ms(cpu1-cpu0)/float64(len(lat)), "ms", "jitd's user+system CPU time over the run, per grant")
 		}
 		if prof != nil {
 			if err := <-prof; err != nil {

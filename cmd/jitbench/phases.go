@@ -32,7 +32,7 @@ func sequential(ctx context.Context, c *client, n int) (dist, error) {
 }
 
 // throughput runs conc agents, each sending requests one after another for
-// d, and returns grants per second and the round trips.
+// d (at least one each), and returns grants per second and the round trips.
 func throughput(ctx context.Context, c *client, conc int, d time.Duration) (float64, dist, error) {
 	var (
 		mu   sync.Mutex
@@ -45,7 +45,8 @@ func throughput(ctx context.Context, c *client, conc int, d time.Duration) (floa
 	for w := range conc {
 		wg.Go(func() {
 			var mine dist
-			for time.Now().Before(deadline) {
+			// At least one request each (d may be 0: a warm-up).
+			for first := true; first || time.Now().Before(deadline); first = false {
 				g, err := c.request(ctx, benchAgent(w), permWrite, time.Hour)
 				if err != nil {
 					mu.Lock()
