@@ -94,10 +94,11 @@ func Apply(ctx context.Context, kv jetstream.KeyValue, c *Config) (rev uint64, c
 
 // put stores want under ActiveKey unless it is there already.
 func put(ctx context.Context, kv jetstream.KeyValue, want []byte) (rev uint64, changed bool, err error) {
+	kv = broker.MapKV(kv)
 	for range 5 {
 		cur, err := kv.Get(ctx, ActiveKey)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, broker.ErrNotFound):
 			rev, err = kv.Create(ctx, ActiveKey, want)
 		case err != nil:
 			return 0, false, fmt.Errorf("read active configuration: %w", err)
@@ -109,7 +110,7 @@ func put(ctx context.Context, kv jetstream.KeyValue, want []byte) (rev uint64, c
 		if err == nil {
 			return rev, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return 0, false, fmt.Errorf("store configuration: %w", err)
 		}
 		// Lost a race with another writer: read again.

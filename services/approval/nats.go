@@ -205,15 +205,15 @@ func (s *Service) aboutGrant(_ service.Call, body []byte) events.Rejection {
 
 // leaseOf reads the lease of grantID (key <agent>.<grant_id>) by a direct
 // get of its last value.
-func (s *Service) leaseOf(ctx context.Context, grantID string) (broker.Lease, bool) {
+func (s *Service) leaseOf(ctx context.Context, grantID string) (events.Lease, bool) {
 	subj := "$JS.API.DIRECT.GET.KV_" + broker.BucketLeases + ".$KV." + broker.BucketLeases + ".*." + grantID
 	m, err := s.d.NC.RequestWithContext(ctx, subj, nil)
 	if err != nil || m.Header.Get("Status") != "" {
-		return broker.Lease{}, false
+		return events.Lease{}, false
 	}
-	var l broker.Lease
+	var l events.Lease
 	if json.Unmarshal(m.Data, &l) != nil {
-		return broker.Lease{}, false
+		return events.Lease{}, false
 	}
 	return l, true
 }

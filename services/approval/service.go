@@ -196,7 +196,7 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		}
 		return s.denyExpired(ctx, dec, g, now)
 	}
-	e, err := events.New(broker.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
+	e, err := events.New(events.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
 		events.WithRequestID(g.RequestID), events.WithGrantID(grantID))
 	if err != nil {
 		return err
@@ -221,15 +221,15 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 // stream's leader is asked whether jit.granted was stored after the
 // decision (a kill between the announcement and the lease).
 func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d broker.Delivery) (done bool, err error) {
-	var lease broker.Lease
+	var lease events.Lease
 	switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
 	case err == nil:
 		return true, s.grantKey(ctx, key, lease)
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
+	case !errors.Is(err, broker.ErrNotFound):
 		return false, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	grantID := events.GrantIDFor(dec.RequestID)
-	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, broker.GrantedEventID(grantID))
+	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, events.GrantedEventID(grantID))
 	if err != nil || !found {
 		return false, err
 	}
@@ -245,13 +245,13 @@ func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d
 // A lease already there (another delivery, or a revocation that came
 // first) is read and finished instead.
 func (s *Service) leaseAndKey(ctx context.Context, key string, g events.Grant) error {
-	lease := broker.Lease{Grant: g, State: broker.LeaseActive}
+	lease := events.Lease{Grant: g, State: events.LeaseActive}
 	b, err := json.Marshal(lease)
 	if err != nil {
 		return fmt.Errorf("encode lease %s: %w", key, err)
 	}
 	if _, err := s.d.Buckets.Leases.Create(ctx, key, b); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return fmt.Errorf("create lease %s: %w", key, err)
 		}
 		if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
@@ -264,10 +264,10 @@ func (s *Service) leaseAndKey(ctx context.Context, key string, g events.Grant) e
 // grantKey writes the grant key of an active lease, once: never over a
 // revoked grant's tombstone or its expiry marker, and not once it has
 // expired (the revoker ends the lease).
-func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) error {
+func (s *Service) grantKey(ctx context.Context, key string, lease events.Lease) error {
 	log := zerolog.Ctx(ctx)
 	g := lease.Grant
-	if lease.State != broker.LeaseActive {
+	if lease.State != events.LeaseActive {
 		log.Info().Str("grant_id", g.GrantID).Str("state", lease.State).Msg("grant already ended; nothing to do")
 		return nil
 	}
@@ -282,7 +282,7 @@ func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) 
 	if err != nil {
 		return fmt.Errorf("encode grant %s: %w", key, err)
 	}
-	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !isConflict(err) {
+	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !errors.Is(err, broker.ErrConflict) {
 		return fmt.Errorf("create grant %s: %w", key, err)
 	}
 	log.Debug().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("granted")
@@ -296,7 +296,7 @@ func (s *Service) denyExpired(ctx context.Context, dec events.Decision, g events
 	reason := fmt.Sprintf("the approved grant would have ended at %s, before it could be announced (handled at %s); nothing was granted: ask again",
 		g.ExpiresAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
 	d := s.denial(dec, events.ModeExpiredBeforeGrant, reason)
-	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, events.ModeExpiredBeforeGrant), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(dec.RequestID, events.ModeExpiredBeforeGrant), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Warn().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("approved decision handled after its grant would have expired; denied as expired_before_grant")
@@ -358,7 +358,7 @@ func (s *Service) denial(dec events.Decision, mode, reason string) events.Decisi
 
 func (s *Service) denySuspended(ctx context.Context, dec events.Decision, susp *events.Suspension) error {
 	d := s.denial(dec, events.ModeSuspended, suspendedReason(dec.Agent, susp))
-	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, "suspended"), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(dec.RequestID, "suspended"), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Msg("agent suspended; approved decision denied")
@@ -397,7 +397,7 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 		}
 		return s.timeOut(ctx, dec.Agent, dec.RequestID, &dec)
 	}
-	rec := pendingRecord{Pending: broker.Pending{Decision: dec, Deadline: deadline.UTC()}, Required: ar.required}
+	rec := pendingRecord{Pending: events.Pending{Decision: dec, Deadline: deadline.UTC()}, Required: ar.required}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode pending %s: %w", key, err)
@@ -408,7 +408,7 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 		zerolog.Ctx(ctx).Info().Time("deadline", deadline).Int("approvals", ar.required).Msg("waiting for an approver")
 		s.notifyPending(rec, ar.notify)
 		return nil
-	case isConflict(err):
+	case errors.Is(err, broker.ErrConflict):
 		return nil // stored before (and maybe answered or timed out since)
 	default:
 		return fmt.Errorf("store pending %s: %w", key, err)
@@ -423,7 +423,7 @@ func (s *Service) timeOut(ctx context.Context, agent, requestID string, dec *eve
 		base = *dec
 	}
 	d := s.denial(base, events.ModeTimeout, "approval timed out")
-	if err := s.publishDecision(ctx, broker.DecisionEventID(requestID, "timeout"), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(requestID, "timeout"), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("agent", agent).Str("request_id", requestID).Msg("approval timed out")
@@ -587,8 +587,8 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 		if susp != nil {
 			reason := suspendedReason(p.Agent, susp)
 			d := s.denial(p, events.ModeSuspended, reason)
-			if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "suspended")); err != nil {
-				if isConflict(err) {
+			if err := s.record(ctx, &e, d, events.DecisionEventID(p.RequestID, "suspended")); err != nil {
+				if errors.Is(err, broker.ErrConflict) {
 					return answered{}, s.conflict(ctx, p.RequestID, rej)
 				}
 				return answered{}, err
@@ -605,7 +605,7 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 		v := vote{Approver: actor, Comment: comment, Permissions: perms, DurationMS: ms, At: s.now().UTC()}
 		if len(e.rec.Votes)+1 < required {
 			if err := s.recordVote(ctx, &e, v); err != nil {
-				if isConflict(err) {
+				if errors.Is(err, broker.ErrConflict) {
 					return answered{}, s.conflict(ctx, p.RequestID, rej)
 				}
 				return answered{}, err
@@ -655,8 +655,8 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 			result.Outcome = events.OutcomeDenied
 		}
 	}
-	if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "human")); err != nil {
-		if isConflict(err) {
+	if err := s.record(ctx, &e, d, events.DecisionEventID(p.RequestID, "human")); err != nil {
+		if errors.Is(err, broker.ErrConflict) {
 			return answered{}, s.conflict(ctx, p.RequestID, rej)
 		}
 		return answered{}, err
@@ -680,7 +680,7 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 
 // recordVote adds v to the pending record by compare-and-set on the
 // revision read, keeping the key's TTL so the request still times out at
-// its deadline. A lost race returns a conflict (see isConflict).
+// its deadline. A lost race returns a conflict (broker.ErrConflict).
 func (s *Service) recordVote(ctx context.Context, e *pendingEntry, v vote) error {
 	rec := e.rec
 	rec.Votes = append(slices.Clone(rec.Votes), v)
@@ -733,7 +733,7 @@ func (s *Service) conflict(ctx context.Context, requestID string, rej events.Rej
 
 // record writes the answer d into the pending record by compare-and-set on
 // the revision read. The write has no TTL: an answered request cannot time
-// out. A lost race returns a conflict (see isConflict).
+// out. A lost race returns a conflict (broker.ErrConflict).
 func (s *Service) record(ctx context.Context, e *pendingEntry, d events.Decision, id string) error {
 	rec := e.rec
 	rec.Answer, rec.AnswerID = &d, id
@@ -756,7 +756,7 @@ func (s *Service) finish(ctx context.Context, e pendingEntry) error {
 		return err
 	}
 	err := s.d.Buckets.Pending.Delete(ctx, e.key, jetstream.LastRevision(e.rev))
-	if err != nil && !isConflict(err) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, broker.ErrConflict) && !errors.Is(err, broker.ErrNotFound) {
 		return fmt.Errorf("delete answered %s: %w", e.key, err)
 	}
 	return nil

@@ -45,7 +45,7 @@ func (s *Service) onSuspended(ctx context.Context, e events.Event, d broker.Deli
 			dec := s.denial(pe.rec.Decision, events.ModeSuspended,
 				fmt.Sprintf("agent %s was suspended by guardrail %s before an approver answered", sus.Agent, sus.Rule))
 			dec.DecidedBy = sus.SuspendedBy
-			if err := s.record(ctx, pe, dec, broker.DecisionEventID(reqID, "suspended")); err != nil {
+			if err := s.record(ctx, pe, dec, events.DecisionEventID(reqID, "suspended")); err != nil {
 				return err // someone answered first: the next delivery sees that answer
 			}
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -73,7 +72,7 @@ func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Deli
 	if pe.rec.Answer == nil {
 		dec := s.denial(pe.rec.Decision, events.ModeWithdrawn, "withdrawn by "+w.Agent+" before an approver answered")
 		dec.DecidedBy = w.WithdrawnBy
-		if err := s.record(ctx, &pe, dec, broker.DecisionEventID(w.RequestID, "withdrawn")); err != nil {
+		if err := s.record(ctx, &pe, dec, events.DecisionEventID(w.RequestID, "withdrawn")); err != nil {
 			return err // a conflict: someone answered first; the next delivery sees the answer
 		}
 	}
@@ -102,7 +101,7 @@ func (s *Service) notPending(ctx context.Context, w events.Withdrawal, key strin
 	switch {
 	case err == nil:
 		return nil
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
+	case !errors.Is(err, broker.ErrNotFound):
 		return err
 	}
 	if s.now().Sub(w.WithdrawnAt) < withdrawWait {
