@@ -26,10 +26,7 @@ func (s *Service) startSuspensions() error {
 // races safely with approvers and the time-out; a redelivery finds the
 // records answered or gone and publishes nothing twice.
 func (s *Service) onSuspended(ctx context.Context, e events.Event, d broker.Delivery) error {
-	sus, err := events.DataAs[events.Suspension](e)
-	if err == nil && (!events.ValidID(sus.Agent) || broker.AgentOfSubject(d.Subject) != sus.Agent) {
-		err = fmt.Errorf("%w: a suspension of %q on %s", events.ErrInvalid, sus.Agent, d.Subject)
-	}
+	sus, err := broker.DataFor[events.Suspension](e, events.TypeSuspended, d.Subject)
 	if err != nil {
 		return s.pub.RejectInvalid(ctx, DurableSuspensions, events.StageEvent,
 			events.Actor{Kind: events.ActorSystem, ID: Name}, s.now(), d, err)
