@@ -70,10 +70,9 @@ type Service struct {
 	quit   chan struct{} // closed when Stop begins
 
 	mu        sync.Mutex // guards the running parts below
-	watcher   jetstream.KeyWatcher
+	leases    *broker.BucketWatch
 	consumers []*broker.Consumer
 	api       *service.API
-	watchDone chan struct{}
 	stopped   bool
 }
 
