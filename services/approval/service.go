@@ -25,6 +25,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/failpoint"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -212,6 +213,7 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 			return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
 		}
 	}
+	failpoint.Hit(failpoint.ApprovalAfterGranted)
 	return s.leaseAndKey(ctx, key, g)
 }
 
@@ -258,6 +260,7 @@ func (s *Service) leaseAndKey(ctx context.Context, key string, g events.Grant) e
 			return fmt.Errorf("read lease %s: %w", key, err)
 		}
 	}
+	failpoint.Hit(failpoint.ApprovalAfterLease)
 	return s.grantKey(ctx, key, lease)
 }
 
@@ -661,6 +664,7 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 		}
 		return answered{}, err
 	}
+	failpoint.Hit(failpoint.ApprovalAfterAnswer)
 	if outcome == events.OutcomeApproved {
 		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), required); err != nil {
 			return answered{}, err

@@ -18,6 +18,7 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/failpoint"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -174,6 +175,7 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 				// Revoking is recorded: a retry or a restart finishes it.
 				return revokeResult{}, terr
 			}
+			failpoint.Hit(failpoint.RevokerAfterRevoking)
 			return s.finish(ctx, key, lease, rev, true, tomb != nil)
 		case lease.State == events.LeaseRevoking:
 			return s.finish(ctx, key, lease, rev, false, false)
@@ -201,6 +203,7 @@ func (s *Service) finish(ctx context.Context, key string, lease events.Lease, re
 	if err != nil {
 		return revokeResult{}, err
 	}
+	failpoint.Hit(failpoint.RevokerAfterEvent)
 	// 5. Record that the event is out.
 	lease.State = events.LeaseRevoked
 	for range maxCAS {
