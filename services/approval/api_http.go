@@ -53,7 +53,7 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 			writeAPIError(rw, err)
 			return
 		}
-		w.auth.succeed(addr)
+		w.auth.Succeed(addr)
 		h(ctx, rw, r, a, token)
 	}
 }

@@ -156,7 +156,7 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		w.renderLogin(rw, r, http.StatusUnauthorized, next, d, "That token is not recognised.")
 		return
 	}
-	w.auth.succeed(addr)
+	w.auth.Succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
 	if d != nil {
 		w.setDraft(sess, d)
