@@ -792,19 +792,10 @@ func (s *Service) recoverAnswers(ctx context.Context) error {
 	return nil
 }
 
-// refuse puts a jit.rejected event (stage approval) on the audit stream for
-// an API refusal and returns ae. A failure to publish is logged: the caller
-// still gets its answer.
+// refuse records an API refusal at stage approval
+// (service.RecordRefusal) and returns ae, the answer.
 func (s *Service) refuse(ctx context.Context, ae *broker.APIError, r events.Rejection) error {
-	r.Stage = events.StageApproval
-	if r.Code == "" {
-		r.Code = ae.Code
-	}
-	r.Message = ae.Message
-	r.RejectedAt = s.now().UTC()
-	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		zerolog.Ctx(ctx).Error().Err(err).Str("code", r.Code).Msg("could not publish jit.rejected")
-	}
+	service.RecordRefusal(ctx, s.pub, s.now(), events.StageApproval, ae, r)
 	return ae
 }
 

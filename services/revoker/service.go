@@ -406,14 +406,9 @@ func alreadyEnded(grantID string, l events.Lease) *broker.APIError {
 	return broker.Errorf(409, events.CodeConflict, "grant %s already ended (%s)", grantID, reason)
 }
 
-// refuse publishes a jit.rejected event for an API refusal at stage and
-// returns e, the answer. A failure to publish is logged: the caller still
-// gets its answer.
+// refuse records an API refusal at stage (service.RecordRefusal) and
+// returns e, the answer.
 func (s *Service) refuse(ctx context.Context, stage string, e *broker.APIError, r events.Rejection) error {
-	r.Stage, r.Code, r.Message = stage, e.Code, e.Message
-	r.RejectedAt = s.now().UTC()
-	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		s.log.Error().Err(err).Str("stage", stage).Str("code", e.Code).Msg("could not publish jit.rejected")
-	}
+	service.RecordRefusal(s.log.WithContext(ctx), s.pub, s.now(), stage, e, r)
 	return e
 }
