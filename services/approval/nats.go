@@ -49,14 +49,10 @@ func (s *Service) start() error {
 	if err != nil {
 		return fmt.Errorf("recover answers: %w", err)
 	}
-	s.decisions, err = broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
-		Durable:        DurableDecisions,
-		FilterSubjects: []string{"jit.decided.>"},
-	}, s.onDecision, s.pub.RejectMalformed(DurableDecisions), s.log)
-	if err != nil {
+	if err = s.consume(DurableDecisions, "jit.decided.>", s.onDecision); err != nil {
 		return err
 	}
-	s.timeouts, err = broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
+	timeouts, err := broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Stream:         pendingStream,
 		Durable:        DurableTimeouts,
 		FilterSubjects: []string{pendingSubjectPrefix + ">"},
@@ -64,6 +60,7 @@ func (s *Service) start() error {
 	if err != nil {
 		return err
 	}
+	s.consumers = append(s.consumers, timeouts)
 	if err = s.startWithdrawals(); err != nil { // withdraw.go
 		return err
 	}
@@ -158,11 +155,10 @@ func (s *Service) Stop() {
 			s.api.Close()
 		}
 		s.inflight.Wait()
-		if s.decisions != nil {
-			s.decisions.Stop()
-		}
-		if s.timeouts != nil {
-			s.timeouts.Stop()
+		// Every consumer, each waiting for its handlers in flight, before
+		// the context that bounds their work ends.
+		for _, c := range s.consumers {
+			c.Stop()
 		}
 		if s.cancel != nil {
 			s.cancel()

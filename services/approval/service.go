@@ -54,10 +54,11 @@ type Service struct {
 
 	pendingStream jetstream.Stream
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	decisions *broker.Consumer
-	timeouts  *broker.Consumer
+	ctx    context.Context
+	cancel context.CancelFunc
+	// consumers are the durable consumers Start began; Stop stops each
+	// and waits for its handlers.
+	consumers []*broker.Consumer
 	api       *service.API
 
 	// HTTP calls' gate (the NATS API has its own, in service.API).

@@ -13,9 +13,9 @@ import (
 const DurableSuspensions = "approval-suspensions"
 
 // startSuspensions runs the consumer that releases a suspended agent's
-// waiting requests. It stops with the service's context.
+// waiting requests, until Stop.
 func (s *Service) startSuspensions() error {
-	return s.consumeUntilStopped(DurableSuspensions, events.TypeSuspended+".>", s.onSuspended)
+	return s.consume(DurableSuspensions, events.TypeSuspended+".>", s.onSuspended)
 }
 
 // onSuspended denies every request of the suspended agent that still waits

@@ -23,14 +23,15 @@ const withdrawWait = 30 * time.Second
 var errNotYet = errors.New("the withdrawn request is not decided yet; looking again later")
 
 // startWithdrawals runs the consumer that denies withdrawn pending
-// requests. It stops with the service's context.
+// requests, until Stop.
 func (s *Service) startWithdrawals() error {
-	return s.consumeUntilStopped(DurableWithdrawals, events.TypeWithdrawn+".>", s.onWithdrawn)
+	return s.consume(DurableWithdrawals, events.TypeWithdrawn+".>", s.onWithdrawn)
 }
 
-// consumeUntilStopped runs h on the audit stream's events matching filter
-// with the durable consumer durable, until the service's context ends.
-func (s *Service) consumeUntilStopped(durable, filter string, h broker.Handler) error {
+// consume runs h on the audit stream's events matching filter with the
+// durable consumer durable until Stop, which stops it and waits for its
+// handlers.
+func (s *Service) consume(durable, filter string, h broker.Handler) error {
 	c, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Durable:        durable,
 		FilterSubjects: []string{filter},
@@ -38,10 +39,7 @@ func (s *Service) consumeUntilStopped(durable, filter string, h broker.Handler) 
 	if err != nil {
 		return err
 	}
-	go func() {
-		<-s.ctx.Done()
-		c.Stop()
-	}()
+	s.consumers = append(s.consumers, c)
 	return nil
 }
 
