@@ -79,7 +79,12 @@ func TestKillBetweenAnswerAndDecision(t *testing.T) {
 
 	p := natstest.StartProc(t, bin, h.childEnv(natstest.Failpoint(failpoint.ApprovalAfterAnswer))...)
 	h.emitPolicy(pendingDecision(reqID, time.Minute))
-	h.waitPending(agentOptimizer, reqID)
+	// The child's API starts after its consumers: wait until it answers
+	// and lists the request, so that the approval below reaches it.
+	require.Eventually(t, func() bool {
+		var out broker.PendingList
+		return h.call(broker.APIPending, "dev-alice", struct{}{}, &out) == nil && len(out.Pending) == 1
+	}, killWait, tick, "the child lists the pending request")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
