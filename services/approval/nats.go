@@ -42,7 +42,7 @@ func (s *Service) start() error {
 	if s.pendingStream, err = s.d.JS.Stream(s.ctx, pendingStream); err != nil {
 		return fmt.Errorf("open stream %s: %w", pendingStream, err)
 	}
-	s.startNotifier(s.ctx)
+	s.notifier.Start(s.ctx)
 	rctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
 	err = s.recoverAnswers(rctx)
 	cancel()
@@ -164,7 +164,7 @@ func (s *Service) Stop() {
 			s.cancel()
 		}
 		s.hist.wait()
-		s.notify.wg.Wait()
+		s.notifier.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/failpoint"
 	"github.com/agentjit/jit/pkg/service"
+	"github.com/agentjit/jit/services/approval/notify"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -67,8 +68,7 @@ type Service struct {
 	inflight sync.WaitGroup
 	stopOnce sync.Once
 
-	notify   *notifier
-	counters NotifyCounters
+	notifier *notify.Notifier
 
 	// HTTP: the console and the JSON API.
 	httpListen string
@@ -94,12 +94,12 @@ func WithSessionClock(now func() time.Time) Option { return func(s *Service) { s
 // New returns the approval service on d. It does nothing until Start.
 func New(d service.Deps, opts ...Option) *Service {
 	s := &Service{
-		d:      d,
-		now:    d.Clock(),
-		log:    d.Log.With().Str("component", Name).Logger(),
-		pub:    broker.NewPublisher(d.JS, Name),
-		notify: newNotifier(),
+		d:   d,
+		now: d.Clock(),
+		log: d.Log.With().Str("component", Name).Logger(),
+		pub: broker.NewPublisher(d.JS, Name),
 	}
+	s.notifier = notify.New(notify.Options{Log: s.log, Publisher: s.pub, Now: s.now, Config: d.Config, ConsoleURL: s.consoleURL})
 	for _, o := range opts {
 		o(s)
 	}
