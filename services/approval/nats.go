@@ -14,6 +14,9 @@ import (
 	"github.com/agentjit/jit/pkg/service"
 )
 
+// ErrStarted is returned by Start on a Service that was started before.
+var ErrStarted = service.ErrStarted
+
 // apiTimeout bounds the handling of one API call.
 const apiTimeout = 10 * time.Second
 
@@ -21,7 +24,16 @@ const apiTimeout = 10 * time.Second
 // decision and time-out consumers and the jit-approval API, and returns once
 // they run. ctx bounds the whole run: cancelling it fails the work in
 // flight (which is then retried from the durable consumers).
+//
+// A Service starts once: Start again, or after Stop, returns ErrStarted.
 func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.started = true
+	s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.start(); err != nil {
 		s.Stop()

@@ -62,8 +62,10 @@ type Service struct {
 	consumers []*broker.Consumer
 	api       *service.API
 
-	// HTTP calls' gate (the NATS API has its own, in service.API).
+	// HTTP calls' gate (the NATS API has its own, in service.API), and
+	// the start guard.
 	mu       sync.Mutex
+	started  bool
 	stopping bool
 	inflight sync.WaitGroup
 	stopOnce sync.Once

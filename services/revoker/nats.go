@@ -18,7 +18,7 @@ const apiTimeout = 10 * time.Second
 
 // ErrStarted is returned by Start on a Service that was started before: a
 // stopped revoker is replaced by a new one (New), not restarted.
-var ErrStarted = errors.New("revoker already started")
+var ErrStarted = service.ErrStarted
 
 // Start runs the revoker: the lease watch (timers, restored from the ledger
 // first), the revoker-expiry and revoker-guardrail durable consumers, and the
