@@ -222,8 +222,13 @@ func (h *harness) grantedCounts() map[string]int {
 }
 
 // waitAllGranted waits until every request in ids has a jit.granted event.
+// One agent's decisions are handled one at a time, in stream order, so the
+// budget grows with their number: 300 ms each (a two-core machine at load
+// 11 under -race took about 150 ms for a redelivered decision), and never
+// less than waitFor.
 func (h *harness) waitAllGranted(ids []string) {
 	h.t.Helper()
+	budget := max(waitFor, time.Duration(len(ids))*300*time.Millisecond)
 	require.Eventually(h.t, func() bool {
 		counts := h.grantedCounts()
 		for _, id := range ids {
@@ -232,7 +237,7 @@ func (h *harness) waitAllGranted(ids []string) {
 			}
 		}
 		return true
-	}, waitFor, tick, "not every request was granted")
+	}, budget, tick, "not every request was granted")
 }
 
 // barrier publishes an approved decision for a fresh request and waits for
