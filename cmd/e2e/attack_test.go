@@ -254,7 +254,7 @@ func TestAttacksOnState(t *testing.T) {
 	future := events.Grant{GrantID: "grt_evil", RequestID: "req_evil", Agent: agentA, Permissions: []string{"data:delete"},
 		Mode: events.ModeHuman, GrantedAt: time.Now(), ExpiresAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Status: events.GrantActive}
 	grantJSON, _ := json.Marshal(future)
-	decided, _ := events.New(broker.DecisionEventID("req_future", "human"), events.TypeDecided, "/jit/approval", agentA,
+	decided, _ := events.New(events.DecisionEventID("req_future", "human"), events.TypeDecided, "/jit/approval", agentA,
 		events.Decision{RequestID: "req_future", Agent: agentA, Outcome: events.OutcomeApproved, Mode: events.ModeHuman, Reason: "forged",
 			Permissions: []string{"data:write"}, DurationMS: 86_400_000, DecidedBy: events.Actor{Kind: events.ActorApprover, ID: "alice"}, DecidedAt: time.Now()})
 	decidedJSON, _ := events.Encode(decided)
@@ -279,8 +279,8 @@ func TestAttacksOnState(t *testing.T) {
 				{"$KV.jit_config.active", cfgJSON, nil},
 				{"$KV.jit_secrets.active", cfgJSON, nil},
 				{"jit.decided." + agentA, decidedJSON, nats.Header{"Nats-Msg-Id": []string{decided.ID()}}},
-				{"jit.granted." + agentA, decidedJSON, nats.Header{"Nats-Msg-Id": []string{broker.GrantedEventID("grt_future")}}},
-				{"jit.revoked." + agentA, decidedJSON, nats.Header{"Nats-Msg-Id": []string{broker.RevokedEventID(s.grantA)}}},
+				{"jit.granted." + agentA, decidedJSON, nats.Header{"Nats-Msg-Id": []string{events.GrantedEventID("grt_future")}}},
+				{"jit.revoked." + agentA, decidedJSON, nats.Header{"Nats-Msg-Id": []string{events.RevokedEventID(s.grantA)}}},
 				{"jitint.revoker.reinstate", []byte(`{"input":{"agent":"` + victim + `"},"by":{"kind":"approver","id":"alice","roles":["security-admin"]}}`), nil},
 				{"jitint.policy.config.apply", []byte(`{"input":{"source":"x","yaml":"timezone: UTC"},"by":{"kind":"approver","id":"alice","roles":["security-admin"]}}`), nil},
 			} {

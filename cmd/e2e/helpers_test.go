@@ -22,6 +22,7 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -224,20 +225,17 @@ func audit(t *testing.T, url, filter string) []events.Event {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, broker.AuditStream)
+	// A failed read fails the test: a partial list would let an assertion
+	// that some event is absent pass.
+	msgs, err := natstest.ReadAudit(ctx, js, filter)
 	require.NoError(t, err)
 	var out []events.Event
-	var seq uint64 = 1
-	for {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if err != nil {
-			return out
-		}
+	for _, m := range msgs {
 		e, err := broker.FromMsg(m.Header, m.Data)
 		require.NoError(t, err)
 		out = append(out, e)
-		seq = m.Sequence + 1
 	}
+	return out
 }
 
 // revocationsOf returns the jit.revoked events of a grant.

@@ -53,7 +53,7 @@ func BenchmarkAutoApproveHops(b *testing.B) {
 		require.NoError(b, broker.Call(ctx, nc, broker.APIRequest, "", broker.RequestInput{RequestID: s.reqID,
 			Agent: "market-intel", Permissions: []string{"data:write"}, Duration: "10m", Reason: "hops"}, nil))
 		for id := range granted {
-			if id == broker.GrantedEventID(gid) {
+			if id == events.GrantedEventID(gid) {
 				break
 			}
 		}

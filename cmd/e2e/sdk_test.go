@@ -195,7 +195,7 @@ func TestSDKWithdrawPending(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "denied as withdrawn")
 	ws := audit(t, url, "jit.withdrawn.svc-price-optimizer")
 	require.Len(t, ws, 1)
-	require.Equal(t, broker.WithdrawnEventID(requestID), ws[0].ID())
+	require.Equal(t, events.WithdrawnEventID(requestID), ws[0].ID())
 
 	var res broker.ActionResult
 	err := broker.Call(t.Context(), operatorConn(t, url), broker.APIApprove, "dev-alice", broker.ApproveInput{RequestID: requestID}, &res)

@@ -430,7 +430,7 @@ func bulkGrants(ctx context.Context, c *client, n int, tag string) (float64, err
 			ExpiresAt: now.Add(2*time.Hour + time.Duration(i)*time.Hour/time.Duration(n)),
 			Status:    events.GrantActive,
 		}
-		lease, _ := json.Marshal(broker.Lease{Grant: g, State: broker.LeaseActive})
+		lease, _ := json.Marshal(events.Lease{Grant: g, State: events.LeaseActive})
 		val, _ := json.Marshal(g)
 		key := broker.GrantKey(agent, gid)
 		if _, err := ajs.PublishAsync("$KV."+broker.BucketLeases+"."+key, lease, jetstream.WithStallWait(30*time.Second)); err != nil {

@@ -114,8 +114,8 @@ func validDurable(s string) bool { return events.ValidID(s) }
 // when ctx ends are handed back (nak) so the next run prints them first.
 func (a *app) follow(ctx context.Context, js jetstream.JetStream, name string, r broker.DirectRead, show func(broker.StoredMsg) error) error {
 	cons, err := js.Consumer(ctx, broker.AuditStream, name)
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	switch err = broker.MapError(err); {
+	case errors.Is(err, broker.ErrNotFound):
 		cfg := jetstream.ConsumerConfig{
 			Durable:       name,
 			Description:   "jitctl audit --follow",

@@ -8,7 +8,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
-	"github.com/agentjit/jit/services/policy"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 )
@@ -49,8 +48,8 @@ func (a *app) configApply(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	var res policy.ConfigApplyResult
-	err = a.call(ctx, nc, policy.APIConfigApply, token, policy.ConfigApplyInput{Source: pos[0], YAML: string(b)}, &res)
+	var res broker.ConfigApplyResult
+	err = a.call(ctx, nc, broker.APIConfigApply, token, broker.ConfigApplyInput{Source: pos[0], YAML: string(b)}, &res)
 	var ae *broker.APIError
 	if errors.As(err, &ae) && ae.Code == "invalid_config" {
 		if a.json {

@@ -223,7 +223,7 @@ func (h *harness) decide(id, agent, outcome, mode, how string, mutate ...func(*e
 	for _, m := range mutate {
 		m(&d)
 	}
-	_, _, err := h.pub.Emit(h.ctx, broker.DecisionEventID(id, how), events.TypeDecided, agent, d, events.WithRequestID(id))
+	_, _, err := h.pub.Emit(h.ctx, events.DecisionEventID(id, how), events.TypeDecided, agent, d, events.WithRequestID(id))
 	assert.NoError(h.t, err) // may run in a fake's goroutine: no FailNow
 }
 
@@ -231,7 +231,7 @@ func (h *harness) grant(id, agent string, expires time.Time) events.Grant {
 	h.t.Helper()
 	g := events.Grant{GrantID: events.GrantIDFor(id), RequestID: id, Agent: agent, Permissions: []string{"data:write"},
 		Reason: "r", Mode: events.ModeAutoApprove, GrantedAt: time.Now(), ExpiresAt: expires, Status: events.GrantActive}
-	_, _, err := h.pub.Emit(h.ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, agent, g,
+	_, _, err := h.pub.Emit(h.ctx, events.GrantedEventID(g.GrantID), events.TypeGranted, agent, g,
 		events.WithRequestID(id), events.WithGrantID(g.GrantID))
 	assert.NoError(h.t, err) // may run in a fake's goroutine: no FailNow
 	return g

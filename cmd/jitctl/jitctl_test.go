@@ -469,7 +469,7 @@ func TestAudit(t *testing.T) {
 	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	h.decide("req_a", "market-intel", events.OutcomeApproved, events.ModeAutoApprove, "policy")
 	g := h.grant("req_a", "market-intel", expires)
-	_, _, err := h.pub.Emit(h.ctx, broker.RevokedEventID(g.GrantID), events.TypeRevoked, "market-intel",
+	_, _, err := h.pub.Emit(h.ctx, events.RevokedEventID(g.GrantID), events.TypeRevoked, "market-intel",
 		events.Revocation{GrantID: g.GrantID, RequestID: "req_a", Agent: "market-intel", Permissions: g.Permissions,
 			Reason: events.RevokedCompleted, RevokedBy: events.Actor{Kind: events.ActorAgent, ID: "market-intel"},
 			RevokedAt: time.Now(), GrantedAt: g.GrantedAt, ExpiresAt: g.ExpiresAt},
@@ -658,11 +658,11 @@ func TestRequestSurvivesBrokerRestart(t *testing.T) {
 	d := events.Decision{RequestID: id, Agent: "market-intel", Outcome: events.OutcomeApproved, Mode: events.ModeHuman,
 		Reason: "ok", Permissions: g.Permissions, DecidedBy: events.Actor{Kind: events.ActorApprover, ID: "alice"}, DecidedAt: time.Now()}
 	require.Eventually(t, func() bool {
-		_, _, err := h.pub.Emit(h.ctx, broker.DecisionEventID(id, "human"), events.TypeDecided, "market-intel", d, events.WithRequestID(id))
+		_, _, err := h.pub.Emit(h.ctx, events.DecisionEventID(id, "human"), events.TypeDecided, "market-intel", d, events.WithRequestID(id))
 		if err != nil {
 			return false
 		}
-		_, _, err = h.pub.Emit(h.ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, "market-intel", g, events.WithRequestID(id))
+		_, _, err = h.pub.Emit(h.ctx, events.GrantedEventID(g.GrantID), events.TypeGranted, "market-intel", g, events.WithRequestID(id))
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond)
 

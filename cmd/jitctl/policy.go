@@ -129,10 +129,10 @@ func suspended(ctx context.Context, js jetstream.JetStream, agent string) (bool,
 		return false, nil
 	}
 	_, err = kv.Get(ctx, agent)
-	switch {
+	switch err = broker.MapError(err); {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, broker.ErrNotFound):
 		return false, nil
 	}
 	return false, err

@@ -12,9 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrConflict means a KV write lost a compare-and-set race.
-var ErrConflict = errors.New("conflicting write")
-
 // PutKeepTTL writes value to key in bucket with a fresh per-key TTL, only if
 // the key's last revision is rev. With rev 0 it writes only if the subject
 // holds no message at all, not even a delete or expiry marker: unlike
@@ -27,9 +24,7 @@ func PutKeepTTL(ctx context.Context, js jetstream.JetStream, bucket, key string,
 	m.Data = value
 	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if isWrongLastSequence(err) {
 			return 0, ErrConflict
 		}
 		return 0, fmt.Errorf("put %s/%s: %w", bucket, key, err)
@@ -38,11 +33,11 @@ func PutKeepTTL(ctx context.Context, js jetstream.JetStream, bucket, key string,
 }
 
 // GetJSON reads key from kv into v and returns its revision. It returns
-// jetstream.ErrKeyNotFound for a missing or deleted key.
+// ErrNotFound for a missing or deleted key.
 func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
 	e, err := kv.Get(ctx, key)
 	if err != nil {
-		return 0, err
+		return 0, MapError(err)
 	}
 	if err := json.Unmarshal(e.Value(), v); err != nil {
 		return 0, fmt.Errorf("decode %s/%s: %w", kv.Bucket(), key, err)
@@ -56,7 +51,7 @@ func GetJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uin
 // Agent set.
 func Suspension(ctx context.Context, kv jetstream.KeyValue, agent string) (*events.Suspension, error) {
 	e, err := kv.Get(ctx, agent)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(MapError(err), ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

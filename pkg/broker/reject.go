@@ -11,7 +11,7 @@ import (
 )
 
 // Reject publishes a jit.rejected event with id (random with
-// events.NewID("rej") for API input, RejectedEventID for stream messages)
+// events.NewID("rej") for API input, events.RejectedEventID for stream messages)
 // on jit.rejected.<agent>, stamping RejectedAt if unset.
 func (p *Publisher) Reject(ctx context.Context, id string, r events.Rejection) error {
 	if r.RejectedAt.IsZero() {
@@ -42,7 +42,7 @@ func (p *Publisher) RejectMalformed(durable string) MalformedFunc {
 		if errors.Is(err, events.ErrTooLarge) {
 			code = events.CodeTooLarge
 		}
-		return p.Reject(ctx, RejectedEventID(durable, d.StreamSeq), events.Rejection{
+		return p.Reject(ctx, events.RejectedEventID(durable, d.StreamSeq), events.Rejection{
 			Stage:   events.StageEvent,
 			Code:    code,
 			Message: err.Error(),
@@ -101,7 +101,7 @@ func DataFor[T Inbound](e events.Event, typ, subject string) (T, error) {
 // the message. If the audit event cannot be published, that error is
 // returned instead and the message is redelivered.
 func (p *Publisher) RejectInvalid(ctx context.Context, durable, stage string, actor events.Actor, at time.Time, d Delivery, cause error) error {
-	err := p.Reject(ctx, RejectedEventID(durable, d.StreamSeq), events.Rejection{
+	err := p.Reject(ctx, events.RejectedEventID(durable, d.StreamSeq), events.Rejection{
 		Stage:      stage,
 		Code:       events.CodeMalformed,
 		Message:    cause.Error(),
@@ -116,23 +116,17 @@ func (p *Publisher) RejectInvalid(ctx context.Context, durable, stage string, ac
 	return Permanent(cause)
 }
 
-// RecordRejectedEventID is the id of the jit.rejected event that reports
-// the value of key at revision rev in bucket as undecodable: one event per
-// stored value, however often a start reads it.
-func RecordRejectedEventID(bucket, key string, rev uint64) string {
-	return "rej/" + bucket + "/" + key + "/" + uitoa(rev)
-}
-
 // RejectRecord reports a stored value that does not decode (cause) as a
 // jit.rejected event (stage record, code malformed) naming the bucket and
 // key: the reader sets it aside and goes on, so that one bad record never
-// stops a start. The event is published once per revision.
+// stops a start. The event is published once per revision
+// (events.RecordRejectedEventID).
 func (p *Publisher) RejectRecord(ctx context.Context, bucket, key string, rev uint64, cause error) error {
 	agent, _, _ := SplitKey(key)
 	if !events.ValidID(agent) {
 		agent = ""
 	}
-	return p.Reject(ctx, RecordRejectedEventID(bucket, key, rev), events.Rejection{
+	return p.Reject(ctx, events.RecordRejectedEventID(bucket, key, rev), events.Rejection{
 		Stage:   events.StageRecord,
 		Code:    events.CodeMalformed,
 		Message: fmt.Sprintf("the value of %s in bucket %s (revision %d) does not decode and is set aside: %v", key, bucket, rev, cause),

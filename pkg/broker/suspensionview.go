@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,96 +33,54 @@ type SuspensionView struct {
 }
 
 // WatchSuspensions starts a view of kv (the suspensions bucket) and returns
-// once it holds the whole bucket. It follows the bucket until ctx ends,
-// watching again if its watch ends.
+// once it holds the whole bucket. It follows the bucket until ctx ends
+// (WatchBucket): while its watch is not running, every answer reads the
+// bucket (fail closed), and it watches again with a backoff.
 func WatchSuspensions(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) (*SuspensionView, error) {
 	v := &SuspensionView{kv: kv, log: log}
-	w, err := kv.WatchAll(ctx)
+	var initial map[string]struct{}
+	set := func(m map[string]struct{}, e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut {
+			m[e.Key()] = struct{}{}
+		} else {
+			delete(m, e.Key())
+		}
+	}
+	w, err := WatchBucket(ctx, kv, nil, WatchHandler{
+		Begin: func() { initial = make(map[string]struct{}) },
+		Entry: func(e jetstream.KeyValueEntry, loading bool) {
+			if loading {
+				set(initial, e)
+				return
+			}
+			v.mu.Lock()
+			set(v.agents, e)
+			v.mu.Unlock()
+		},
+		Ready: func() {
+			v.mu.Lock()
+			v.agents, v.live = initial, true
+			v.mu.Unlock()
+			initial = nil
+		},
+		Lost: func() {
+			v.mu.Lock()
+			v.live = false
+			v.mu.Unlock()
+			log.Warn().Msg("suspension watch ended; reading the bucket until it runs again")
+		},
+	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("watch suspensions: %w", err)
 	}
-	ready := make(chan struct{})
-	go v.follow(ctx, w, ready)
-	select {
-	case <-ready:
-		return v, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("watch suspensions: %w", ctx.Err())
-	}
-}
-
-func (v *SuspensionView) follow(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
-	for attempt := uint64(0); ; attempt++ {
-		v.apply(ctx, w, ready)
-		_ = w.Stop()
+	go func() {
+		<-ctx.Done()
+		w.Stop()
 		v.mu.Lock()
 		v.live = false
 		v.mu.Unlock()
-		if ctx.Err() != nil {
-			return
-		}
-		v.log.Warn().Msg("suspension watch ended; reading the bucket until it runs again")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(Backoff(attempt + 1)):
-		}
-		nw, err := v.kv.WatchAll(ctx)
-		if err != nil {
-			v.log.Error().Err(err).Msg("watch suspensions")
-			w = ClosedWatcher{}
-			continue
-		}
-		w = nw
-	}
-}
-
-// apply feeds one watch's entries into the view until the watch ends.
-func (v *SuspensionView) apply(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
-	initial := make(map[string]struct{})
-	loading := true
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return
-		case u, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			e = u
-		}
-		if e == nil {
-			if loading {
-				loading = false
-				v.mu.Lock()
-				v.agents, v.live = initial, true
-				v.mu.Unlock()
-				select {
-				case <-ready:
-				default:
-					close(ready)
-				}
-			}
-			continue
-		}
-		put := e.Operation() == jetstream.KeyValuePut
-		if loading {
-			if put {
-				initial[e.Key()] = struct{}{}
-			} else {
-				delete(initial, e.Key())
-			}
-			continue
-		}
-		v.mu.Lock()
-		if put {
-			v.agents[e.Key()] = struct{}{}
-		} else {
-			delete(v.agents, e.Key())
-		}
-		v.mu.Unlock()
-	}
+	}()
+	return v, nil
 }
 
 // Suspension returns agent's suspension, or nil if it is not suspended, as
@@ -160,17 +117,3 @@ func (v *SuspensionView) Live() bool {
 	defer v.mu.RUnlock()
 	return v.live
 }
-
-// ClosedWatcher stands for a KV watch that could not be started: its
-// updates end at once, so a loop that watches again tries once more.
-type ClosedWatcher struct{}
-
-// Updates returns a closed channel.
-func (ClosedWatcher) Updates() <-chan jetstream.KeyValueEntry {
-	ch := make(chan jetstream.KeyValueEntry)
-	close(ch)
-	return ch
-}
-
-// Stop does nothing.
-func (ClosedWatcher) Stop() error { return nil }

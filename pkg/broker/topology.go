@@ -275,7 +275,8 @@ func streamDiff(cur, want jetstream.StreamConfig) string {
 	return cur.Name + " (" + strings.Join(d, ", ") + ")"
 }
 
-// Buckets are handles to every bucket.
+// Buckets are handles to every bucket. Those OpenBuckets returns map the
+// library's errors to the broker's (MapKV).
 type Buckets struct {
 	Grants, Leases, Suspensions, Pending, Config, Secrets jetstream.KeyValue
 }
@@ -291,7 +292,7 @@ func OpenBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
 		if err != nil {
 			return Buckets{}, fmt.Errorf("open bucket %s: %w", name, err)
 		}
-		*dst = kv
+		*dst = MapKV(kv)
 	}
 	return b, nil
 }

@@ -47,7 +47,7 @@ const (
 const DefaultApprovalWindow = 15 * time.Minute
 
 // MaxGrantDuration bounds any agent's maxJitDuration.
-const MaxGrantDuration = 24 * time.Hour
+const MaxGrantDuration = events.MaxGrantDuration
 
 // Config is a validated configuration. Treat it as immutable once loaded:
 // services share one *Config between goroutines.

@@ -94,10 +94,11 @@ func Apply(ctx context.Context, kv jetstream.KeyValue, c *Config) (rev uint64, c
 
 // put stores want under ActiveKey unless it is there already.
 func put(ctx context.Context, kv jetstream.KeyValue, want []byte) (rev uint64, changed bool, err error) {
+	kv = broker.MapKV(kv)
 	for range 5 {
 		cur, err := kv.Get(ctx, ActiveKey)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, broker.ErrNotFound):
 			rev, err = kv.Create(ctx, ActiveKey, want)
 		case err != nil:
 			return 0, false, fmt.Errorf("read active configuration: %w", err)
@@ -109,7 +110,7 @@ func put(ctx context.Context, kv jetstream.KeyValue, want []byte) (rev uint64, c
 		if err == nil {
 			return rev, true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return 0, false, fmt.Errorf("store configuration: %w", err)
 		}
 		// Lost a race with another writer: read again.
@@ -141,42 +142,43 @@ func (s *Source) Revision() uint64 { return s.rev.Load() }
 
 // Watch follows the active configuration in kv. It blocks until a valid
 // configuration is present (or ctx ends), then keeps the Source current in
-// the background until ctx ends.
+// the background until ctx ends. It follows the bucket with
+// broker.WatchBucket: if the watch ends, it watches again with a backoff,
+// and the last good configuration stays active meanwhile (a configuration
+// changes only by an explicit, audited apply; a service without one could
+// not answer at all).
 func Watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) (*Source, error) {
-	w, err := kv.Watch(ctx, ActiveKey)
+	s := &Source{}
+	ready := make(chan struct{})
+	var once sync.Once
+	w, err := broker.WatchBucket(ctx, kv, []string{ActiveKey}, broker.WatchHandler{
+		Entry: func(e jetstream.KeyValueEntry, _ bool) {
+			if e.Operation() != jetstream.KeyValuePut {
+				return
+			}
+			if e.Revision() <= s.rev.Load() {
+				return // the same value again, from a new watch
+			}
+			c, err := FromJSON(e.Value())
+			if err != nil {
+				log.Error().Err(err).Uint64("revision", e.Revision()).Msg("ignoring invalid stored configuration; keeping the last good one")
+				return
+			}
+			s.cur.Store(c)
+			s.rev.Store(e.Revision())
+			log.Info().Str("bucket", kv.Bucket()).Uint64("revision", e.Revision()).Str("digest", c.Digest()).Msg("configuration active")
+			once.Do(func() { close(ready) })
+		},
+		Lost: func() {
+			log.Warn().Str("bucket", kv.Bucket()).Msg("configuration watch ended; keeping the active configuration until it runs again")
+		},
+	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("watch configuration: %w", err)
 	}
-	s := &Source{}
-	ready := make(chan struct{})
-	var once bool
 	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil || e.Operation() != jetstream.KeyValuePut {
-					continue
-				}
-				c, err := FromJSON(e.Value())
-				if err != nil {
-					log.Error().Err(err).Uint64("revision", e.Revision()).Msg("ignoring invalid stored configuration; keeping the last good one")
-					continue
-				}
-				s.cur.Store(c)
-				s.rev.Store(e.Revision())
-				log.Info().Str("bucket", kv.Bucket()).Uint64("revision", e.Revision()).Str("digest", c.Digest()).Msg("configuration active")
-				if !once {
-					once = true
-					close(ready)
-				}
-			}
-		}
+		<-ctx.Done()
+		w.Stop()
 	}()
 	select {
 	case <-ready:

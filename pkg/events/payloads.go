@@ -1,7 +1,6 @@
 package events
 
 import (
-	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -350,20 +349,6 @@ type Notification struct {
 	NotifiedAt   time.Time `json:"notified_at"`
 }
 
-// Validate checks a GuardrailFired from an untrusted publisher.
-func (g GuardrailFired) Validate() error {
-	if !ValidID(g.Agent) {
-		return fmt.Errorf("%w: agent %q is not a valid id", ErrInvalid, g.Agent)
-	}
-	if strings.TrimSpace(g.Rule) == "" || len(g.Rule) > 128 {
-		return fmt.Errorf("%w: rule must be 1-128 characters", ErrInvalid)
-	}
-	if len(g.Detail) > 4096 {
-		return fmt.Errorf("%w: detail longer than 4096 characters", ErrInvalid)
-	}
-	return nil
-}
-
 // Withdrawal is the data of jit.withdrawn: an agent withdrew a request it
 // no longer waits for. A pending request is then denied (mode withdrawn);
 // a grant made from it is revoked (reason withdrawn).
@@ -379,17 +364,6 @@ func (g GuardrailFired) AgentID() string { return g.Agent }
 
 // AgentID is the agent whose request is withdrawn.
 func (w Withdrawal) AgentID() string { return w.Agent }
-
-// Validate checks a Withdrawal read from the stream.
-func (w Withdrawal) Validate() error {
-	if !ValidID(w.Agent) {
-		return fmt.Errorf("%w: agent %q is not a valid id", ErrInvalid, w.Agent)
-	}
-	if !ValidID(w.RequestID) {
-		return fmt.Errorf("%w: request id %q is not a valid id", ErrInvalid, w.RequestID)
-	}
-	return nil
-}
 
 // MaxCheckpointEvents bounds the stream messages one checkpoint covers, so
 // that its event stays below MaxEventSize (1,024 hashes are 43,692 bytes of

@@ -4,6 +4,8 @@ package natstest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -112,19 +114,35 @@ func (e *Env) watch(t testing.TB, kv jetstream.KeyValue) *config.Source {
 }
 
 // AuditEvents reads every event on the audit stream whose subject matches
-// filter (e.g. "jit.revoked.>"), in order, without consuming durably.
+// filter (e.g. "jit.revoked.>"), in order, without consuming durably. A
+// read that fails fails the test: a partial list would let an assertion
+// that some event is absent pass on a broken read.
 func (e *Env) AuditEvents(t testing.TB, filter string) []jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := e.JS.Stream(ctx, broker.AuditStream)
-	require.NoError(t, err)
+	out, err := ReadAudit(ctx, e.JS, filter)
+	require.NoError(t, err, "read the audit stream (%s)", filter)
+	return out
+}
+
+// ReadAudit reads every message of the audit stream whose subject matches
+// filter, in order. It ends only at the end of the stream: any other error
+// (a timeout, a closed connection) is returned, never a partial list.
+func ReadAudit(ctx context.Context, js jetstream.JetStream, filter string) ([]jetstream.RawStreamMsg, error) {
+	st, err := js.Stream(ctx, broker.AuditStream)
+	if err != nil {
+		return nil, fmt.Errorf("audit stream: %w", err)
+	}
 	var out []jetstream.RawStreamMsg
 	var seq uint64 = 1
 	for {
 		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if err != nil {
-			return out
+		switch err = broker.MapError(err); {
+		case errors.Is(err, broker.ErrNotFound):
+			return out, nil // no message at or after seq: the end
+		case err != nil:
+			return nil, fmt.Errorf("read the audit stream (%s) at %d: %w", filter, seq, err)
 		}
 		out = append(out, *m)
 		seq = m.Sequence + 1

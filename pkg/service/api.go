@@ -343,16 +343,26 @@ func (a *API) approver(ctx context.Context, c Call, token string, roles []string
 // record publishes a refusal as jit.rejected at stage (the endpoint's if
 // empty).
 func (a *API) record(ctx context.Context, stage string, rf *Refused) {
-	r := rf.Rejection
+	RecordRefusal(ctx, a.pub, a.now(), stage, rf.APIError, rf.Rejection)
+}
+
+// RecordRefusal is the one way a refusal becomes a jit.rejected event: r
+// with, where r leaves them empty, stage, ae's code, the time now and (for
+// an unnamed caller) the system actor "unidentified", and always ae's
+// message. Serve calls it for every *Refused; code that refuses outside a
+// NATS call (the approval service's HTTP side, a consumer) calls it too. A
+// failure to publish is logged, not returned: the caller still gets its
+// answer.
+func RecordRefusal(ctx context.Context, pub *broker.Publisher, now time.Time, stage string, ae *broker.APIError, r events.Rejection) {
 	if r.Stage == "" {
 		r.Stage = stage
 	}
 	if r.Code == "" {
-		r.Code = rf.Code
+		r.Code = ae.Code
 	}
-	r.Message = rf.Message
+	r.Message = ae.Message
 	if r.RejectedAt.IsZero() {
-		r.RejectedAt = a.now().UTC()
+		r.RejectedAt = now.UTC()
 	}
 	if r.Actor.Kind == "" {
 		r.Actor = events.Actor{Kind: events.ActorSystem, ID: "unidentified"}
@@ -360,8 +370,8 @@ func (a *API) record(ctx context.Context, stage string, rf *Refused) {
 	if r.Agent == "" && r.Actor.Kind == events.ActorAgent && events.ValidID(r.Actor.ID) {
 		r.Agent = r.Actor.ID
 	}
-	if err := a.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		zerolog.Ctx(ctx).Error().Err(err).Str("code", r.Code).Msg("could not publish jit.rejected")
+	if err := pub.Reject(ctx, events.NewID("rej"), r); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Str("stage", r.Stage).Str("code", r.Code).Msg("could not publish jit.rejected")
 	}
 }
 

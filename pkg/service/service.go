@@ -18,6 +18,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// ErrStarted is returned by a service's Start when it was started before:
+// a stopped service is replaced by a new one (its New), not restarted.
+var ErrStarted = errors.New("service already started")
+
 // Deps is what a service needs from its environment.
 type Deps struct {
 	NC      *nats.Conn

@@ -53,7 +53,7 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 			writeAPIError(rw, err)
 			return
 		}
-		w.auth.succeed(addr)
+		w.auth.Succeed(addr)
 		h(ctx, rw, r, a, token)
 	}
 }
@@ -230,7 +230,7 @@ func callErr(err error) error {
 
 // metrics serves the notification counters in Prometheus' text format.
 func (w *web) metrics(rw http.ResponseWriter, _ *http.Request) {
-	c := &w.s.counters
+	c := w.s.Counters()
 	rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	for _, m := range []struct {
 		name, help string

@@ -250,7 +250,7 @@ func TestPendingListFollowsTheClock(t *testing.T) {
 	// run in whole seconds; after a restart expired keys linger).
 	stale := events.NewID("req")
 	sd := pendingDecision(stale, time.Minute)
-	b, err := json.Marshal(pendingRecord{Pending: broker.Pending{Decision: sd, Deadline: now.Add(-time.Second)}})
+	b, err := json.Marshal(pendingRecord{Pending: events.Pending{Decision: sd, Deadline: now.Add(-time.Second)}})
 	require.NoError(t, err)
 	_, err = h.env.Buckets.Pending.Create(ctx, broker.PendingKey(agentOptimizer, stale), b, jetstream.KeyTTL(time.Hour))
 	require.NoError(t, err)

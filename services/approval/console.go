@@ -156,7 +156,7 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		w.renderLogin(rw, r, http.StatusUnauthorized, next, d, "That token is not recognised.")
 		return
 	}
-	w.auth.succeed(addr)
+	w.auth.Succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
 	if d != nil {
 		w.setDraft(sess, d)
@@ -176,7 +176,7 @@ func (w *web) logout(rw http.ResponseWriter, r *http.Request, sess *session, _ *
 // data loads everything the console shows for approver a.
 func (w *web) data(ctx context.Context, sess *session, a *config.Approver) (pageData, error) {
 	d := pageData{Approver: a, Admin: isAdmin(a), CSRF: sess.csrf, Now: w.s.now().UTC(),
-		Delivered: w.s.counters.Delivered.Load(), Failed: w.s.counters.Failed.Load(), Dropped: w.s.counters.Dropped.Load()}
+		Delivered: w.s.Counters().Delivered.Load(), Failed: w.s.Counters().Failed.Load(), Dropped: w.s.Counters().Dropped.Load()}
 	var err error
 	if d.Pending, err = w.s.pendingViews(ctx, a); err != nil {
 		return d, err

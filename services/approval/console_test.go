@@ -312,7 +312,7 @@ func TestConsoleHistoryNamesHowEachRequestEnded(t *testing.T) {
 		d := twoPermissions(id)
 		d.DecidedAt = time.Now().UTC()
 		mutate(&d)
-		h.emit(broker.DecisionEventID(id, how), d)
+		h.emit(events.DecisionEventID(id, how), d)
 		return id
 	}
 	narrowed := end("human", func(d *events.Decision) {

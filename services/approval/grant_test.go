@@ -34,7 +34,7 @@ func TestApprovedDecisionGrantsOnce(t *testing.T) {
 
 	lease, ok := h.lease(agentIntel, reqID)
 	require.True(t, ok, "lease created")
-	require.Equal(t, broker.LeaseActive, lease.State)
+	require.Equal(t, events.LeaseActive, lease.State)
 	require.Equal(t, grantID, lease.Grant.GrantID)
 
 	kvGrant, ok := h.grantKey(agentIntel, reqID)
@@ -157,7 +157,7 @@ func TestMalformedDecisionsAreRejected(t *testing.T) {
 			m.Header.Set(jetstream.MsgIDHeader, events.NewID("raw"))
 			ack, err := h.env.JS.PublishMsg(ctx, m)
 			require.NoError(t, err)
-			want := broker.RejectedEventID(DurableDecisions, ack.Sequence)
+			want := events.RejectedEventID(DurableDecisions, ack.Sequence)
 			require.Eventually(t, func() bool {
 				for _, e := range h.audit("jit.rejected.>") {
 					if e.ID() == want {

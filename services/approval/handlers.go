@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
-	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 )
@@ -27,8 +25,11 @@ func (s *Service) onDecision(ctx context.Context, e events.Event, d broker.Deliv
 	if err != nil {
 		return s.malformed(ctx, d, err)
 	}
-	if err := validDecision(dec, broker.AgentOfSubject(d.Subject)); err != nil {
+	if err := dec.Validate(); err != nil {
 		return s.malformed(ctx, d, err)
+	}
+	if agent := broker.AgentOfSubject(d.Subject); dec.Agent != agent {
+		return s.malformed(ctx, d, fmt.Errorf("%w: decision: agent %s does not match the subject's agent %q", events.ErrInvalid, dec.Agent, agent))
 	}
 	ctx = l.With().Str("request_id", dec.RequestID).Str("agent", dec.Agent).Str("outcome", dec.Outcome).Logger().WithContext(ctx)
 	return s.decide(ctx, dec, d)
@@ -39,46 +40,6 @@ func (s *Service) malformed(ctx context.Context, d broker.Delivery, err error) e
 		return rerr
 	}
 	return broker.Permanent(err)
-}
-
-// validDecision checks what this service relies on in a decision from the
-// stream: ids usable as keys, the agent of its subject, and for an approved
-// decision something to grant for a bounded time.
-func validDecision(dec events.Decision, subjectAgent string) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: decision: %s", events.ErrInvalid, fmt.Sprintf(format, args...))
-	}
-	switch {
-	case !events.ValidID(dec.RequestID):
-		return bad("request_id %q is not a valid id", truncate(dec.RequestID, 80))
-	case !events.ValidID(dec.Agent):
-		return bad("agent %q is not a valid id", truncate(dec.Agent, 80))
-	case dec.Agent != subjectAgent:
-		return bad("agent %s does not match the subject's agent %q", dec.Agent, subjectAgent)
-	}
-	switch dec.Outcome {
-	case events.OutcomeDenied:
-		return nil
-	case events.OutcomeApproved:
-		switch {
-		case len(dec.Permissions) == 0:
-			return bad("an approved decision names no permissions")
-		case dec.DurationMS <= 0:
-			return bad("duration_ms %d must be positive", dec.DurationMS)
-		case time.Duration(dec.DurationMS)*time.Millisecond > config.MaxGrantDuration:
-			return bad("duration_ms %d is above the %s limit", dec.DurationMS, config.MaxGrantDuration)
-		case dec.DecidedAt.IsZero():
-			return bad("an approved decision has no decided_at")
-		}
-		return nil
-	case events.OutcomePending:
-		if dec.DecidedAt.IsZero() && dec.ApprovalDeadline == nil {
-			return bad("a pending decision has neither decided_at nor approval_deadline")
-		}
-		return nil
-	default:
-		return bad("unknown outcome %q", truncate(dec.Outcome, 40))
-	}
 }
 
 // onPendingChange handles one message of the pending bucket's stream: an

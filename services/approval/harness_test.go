@@ -14,7 +14,6 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/agentjit/jit/pkg/service"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -132,7 +131,7 @@ func (h *harness) emit(id string, dec events.Decision) {
 // emitPolicy publishes dec with the id the policy service gives it.
 func (h *harness) emitPolicy(dec events.Decision) {
 	h.t.Helper()
-	h.emit(broker.DecisionEventID(dec.RequestID, "policy"), dec)
+	h.emit(events.DecisionEventID(dec.RequestID, "policy"), dec)
 }
 
 func (h *harness) audit(filter string) []events.Event {
@@ -170,7 +169,7 @@ func (h *harness) decisionsBy(reqID, how string) []events.Decision {
 	h.t.Helper()
 	var out []events.Decision
 	for _, e := range h.auditFor("jit.decided.>", reqID) {
-		if e.ID() == broker.DecisionEventID(reqID, how) {
+		if e.ID() == events.DecisionEventID(reqID, how) {
 			out = append(out, dataOf[events.Decision](h.t, e))
 		}
 	}
@@ -207,7 +206,7 @@ func (h *harness) requireOneGranted(reqID string) events.Grant {
 	evs := h.auditFor("jit.granted.>", reqID)
 	require.Len(h.t, evs, 1, "exactly one jit.granted for %s", reqID)
 	grantID := events.GrantIDFor(reqID)
-	require.Equal(h.t, broker.GrantedEventID(grantID), evs[0].ID())
+	require.Equal(h.t, events.GrantedEventID(grantID), evs[0].ID())
 	require.Equal(h.t, grantID, events.GrantID(evs[0]))
 	return dataOf[events.Grant](h.t, evs[0])
 }
@@ -223,8 +222,13 @@ func (h *harness) grantedCounts() map[string]int {
 }
 
 // waitAllGranted waits until every request in ids has a jit.granted event.
+// One agent's decisions are handled one at a time, in stream order, so the
+// budget grows with their number: 300 ms each (a two-core machine at load
+// 11 under -race took about 150 ms for a redelivered decision), and never
+// less than waitFor.
 func (h *harness) waitAllGranted(ids []string) {
 	h.t.Helper()
+	budget := max(waitFor, time.Duration(len(ids))*300*time.Millisecond)
 	require.Eventually(h.t, func() bool {
 		counts := h.grantedCounts()
 		for _, id := range ids {
@@ -233,7 +237,7 @@ func (h *harness) waitAllGranted(ids []string) {
 			}
 		}
 		return true
-	}, waitFor, tick, "not every request was granted")
+	}, budget, tick, "not every request was granted")
 }
 
 // barrier publishes an approved decision for a fresh request and waits for
@@ -246,11 +250,11 @@ func (h *harness) barrier() {
 	h.waitGranted(id)
 }
 
-func (h *harness) lease(agent, reqID string) (broker.Lease, bool) {
+func (h *harness) lease(agent, reqID string) (events.Lease, bool) {
 	h.t.Helper()
-	var l broker.Lease
+	var l events.Lease
 	_, err := broker.GetJSON(ctxT(h.t), h.env.Buckets.Leases, broker.GrantKey(agent, events.GrantIDFor(reqID)), &l)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return l, false
 	}
 	require.NoError(h.t, err)
@@ -261,7 +265,7 @@ func (h *harness) grantKey(agent, reqID string) (events.Grant, bool) {
 	h.t.Helper()
 	var g events.Grant
 	_, err := broker.GetJSON(ctxT(h.t), h.env.Buckets.Grants, broker.GrantKey(agent, events.GrantIDFor(reqID)), &g)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return g, false
 	}
 	require.NoError(h.t, err)
@@ -272,7 +276,7 @@ func (h *harness) pendingKey(agent, reqID string) (pendingRecord, bool) {
 	h.t.Helper()
 	var r pendingRecord
 	_, err := broker.GetJSON(ctxT(h.t), h.env.Buckets.Pending, broker.PendingKey(agent, reqID), &r)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return r, false
 	}
 	require.NoError(h.t, err)

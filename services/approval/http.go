@@ -21,6 +21,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 //go:embed templates/*.html static/*
@@ -87,7 +88,7 @@ type web struct {
 	sessions map[string]*session
 
 	hub  *hub
-	auth *authLimiter
+	auth *service.Lockout
 }
 
 func newWeb(s *Service) *web {
@@ -124,7 +125,7 @@ func newWeb(s *Service) *web {
 		"approveLabel": approveLabel,
 	}
 	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
-	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: newAuthLimiter(s.now)}
+	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: service.NewLockout(s.now)}
 }
 
 func (w *web) close() { w.hub.close() }

@@ -14,6 +14,9 @@ import (
 	"github.com/agentjit/jit/pkg/service"
 )
 
+// ErrStarted is returned by Start on a Service that was started before.
+var ErrStarted = service.ErrStarted
+
 // apiTimeout bounds the handling of one API call.
 const apiTimeout = 10 * time.Second
 
@@ -21,7 +24,16 @@ const apiTimeout = 10 * time.Second
 // decision and time-out consumers and the jit-approval API, and returns once
 // they run. ctx bounds the whole run: cancelling it fails the work in
 // flight (which is then retried from the durable consumers).
+//
+// A Service starts once: Start again, or after Stop, returns ErrStarted.
 func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.started = true
+	s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.start(); err != nil {
 		s.Stop()
@@ -42,21 +54,17 @@ func (s *Service) start() error {
 	if s.pendingStream, err = s.d.JS.Stream(s.ctx, pendingStream); err != nil {
 		return fmt.Errorf("open stream %s: %w", pendingStream, err)
 	}
-	s.startNotifier(s.ctx)
+	s.notifier.Start(s.ctx)
 	rctx, cancel := context.WithTimeout(s.ctx, apiTimeout)
 	err = s.recoverAnswers(rctx)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("recover answers: %w", err)
 	}
-	s.decisions, err = broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
-		Durable:        DurableDecisions,
-		FilterSubjects: []string{"jit.decided.>"},
-	}, s.onDecision, s.pub.RejectMalformed(DurableDecisions), s.log)
-	if err != nil {
+	if err = s.consume(DurableDecisions, "jit.decided.>", s.onDecision); err != nil {
 		return err
 	}
-	s.timeouts, err = broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
+	timeouts, err := broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Stream:         pendingStream,
 		Durable:        DurableTimeouts,
 		FilterSubjects: []string{pendingSubjectPrefix + ">"},
@@ -64,6 +72,7 @@ func (s *Service) start() error {
 	if err != nil {
 		return err
 	}
+	s.consumers = append(s.consumers, timeouts)
 	if err = s.startWithdrawals(); err != nil { // withdraw.go
 		return err
 	}
@@ -158,17 +167,16 @@ func (s *Service) Stop() {
 			s.api.Close()
 		}
 		s.inflight.Wait()
-		if s.decisions != nil {
-			s.decisions.Stop()
-		}
-		if s.timeouts != nil {
-			s.timeouts.Stop()
+		// Every consumer, each waiting for its handlers in flight, before
+		// the context that bounds their work ends.
+		for _, c := range s.consumers {
+			c.Stop()
 		}
 		if s.cancel != nil {
 			s.cancel()
 		}
 		s.hist.wait()
-		s.notify.wg.Wait()
+		s.notifier.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
 }
@@ -205,15 +213,15 @@ func (s *Service) aboutGrant(_ service.Call, body []byte) events.Rejection {
 
 // leaseOf reads the lease of grantID (key <agent>.<grant_id>) by a direct
 // get of its last value.
-func (s *Service) leaseOf(ctx context.Context, grantID string) (broker.Lease, bool) {
+func (s *Service) leaseOf(ctx context.Context, grantID string) (events.Lease, bool) {
 	subj := "$JS.API.DIRECT.GET.KV_" + broker.BucketLeases + ".$KV." + broker.BucketLeases + ".*." + grantID
 	m, err := s.d.NC.RequestWithContext(ctx, subj, nil)
 	if err != nil || m.Header.Get("Status") != "" {
-		return broker.Lease{}, false
+		return events.Lease{}, false
 	}
-	var l broker.Lease
+	var l events.Lease
 	if json.Unmarshal(m.Data, &l) != nil {
-		return broker.Lease{}, false
+		return events.Lease{}, false
 	}
 	return l, true
 }

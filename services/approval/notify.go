@@ -1,135 +1,50 @@
 package approval
 
 import (
-	"bytes"
-	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/agentjit/jit/pkg/config"
-	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/services/approval/notify"
 )
 
-// Notification delivery. A request that starts waiting for a human is handed
-// to every notifier its rule names, through a bounded in-memory queue read
-// by a few workers, so the decision consumer never waits on a slow webhook.
-// Each delivery is retried with exponential backoff; its end (delivered, or
-// failed after the last attempt) is one jit.notification event and a
-// counter. A full queue drops the delivery, counts it, logs it and records
-// it as a failed jit.notification: the request itself is stored before any
-// notification and waits regardless.
-const (
-	notifyQueue    = 256
-	notifyWorkers  = 2
-	notifyAttempts = 5
-	notifyTimeout  = 5 * time.Second
+// Notifications live in package notify; these names keep the approval
+// package's API as it was.
 
-	// HeaderSignature carries a webhook body's signature:
-	// "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>".
-	HeaderSignature = "Jit-Signature"
-	// HeaderDelivery carries the delivery id: "<request_id>/<notifier>".
-	HeaderDelivery = "Jit-Delivery"
+// Headers of a webhook notification.
+const (
+	HeaderSignature = notify.HeaderSignature
+	HeaderDelivery  = notify.HeaderDelivery
 )
 
 // NotifyCounters count notification outcomes since start.
-type NotifyCounters struct {
-	Delivered, Failed, Dropped, Retries atomic.Int64
-}
+type NotifyCounters = notify.Counters
 
-type notifyJob struct {
-	rec      pendingRecord
-	n        config.Notifier
-	console  string
-	enqueued time.Time
-}
+// WebhookPayload is the JSON body a "webhook" notifier receives.
+type WebhookPayload = notify.WebhookPayload
 
-type notifier struct {
-	q       chan notifyJob
-	client  *http.Client
-	backoff func(attempt int) time.Duration
-	wg      sync.WaitGroup
-	once    sync.Once
-}
+// Sign returns the Jit-Signature header value for body sent at t
+// (notify.Sign).
+func Sign(secret string, t time.Time, body []byte) string { return notify.Sign(secret, t, body) }
 
-func newNotifier() *notifier {
-	return &notifier{
-		q:      make(chan notifyJob, notifyQueue),
-		client: &http.Client{Timeout: notifyTimeout},
-		backoff: func(attempt int) time.Duration {
-			return min(200*time.Millisecond<<(attempt-1), 10*time.Second)
-		},
-	}
+// VerifySignature checks a Jit-Signature header against body and secret,
+// accepting timestamps within maxAge of now (notify.VerifySignature).
+func VerifySignature(secret, header string, body []byte, now time.Time, maxAge time.Duration) bool {
+	return notify.VerifySignature(secret, header, body, now, maxAge)
 }
 
 // WithNotifyBackoff sets the delay before retry attempt n (1-based) of a
 // failed notification; tests shorten it.
 func WithNotifyBackoff(f func(attempt int) time.Duration) Option {
-	return func(s *Service) { s.notify.backoff = f }
+	return func(s *Service) { s.notifier.SetBackoff(f) }
 }
 
 // Counters returns the service's notification counters.
-func (s *Service) Counters() *NotifyCounters { return &s.counters }
-
-// startNotifier starts the delivery workers; they end when ctx ends.
-func (s *Service) startNotifier(ctx context.Context) {
-	s.notify.once.Do(func() {
-		for range notifyWorkers {
-			s.notify.wg.Add(1)
-			go func() {
-				defer s.notify.wg.Done()
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case j := <-s.notify.q:
-						s.deliver(ctx, j)
-					}
-				}
-			}()
-		}
-	})
-}
+func (s *Service) Counters() *NotifyCounters { return s.notifier.Counters() }
 
 // notifyPending queues rec for the notifiers named. It never blocks.
 func (s *Service) notifyPending(rec pendingRecord, names []string) {
-	if len(names) == 0 {
-		return
-	}
-	cfg := s.d.Config.Current()
-	for _, name := range names {
-		var n *config.Notifier
-		for i := range cfg.Notifiers {
-			if cfg.Notifiers[i].Name == name {
-				n = &cfg.Notifiers[i]
-			}
-		}
-		if n == nil {
-			s.log.Warn().Str("notifier", name).Msg("rule names a notifier that is not configured")
-			continue
-		}
-		select {
-		case s.notify.q <- notifyJob{rec: rec, n: *n, console: s.consoleURL(cfg), enqueued: s.now()}:
-		default:
-			s.counters.Dropped.Add(1)
-			s.log.Error().Str("notifier", name).Str("request_id", rec.Decision.RequestID).
-				Msg("notification queue full; this notification is dropped (the request still waits)")
-			s.recordNotification(events.Notification{RequestID: rec.Decision.RequestID, Agent: rec.Decision.Agent,
-				Notifier: n.Name, NotifierType: n.Type, Outcome: events.NotificationFailed,
-				Error: "dropped: the notification queue was full", NotifiedAt: s.now().UTC()})
-		}
-	}
+	s.notifier.Pending(notify.Request{Pending: rec.Pending, Required: rec.Required}, names)
 }
 
 // consoleURL is the console's public base address: the configured one, or
@@ -142,199 +57,4 @@ func (s *Service) consoleURL(cfg *config.Config) string {
 		return "http://" + *a
 	}
 	return ""
-}
-
-// deliver sends one notification with retries and records its end.
-func (s *Service) deliver(ctx context.Context, j notifyJob) {
-	body, err := notificationBody(j)
-	rid := j.rec.Decision.RequestID
-	log := s.log.With().Str("notifier", j.n.Name).Str("request_id", rid).Logger()
-	out := events.Notification{RequestID: rid, Agent: j.rec.Decision.Agent, Notifier: j.n.Name, NotifierType: j.n.Type}
-	if err != nil {
-		out.Outcome, out.Error = events.NotificationFailed, err.Error()
-	}
-	for attempt := 1; err == nil && attempt <= notifyAttempts; attempt++ {
-		out.Attempts = attempt
-		status, derr := s.post(ctx, j, body)
-		out.HTTPStatus = status
-		if derr == nil {
-			out.Outcome, out.Error = events.NotificationDelivered, ""
-			break
-		}
-		out.Outcome, out.Error = events.NotificationFailed, derr.Error()
-		if attempt == notifyAttempts || (status >= 400 && status < 500 && status != 408 && status != 429) {
-			break // out of attempts, or the receiver refuses the payload itself
-		}
-		s.counters.Retries.Add(1)
-		log.Warn().Err(derr).Int("attempt", attempt).Msg("notification failed; retrying")
-		select {
-		case <-ctx.Done():
-			out.Error += " (service stopping)"
-			attempt = notifyAttempts
-		case <-time.After(s.notify.backoff(attempt)):
-		}
-	}
-	out.NotifiedAt = s.now().UTC()
-	if out.Outcome == events.NotificationDelivered {
-		s.counters.Delivered.Add(1)
-		log.Info().Int("attempts", out.Attempts).Msg("notification delivered")
-	} else {
-		s.counters.Failed.Add(1)
-		log.Error().Str("error", out.Error).Int("attempts", out.Attempts).Msg("notification failed")
-	}
-	s.recordNotification(out)
-}
-
-// recordNotification publishes the jit.notification event that ends one
-// delivery (delivered, failed, or dropped from a full queue).
-func (s *Service) recordNotification(out events.Notification) {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-	defer cancel()
-	if _, _, err := s.pub.Emit(ctx, out.RequestID+"/notify/"+out.Notifier, events.TypeNotification, out.Agent, out,
-		events.WithRequestID(out.RequestID)); err != nil {
-		s.log.Error().Err(err).Str("notifier", out.Notifier).Str("request_id", out.RequestID).Msg("could not publish jit.notification")
-	}
-}
-
-func (s *Service) post(ctx context.Context, j notifyJob, body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.n.URL, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "jit-approval")
-	req.Header.Set(HeaderDelivery, j.rec.Decision.RequestID+"/"+j.n.Name)
-	if j.n.Secret != "" {
-		req.Header.Set(HeaderSignature, Sign(j.n.Secret, s.now(), body))
-	}
-	resp, err := s.notify.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s answered %s", j.n.Name, resp.Status)
-	}
-	return resp.StatusCode, nil
-}
-
-// Sign returns the Jit-Signature header value for body sent at t:
-// "t=<unix>,v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>". A receiver
-// recomputes it and rejects old timestamps, which stops replays.
-func Sign(secret string, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "."))
-	m.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
-}
-
-// VerifySignature checks a Jit-Signature header against body and secret,
-// accepting timestamps within maxAge of now.
-func VerifySignature(secret, header string, body []byte, now time.Time, maxAge time.Duration) bool {
-	var ts string
-	for _, part := range strings.Split(header, ",") {
-		if v, ok := strings.CutPrefix(part, "t="); ok {
-			ts = v
-		}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return false
-	}
-	t := time.Unix(sec, 0)
-	if now.Sub(t) > maxAge || t.Sub(now) > maxAge {
-		return false
-	}
-	return hmac.Equal([]byte(Sign(secret, t, body)), []byte(header))
-}
-
-// WebhookPayload is the JSON body a "webhook" notifier receives.
-type WebhookPayload struct {
-	Type          string            `json:"type"` // "jit.pending"
-	RequestID     string            `json:"request_id"`
-	Agent         string            `json:"agent"`
-	Permissions   []string          `json:"permissions"`
-	Duration      string            `json:"duration"`
-	DurationMS    int64             `json:"duration_ms"`
-	Reason        string            `json:"reason"`
-	Context       map[string]string `json:"context,omitempty"`
-	Rule          string            `json:"rule,omitempty"`
-	Risk          *events.Risk      `json:"risk,omitempty"`
-	ApproverRoles []string          `json:"approver_roles"`
-	Approvals     int               `json:"approvals_required"`
-	Deadline      time.Time         `json:"deadline"`
-	ConsoleURL    string            `json:"console_url,omitempty"`
-	ApproveURL    string            `json:"approve_url,omitempty"`
-	DenyURL       string            `json:"deny_url,omitempty"`
-}
-
-func webhookPayload(j notifyJob) WebhookPayload {
-	d := j.rec.Decision
-	p := WebhookPayload{
-		Type: "jit.pending", RequestID: d.RequestID, Agent: d.Agent, Permissions: d.Permissions,
-		Duration: events.MSDuration(d.DurationMS).String(), DurationMS: d.DurationMS,
-		Reason: d.Request.Reason, Context: d.Request.Context, Rule: d.Rule, Risk: d.Risk,
-		ApproverRoles: d.ApproverRoles, Approvals: max(j.rec.Required, 1), Deadline: j.rec.Deadline,
-	}
-	if j.console != "" {
-		p.ConsoleURL = j.console + "/console/"
-		p.ApproveURL = j.console + "/console/requests/" + url.PathEscape(d.RequestID) + "?action=approve"
-		p.DenyURL = j.console + "/console/requests/" + url.PathEscape(d.RequestID) + "?action=deny"
-	}
-	return p
-}
-
-func notificationBody(j notifyJob) ([]byte, error) {
-	p := webhookPayload(j)
-	switch j.n.Type {
-	case "slack":
-		return json.Marshal(slackPayload(p))
-	default:
-		return json.Marshal(p)
-	}
-}
-
-// slackPayload is a Slack incoming-webhook message with blocks.
-func slackPayload(p WebhookPayload) map[string]any {
-	risk := "n/a"
-	if p.Risk != nil {
-		parts := make([]string, 0, len(p.Risk.Parts))
-		for _, rp := range p.Risk.Parts {
-			parts = append(parts, fmt.Sprintf("%s +%d", rp.Name, rp.Points))
-		}
-		sort.Strings(parts)
-		risk = strconv.Itoa(p.Risk.Score)
-		if len(parts) > 0 {
-			risk += " (" + strings.Join(parts, ", ") + ")"
-		}
-	}
-	text := fmt.Sprintf("%s asks for %s for %s", p.Agent, strings.Join(p.Permissions, ", "), p.Duration)
-	field := func(k, v string) map[string]any { return map[string]any{"type": "mrkdwn", "text": "*" + k + "*\n" + v} }
-	blocks := []any{
-		map[string]any{"type": "header", "text": map[string]any{"type": "plain_text", "text": "JIT access request needs approval"}},
-		map[string]any{"type": "section", "fields": []any{
-			field("Agent", slackEscape(p.Agent)),
-			field("Permissions", slackEscape(strings.Join(p.Permissions, ", "))),
-			field("Duration", p.Duration),
-			field("Risk", slackEscape(risk)),
-			field("Approver roles", slackEscape(strings.Join(p.ApproverRoles, " or "))),
-			field("Deadline", p.Deadline.UTC().Format(time.RFC3339)),
-		}},
-		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": "*Reason*\n" + slackEscape(p.Reason)}},
-	}
-	if p.ApproveURL != "" {
-		blocks = append(blocks, map[string]any{"type": "actions", "elements": []any{
-			map[string]any{"type": "button", "style": "primary", "text": map[string]any{"type": "plain_text", "text": "Approve"}, "url": p.ApproveURL},
-			map[string]any{"type": "button", "style": "danger", "text": map[string]any{"type": "plain_text", "text": "Deny"}, "url": p.DenyURL},
-		}})
-	}
-	return map[string]any{"text": slackEscape(text), "blocks": blocks}
-}
-
-// slackEscape escapes the three characters Slack's mrkdwn treats as markup,
-// so an agent's reason cannot inject links or mentions.
-func slackEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }

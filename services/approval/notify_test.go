@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
+	"github.com/agentjit/jit/services/approval/notify"
 	"github.com/stretchr/testify/require"
 )
 
@@ -91,7 +92,7 @@ func TestNotifications(t *testing.T) {
 	require.Equal(t, 3, ns["hook"].Attempts, "two failures, then delivered")
 	require.Equal(t, events.NotificationDelivered, ns["chat"].Outcome)
 	require.Equal(t, events.NotificationFailed, ns["down"].Outcome)
-	require.Equal(t, notifyAttempts, ns["down"].Attempts)
+	require.Equal(t, notify.Attempts, ns["down"].Attempts)
 	require.Equal(t, 503, ns["down"].HTTPStatus)
 	require.Equal(t, int64(2), s.Counters().Delivered.Load())
 	require.Equal(t, int64(1), s.Counters().Failed.Load())
@@ -131,14 +132,6 @@ func TestNotifications(t *testing.T) {
 	require.Len(t, h.listPending("dev-alice").Pending, 1)
 }
 
-func TestSlackEscapesAgentText(t *testing.T) {
-	p := slackPayload(WebhookPayload{Agent: "a", Reason: "<https://evil|click> <!channel>", Duration: "1m"})
-	b, err := json.Marshal(p)
-	require.NoError(t, err)
-	require.NotContains(t, string(b), "<!channel>")
-	require.Contains(t, string(b), `\u0026lt;!channel\u0026gt;`)
-}
-
 // A notification that finds the queue full is dropped, counted and audited
 // as failed; the request still waits.
 func TestDroppedNotificationIsAudited(t *testing.T) {
@@ -155,7 +148,7 @@ func TestDroppedNotificationIsAudited(t *testing.T) {
 	s := New(h.deps())
 	// No queue: a job is taken only by an idle worker (at most two), so at
 	// least one of the three notifications of the request is dropped.
-	s.notify.q = make(chan notifyJob)
+	s.notifier.SetQueue(0)
 	require.NoError(t, s.Start(context.Background()))
 	t.Cleanup(s.Stop)
 

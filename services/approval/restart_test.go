@@ -33,7 +33,7 @@ func TestRestartGrantsBacklogOnce(t *testing.T) {
 		h.requireOneGranted(id)
 		l, ok := h.lease(agentIntel, id)
 		require.True(t, ok)
-		require.Equal(t, broker.LeaseActive, l.State)
+		require.Equal(t, events.LeaseActive, l.State)
 	}
 	require.Len(t, h.audit("jit.granted.>"), 5+2)
 }
@@ -71,7 +71,7 @@ func TestStopMidFlowMakesNoDuplicates(t *testing.T) {
 		require.Equal(t, 1, counts[id], "jit.granted events for %s", id)
 		l, ok := h.lease(agentIntel, id)
 		require.True(t, ok)
-		require.Equal(t, broker.LeaseActive, l.State)
+		require.Equal(t, events.LeaseActive, l.State)
 		_, ok = h.grantKey(agentIntel, id)
 		require.True(t, ok)
 	}
@@ -96,7 +96,7 @@ func TestGrantResumesAfterCrash(t *testing.T) {
 		return g
 	}
 	announce := func(g events.Grant) {
-		_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
+		_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, events.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
 			events.WithRequestID(g.RequestID), events.WithGrantID(g.GrantID))
 		require.NoError(t, err)
 	}
@@ -110,12 +110,12 @@ func TestGrantResumesAfterCrash(t *testing.T) {
 	afterLease := approved(agentIntel, events.NewID("req"), time.Minute)
 	gLease := grantOf(afterLease)
 	announce(gLease)
-	put(h.env.Buckets.Leases, key(gLease), broker.Lease{Grant: gLease, State: broker.LeaseActive})
+	put(h.env.Buckets.Leases, key(gLease), events.Lease{Grant: gLease, State: events.LeaseActive})
 	// The grant was revoked (say by jitapi.done) before the redelivery.
 	revoked := approved(agentIntel, events.NewID("req"), time.Minute)
 	gRevoked := grantOf(revoked)
 	announce(gRevoked)
-	put(h.env.Buckets.Leases, key(gRevoked), broker.Lease{Grant: gRevoked, State: broker.LeaseRevoked})
+	put(h.env.Buckets.Leases, key(gRevoked), events.Lease{Grant: gRevoked, State: events.LeaseRevoked})
 
 	for _, dec := range []events.Decision{afterEvent, afterLease, revoked} {
 		h.emitPolicy(dec)
@@ -129,7 +129,7 @@ func TestGrantResumesAfterCrash(t *testing.T) {
 		require.True(t, c.g.GrantedAt.Equal(g.GrantedAt))
 		l, ok := h.lease(agentIntel, c.dec.RequestID)
 		require.True(t, ok)
-		require.Equal(t, broker.LeaseActive, l.State)
+		require.Equal(t, events.LeaseActive, l.State)
 		require.True(t, c.g.GrantedAt.Equal(l.Grant.GrantedAt), "the lease records the grant that was announced")
 		kv, _ := h.grantKey(agentIntel, c.dec.RequestID)
 		require.True(t, c.g.GrantedAt.Equal(kv.GrantedAt), "the key is the grant that was announced")
@@ -156,7 +156,7 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	// The dead instance announced the first grant (after its decision).
 	g := New(h.deps()).newGrant(announced, events.GrantIDFor(announced.RequestID))
 	g.GrantedAt = g.GrantedAt.Add(-time.Second)
-	_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, broker.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
+	_, _, err := broker.NewPublisher(h.env.JS, Name).Emit(ctx, events.GrantedEventID(g.GrantID), events.TypeGranted, g.Agent, g,
 		events.WithRequestID(g.RequestID), events.WithGrantID(g.GrantID))
 	require.NoError(t, err)
 
@@ -201,9 +201,9 @@ func TestRecordedAnswerIsPublishedAfterRestart(t *testing.T) {
 	answer.DecidedAt = time.Now().UTC()
 	answer.ApprovalDeadline = nil
 	rec := pendingRecord{
-		Pending:  broker.Pending{Decision: p, Deadline: time.Now().Add(time.Minute).UTC()},
+		Pending:  events.Pending{Decision: p, Deadline: time.Now().Add(time.Minute).UTC()},
 		Answer:   &answer,
-		AnswerID: broker.DecisionEventID(reqID, "human"),
+		AnswerID: events.DecisionEventID(reqID, "human"),
 	}
 	b, err := json.Marshal(rec)
 	require.NoError(t, err)

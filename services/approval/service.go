@@ -25,7 +25,9 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/failpoint"
 	"github.com/agentjit/jit/pkg/service"
+	"github.com/agentjit/jit/services/approval/notify"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -53,20 +55,22 @@ type Service struct {
 
 	pendingStream jetstream.Stream
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	decisions *broker.Consumer
-	timeouts  *broker.Consumer
+	ctx    context.Context
+	cancel context.CancelFunc
+	// consumers are the durable consumers Start began; Stop stops each
+	// and waits for its handlers.
+	consumers []*broker.Consumer
 	api       *service.API
 
-	// HTTP calls' gate (the NATS API has its own, in service.API).
+	// HTTP calls' gate (the NATS API has its own, in service.API), and
+	// the start guard.
 	mu       sync.Mutex
+	started  bool
 	stopping bool
 	inflight sync.WaitGroup
 	stopOnce sync.Once
 
-	notify   *notifier
-	counters NotifyCounters
+	notifier *notify.Notifier
 
 	// HTTP: the console and the JSON API.
 	httpListen string
@@ -92,12 +96,12 @@ func WithSessionClock(now func() time.Time) Option { return func(s *Service) { s
 // New returns the approval service on d. It does nothing until Start.
 func New(d service.Deps, opts ...Option) *Service {
 	s := &Service{
-		d:      d,
-		now:    d.Clock(),
-		log:    d.Log.With().Str("component", Name).Logger(),
-		pub:    broker.NewPublisher(d.JS, Name),
-		notify: newNotifier(),
+		d:   d,
+		now: d.Clock(),
+		log: d.Log.With().Str("component", Name).Logger(),
+		pub: broker.NewPublisher(d.JS, Name),
 	}
+	s.notifier = notify.New(notify.Options{Log: s.log, Publisher: s.pub, Now: s.now, Config: d.Config, ConsoleURL: s.consoleURL})
 	for _, o := range opts {
 		o(s)
 	}
@@ -196,7 +200,7 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		}
 		return s.denyExpired(ctx, dec, g, now)
 	}
-	e, err := events.New(broker.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
+	e, err := events.New(events.GrantedEventID(grantID), events.TypeGranted, s.pub.Source(), g.Agent, g,
 		events.WithRequestID(g.RequestID), events.WithGrantID(grantID))
 	if err != nil {
 		return err
@@ -212,6 +216,7 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 			return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
 		}
 	}
+	failpoint.Hit(failpoint.ApprovalAfterGranted)
 	return s.leaseAndKey(ctx, key, g)
 }
 
@@ -221,15 +226,15 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 // stream's leader is asked whether jit.granted was stored after the
 // decision (a kill between the announcement and the lease).
 func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d broker.Delivery) (done bool, err error) {
-	var lease broker.Lease
+	var lease events.Lease
 	switch _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); {
 	case err == nil:
 		return true, s.grantKey(ctx, key, lease)
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
+	case !errors.Is(err, broker.ErrNotFound):
 		return false, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	grantID := events.GrantIDFor(dec.RequestID)
-	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, broker.GrantedEventID(grantID))
+	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, events.GrantedEventID(grantID))
 	if err != nil || !found {
 		return false, err
 	}
@@ -245,29 +250,30 @@ func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d
 // A lease already there (another delivery, or a revocation that came
 // first) is read and finished instead.
 func (s *Service) leaseAndKey(ctx context.Context, key string, g events.Grant) error {
-	lease := broker.Lease{Grant: g, State: broker.LeaseActive}
+	lease := events.Lease{Grant: g, State: events.LeaseActive}
 	b, err := json.Marshal(lease)
 	if err != nil {
 		return fmt.Errorf("encode lease %s: %w", key, err)
 	}
 	if _, err := s.d.Buckets.Leases.Create(ctx, key, b); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return fmt.Errorf("create lease %s: %w", key, err)
 		}
 		if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
 			return fmt.Errorf("read lease %s: %w", key, err)
 		}
 	}
+	failpoint.Hit(failpoint.ApprovalAfterLease)
 	return s.grantKey(ctx, key, lease)
 }
 
 // grantKey writes the grant key of an active lease, once: never over a
 // revoked grant's tombstone or its expiry marker, and not once it has
 // expired (the revoker ends the lease).
-func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) error {
+func (s *Service) grantKey(ctx context.Context, key string, lease events.Lease) error {
 	log := zerolog.Ctx(ctx)
 	g := lease.Grant
-	if lease.State != broker.LeaseActive {
+	if lease.State != events.LeaseActive {
 		log.Info().Str("grant_id", g.GrantID).Str("state", lease.State).Msg("grant already ended; nothing to do")
 		return nil
 	}
@@ -282,7 +288,7 @@ func (s *Service) grantKey(ctx context.Context, key string, lease broker.Lease) 
 	if err != nil {
 		return fmt.Errorf("encode grant %s: %w", key, err)
 	}
-	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !isConflict(err) {
+	if _, err := broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, b, 0, broker.TTLFor(g.ExpiresAt, now)); err != nil && !errors.Is(err, broker.ErrConflict) {
 		return fmt.Errorf("create grant %s: %w", key, err)
 	}
 	log.Debug().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("granted")
@@ -296,7 +302,7 @@ func (s *Service) denyExpired(ctx context.Context, dec events.Decision, g events
 	reason := fmt.Sprintf("the approved grant would have ended at %s, before it could be announced (handled at %s); nothing was granted: ask again",
 		g.ExpiresAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
 	d := s.denial(dec, events.ModeExpiredBeforeGrant, reason)
-	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, events.ModeExpiredBeforeGrant), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(dec.RequestID, events.ModeExpiredBeforeGrant), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Warn().Str("grant_id", g.GrantID).Time("expires_at", g.ExpiresAt).Msg("approved decision handled after its grant would have expired; denied as expired_before_grant")
@@ -358,7 +364,7 @@ func (s *Service) denial(dec events.Decision, mode, reason string) events.Decisi
 
 func (s *Service) denySuspended(ctx context.Context, dec events.Decision, susp *events.Suspension) error {
 	d := s.denial(dec, events.ModeSuspended, suspendedReason(dec.Agent, susp))
-	if err := s.publishDecision(ctx, broker.DecisionEventID(dec.RequestID, "suspended"), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(dec.RequestID, "suspended"), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Msg("agent suspended; approved decision denied")
@@ -397,7 +403,7 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 		}
 		return s.timeOut(ctx, dec.Agent, dec.RequestID, &dec)
 	}
-	rec := pendingRecord{Pending: broker.Pending{Decision: dec, Deadline: deadline.UTC()}, Required: ar.required}
+	rec := pendingRecord{Pending: events.Pending{Decision: dec, Deadline: deadline.UTC()}, Required: ar.required}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode pending %s: %w", key, err)
@@ -408,7 +414,7 @@ func (s *Service) hold(ctx context.Context, dec events.Decision) error {
 		zerolog.Ctx(ctx).Info().Time("deadline", deadline).Int("approvals", ar.required).Msg("waiting for an approver")
 		s.notifyPending(rec, ar.notify)
 		return nil
-	case isConflict(err):
+	case errors.Is(err, broker.ErrConflict):
 		return nil // stored before (and maybe answered or timed out since)
 	default:
 		return fmt.Errorf("store pending %s: %w", key, err)
@@ -423,7 +429,7 @@ func (s *Service) timeOut(ctx context.Context, agent, requestID string, dec *eve
 		base = *dec
 	}
 	d := s.denial(base, events.ModeTimeout, "approval timed out")
-	if err := s.publishDecision(ctx, broker.DecisionEventID(requestID, "timeout"), d); err != nil {
+	if err := s.publishDecision(ctx, events.DecisionEventID(requestID, "timeout"), d); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("agent", agent).Str("request_id", requestID).Msg("approval timed out")
@@ -473,173 +479,236 @@ type answered struct {
 	Votes, Required int
 }
 
-// answerDetail is answer, saying what the answer did.
+// answerDetail is answer, saying what the answer did. It runs the steps
+// of an answer in order, each of which may end it: validate the input,
+// find the pending request, authorize the approver for it, vote (an
+// approval that waits for more approvers ends there), settle (record the
+// decision, then publish it).
 func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (answered, error) {
-	actor := approverActor(approver)
-	rej := events.Rejection{Actor: actor}
-	verb := "approve"
+	a := &answering{approver: approver, actor: approverActor(approver), in: in, outcome: outcome, verb: "approve"}
 	if outcome == events.OutcomeDenied {
-		verb = "deny"
+		a.verb = "deny"
 	}
-	if !events.ValidID(in.RequestID) {
-		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
-			"request_id %q is not a valid request id (1-64 letters, digits, '-' or '_')", truncate(in.RequestID, 80)), rej)
-	}
-	rej.RequestID = in.RequestID
-	if len(in.Comment) > MaxCommentLength {
-		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
-			"comment is %d bytes; the limit is %d", len(in.Comment), MaxCommentLength), rej)
-	}
-	comment := strings.TrimSpace(in.Comment)
-	if outcome == events.OutcomeDenied && comment == "" {
-		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeEmptyReason,
-			"a denial needs a comment saying why"), rej)
-	}
-
-	if outcome == events.OutcomeDenied && (len(in.Permissions) > 0 || in.Duration != "") {
-		return answered{}, s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
-			"permissions and duration narrow an approval; a denial takes neither"), rej)
-	}
-
-	entries, err := s.pendingEntries(ctx, "*."+in.RequestID)
-	if err != nil {
+	a.rej = events.Rejection{Actor: a.actor}
+	if err := s.validateAnswer(ctx, a); err != nil {
 		return answered{}, err
 	}
-	if len(entries) == 0 {
-		// Whether a request existed and how it ended is for approvers who
-		// could have answered one: someone holding no role that any rule
-		// asks for learns nothing about it.
-		if !s.mayAnswerAny(approver) {
-			return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-				"%s holds %s, and no rule asks an approver with any of these roles", approver.Name, rolesList(approver.Roles)), rej)
-		}
-		return answered{}, s.refuse(ctx, s.gone(ctx, in.RequestID), withCode(rej, events.CodeStale))
+	if err := s.findPending(ctx, a); err != nil {
+		return answered{}, err
 	}
-	e := entries[0]
-	p := e.rec.Decision
-	rej.Agent = p.Agent
-	result := broker.ActionResult{RequestID: p.RequestID, Agent: p.Agent, Outcome: outcome}
-	// The role comes first, so that an approver outside the rule's roles
-	// learns nothing of the request's state.
-	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
-		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"to %s request %s an approver needs %s; %s holds %s",
-			verb, p.RequestID, rolesNeeded(p.ApproverRoles), approver.Name, rolesList(approver.Roles)), rej)
+	if out, done, err := s.authorizeAnswer(ctx, a); done || err != nil {
+		return out, err
 	}
+	if out, done, err := s.vote(ctx, a); done || err != nil {
+		return out, err
+	}
+	return s.settle(ctx, a)
+}
 
-	if a := e.rec.Answer; a != nil {
+// answering is one answer in progress, as its steps fill it in.
+type answering struct {
+	approver *config.Approver
+	actor    events.Actor
+	in       broker.ApproveInput
+	outcome  string
+	verb     string // "approve" or "deny", for messages
+	comment  string
+	// rej names the request (and agent) in refusals as soon as known.
+	rej events.Rejection
+
+	e        pendingEntry    // the pending record, from findPending
+	p        events.Decision // its pending decision
+	result   broker.ActionResult
+	required int // approvals needed
+
+	// perms and ms are what this approver approves (narrowed or not).
+	perms []string
+	ms    int64
+}
+
+// validateAnswer checks the input alone: a valid request id, a bounded
+// comment, a comment on a denial, no narrowing on a denial.
+func (s *Service) validateAnswer(ctx context.Context, a *answering) error {
+	in := a.in
+	if !events.ValidID(in.RequestID) {
+		return s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"request_id %q is not a valid request id (1-64 letters, digits, '-' or '_')", truncate(in.RequestID, 80)), a.rej)
+	}
+	a.rej.RequestID = in.RequestID
+	if len(in.Comment) > MaxCommentLength {
+		return s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"comment is %d bytes; the limit is %d", len(in.Comment), MaxCommentLength), a.rej)
+	}
+	a.comment = strings.TrimSpace(in.Comment)
+	if a.outcome == events.OutcomeDenied && a.comment == "" {
+		return s.refuse(ctx, broker.Errorf(400, events.CodeEmptyReason,
+			"a denial needs a comment saying why"), a.rej)
+	}
+	if a.outcome == events.OutcomeDenied && (len(in.Permissions) > 0 || in.Duration != "") {
+		return s.refuse(ctx, broker.Errorf(400, events.CodeMalformed,
+			"permissions and duration narrow an approval; a denial takes neither"), a.rej)
+	}
+	return nil
+}
+
+// findPending reads the pending record of the request. A request that is
+// not pending is refused as gone, and only to an approver who could have
+// answered one: someone holding no role that any rule asks for learns
+// nothing about it.
+func (s *Service) findPending(ctx context.Context, a *answering) error {
+	entries, err := s.pendingEntries(ctx, "*."+a.in.RequestID)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		if !s.mayAnswerAny(a.approver) {
+			return s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+				"%s holds %s, and no rule asks an approver with any of these roles", a.approver.Name, rolesList(a.approver.Roles)), a.rej)
+		}
+		return s.refuse(ctx, s.gone(ctx, a.in.RequestID), withCode(a.rej, events.CodeStale))
+	}
+	a.e = entries[0]
+	a.p = a.e.rec.Decision
+	a.rej.Agent = a.p.Agent
+	a.result = broker.ActionResult{RequestID: a.p.RequestID, Agent: a.p.Agent, Outcome: a.outcome}
+	return nil
+}
+
+// authorizeAnswer checks that this approver may answer this request now:
+// the rule's role first (so that an approver outside it learns nothing of
+// the request's state), then that it is not answered yet (the same
+// approver's retry of its own answer finishes it instead: done), the
+// deadline, that the approver is neither the agent nor any agent, and the
+// rule's separation of duties. It sets the approvals required.
+func (s *Service) authorizeAnswer(ctx context.Context, a *answering) (answered, bool, error) {
+	p, approver := a.p, a.approver
+	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
+		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"to %s request %s an approver needs %s; %s holds %s",
+			a.verb, p.RequestID, rolesNeeded(p.ApproverRoles), approver.Name, rolesList(approver.Roles)), a.rej)
+	}
+	if prior := a.e.rec.Answer; prior != nil {
 		// Already answered; the answer may not be published yet (a failed
 		// publish or a crash). The same approver's retry finishes it.
-		if a.Mode == events.ModeHuman && a.DecidedBy.ID == approver.Name && a.Outcome == outcome {
-			if err := s.finish(ctx, e); err != nil {
-				return answered{}, err
+		if prior.Mode == events.ModeHuman && prior.DecidedBy.ID == approver.Name && prior.Outcome == a.outcome {
+			if err := s.finish(ctx, a.e); err != nil {
+				return answered{}, true, err
 			}
-			return answered{ActionResult: result, Permissions: a.Permissions, DurationMS: a.DurationMS}, nil
+			return answered{ActionResult: a.result, Permissions: prior.Permissions, DurationMS: prior.DurationMS}, true, nil
 		}
-		return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
-			"request %s was already decided (%s by %s); nothing changed", p.RequestID, a.Outcome, a.DecidedBy.ID), rej)
+		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
+			"request %s was already decided (%s by %s); nothing changed", p.RequestID, prior.Outcome, prior.DecidedBy.ID), a.rej)
 	}
-	if now := s.now(); !now.Before(e.rec.Deadline) {
-		return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
-			"approval window closed at %s: the request timed out unanswered", e.rec.Deadline.UTC().Format(time.RFC3339)), rej)
+	if now := s.now(); !now.Before(a.e.rec.Deadline) {
+		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
+			"approval window closed at %s: the request timed out unanswered", a.e.rec.Deadline.UTC().Format(time.RFC3339)), a.rej)
 	}
 	cfg := s.d.Config.Current()
 	if approver.Name == p.Agent {
-		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"%s may not answer its own request", approver.Name), rej)
+		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"%s may not answer its own request", approver.Name), a.rej)
 	}
 	if _, isAgent := cfg.Agent(approver.Name); isAgent {
-		return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-			"%s is an agent's identity; an agent can never approve", approver.Name), rej)
+		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			"%s is an agent's identity; an agent can never approve", approver.Name), a.rej)
 	}
 	ar := ruleOf(cfg, p.Rule)
 	if ar.separateOwner {
 		if ag, ok := cfg.Agent(p.Agent); ok && approver.Owns(ag.Owner) {
-			return answered{}, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 				"rule %s separates duties: %s owns agent %s (owner %s) and may not answer its requests; another approver must",
-				p.Rule, approver.Name, p.Agent, ag.Owner), rej)
+				p.Rule, approver.Name, p.Agent, ag.Owner), a.rej)
 		}
 	}
-	required := max(e.rec.Required, ar.required)
+	a.required = max(a.e.rec.Required, ar.required)
+	return answered{}, false, nil
+}
 
-	var perms []string
-	var ms int64
-	if outcome == events.OutcomeApproved {
-		var ae *broker.APIError
-		if perms, ms, ae = narrow(p, in); ae != nil {
-			return answered{}, s.refuse(ctx, ae, rej)
-		}
-		if v, ok := e.rec.votedBy(approver.Name); ok {
-			// A retry of a recorded vote: publish its event again (same id).
-			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
-				return answered{}, err
-			}
-			result.Outcome = events.OutcomePending
-			result.Message = fmt.Sprintf("%s already approved; %d of %d approvals, waiting for %d more distinct approvers",
-				approver.Name, len(e.rec.Votes), required, required-len(e.rec.Votes))
-			return answered{ActionResult: result, Permissions: v.Permissions, DurationMS: v.DurationMS,
-				Votes: len(e.rec.Votes), Required: required}, nil
-		}
-		susp, err := s.suspension(ctx, p.Agent)
-		if err != nil {
-			return answered{}, err
-		}
-		if susp != nil {
-			reason := suspendedReason(p.Agent, susp)
-			d := s.denial(p, events.ModeSuspended, reason)
-			if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "suspended")); err != nil {
-				if isConflict(err) {
-					return answered{}, s.conflict(ctx, p.RequestID, rej)
-				}
-				return answered{}, err
-			}
-			if err := s.finish(ctx, e); err != nil {
-				return answered{}, err
-			}
-			return answered{}, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
-				"cannot approve request %s: %s; the request is denied", p.RequestID, reason), rej)
-		}
+// vote handles an approval before it can settle the request: the
+// narrowing it asks for, a retry of a vote already recorded (its event
+// again: done), an agent suspended meanwhile (the request is denied:
+// done), and a vote that leaves the request waiting for more approvers
+// (recorded and announced: done). A denial passes through.
+func (s *Service) vote(ctx context.Context, a *answering) (answered, bool, error) {
+	if a.outcome != events.OutcomeApproved {
+		return answered{}, false, nil
 	}
-
-	if outcome == events.OutcomeApproved {
-		v := vote{Approver: actor, Comment: comment, Permissions: perms, DurationMS: ms, At: s.now().UTC()}
-		if len(e.rec.Votes)+1 < required {
-			if err := s.recordVote(ctx, &e, v); err != nil {
-				if isConflict(err) {
-					return answered{}, s.conflict(ctx, p.RequestID, rej)
-				}
-				return answered{}, err
-			}
-			if err := s.publishVote(ctx, p, v, len(e.rec.Votes), required); err != nil {
-				return answered{}, err
-			}
-			result.Outcome = events.OutcomePending
-			result.Message = fmt.Sprintf("approval %d of %d recorded; waiting for %d more distinct approvers",
-				len(e.rec.Votes), required, required-len(e.rec.Votes))
-			zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Int("votes", len(e.rec.Votes)).Int("required", required).Msg("approval recorded")
-			return answered{ActionResult: result, Permissions: v.Permissions, DurationMS: v.DurationMS,
-				Votes: len(e.rec.Votes), Required: required}, nil
-		}
-		e.rec.Votes = append(e.rec.Votes, v)
+	p, e := a.p, &a.e
+	var ae *broker.APIError
+	if a.perms, a.ms, ae = narrow(p, a.in); ae != nil {
+		return answered{}, true, s.refuse(ctx, ae, a.rej)
 	}
+	if v, ok := e.rec.votedBy(a.approver.Name); ok {
+		// A retry of a recorded vote: publish its event again (same id).
+		if err := s.publishVote(ctx, p, v, len(e.rec.Votes), a.required); err != nil {
+			return answered{}, true, err
+		}
+		a.result.Outcome = events.OutcomePending
+		a.result.Message = fmt.Sprintf("%s already approved; %d of %d approvals, waiting for %d more distinct approvers",
+			a.approver.Name, len(e.rec.Votes), a.required, a.required-len(e.rec.Votes))
+		return answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+			Votes: len(e.rec.Votes), Required: a.required}, true, nil
+	}
+	susp, err := s.suspension(ctx, p.Agent)
+	if err != nil {
+		return answered{}, true, err
+	}
+	if susp != nil {
+		reason := suspendedReason(p.Agent, susp)
+		d := s.denial(p, events.ModeSuspended, reason)
+		if err := s.record(ctx, e, d, events.DecisionEventID(p.RequestID, "suspended")); err != nil {
+			return answered{}, true, s.lostRace(ctx, a, err)
+		}
+		if err := s.finish(ctx, *e); err != nil {
+			return answered{}, true, err
+		}
+		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
+			"cannot approve request %s: %s; the request is denied", p.RequestID, reason), a.rej)
+	}
+	v := vote{Approver: a.actor, Comment: a.comment, Permissions: a.perms, DurationMS: a.ms, At: s.now().UTC()}
+	if len(e.rec.Votes)+1 < a.required {
+		if err := s.recordVote(ctx, e, v); err != nil {
+			return answered{}, true, s.lostRace(ctx, a, err)
+		}
+		if err := s.publishVote(ctx, p, v, len(e.rec.Votes), a.required); err != nil {
+			return answered{}, true, err
+		}
+		a.result.Outcome = events.OutcomePending
+		a.result.Message = fmt.Sprintf("approval %d of %d recorded; waiting for %d more distinct approvers",
+			len(e.rec.Votes), a.required, a.required-len(e.rec.Votes))
+		zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Int("votes", len(e.rec.Votes)).Int("required", a.required).Msg("approval recorded")
+		return answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+			Votes: len(e.rec.Votes), Required: a.required}, true, nil
+	}
+	e.rec.Votes = append(e.rec.Votes, v)
+	return answered{}, false, nil
+}
 
+// settle decides the request: the decision (a denial, or the approval of
+// what every approver approved) is recorded in the pending record by
+// compare-and-set (exactly one answer wins), then the last vote and the
+// decision are published and the record deleted. A crash between the
+// record and the publication is finished at the next start
+// (recoverAnswers).
+func (s *Service) settle(ctx context.Context, a *answering) (answered, error) {
+	p, e := a.p, &a.e
 	d := events.Decision{
 		RequestID:     p.RequestID,
 		Agent:         p.Agent,
-		Outcome:       outcome,
+		Outcome:       a.outcome,
 		Mode:          events.ModeHuman,
 		Rule:          p.Rule,
 		Permissions:   p.Permissions,
 		DurationMS:    p.DurationMS,
 		Risk:          p.Risk,
 		ApproverRoles: p.ApproverRoles,
-		Comment:       comment,
-		DecidedBy:     actor,
+		Comment:       a.comment,
+		DecidedBy:     a.actor,
 		DecidedAt:     s.now().UTC(),
 		Request:       p.Request,
 	}
-	if outcome == events.OutcomeDenied {
-		d.Reason = "denied by " + approver.Name + ": " + comment
+	if a.outcome == events.OutcomeDenied {
+		d.Reason = "denied by " + a.approver.Name + ": " + a.comment
 	} else {
 		d.Permissions, d.DurationMS = combine(e.rec.Votes)
 		d.Reason = "approved by " + approverNames(e.rec.Votes)
@@ -652,35 +721,42 @@ func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, i
 			d.Outcome = events.OutcomeDenied
 			d.Permissions, d.DurationMS = p.Permissions, p.DurationMS
 			d.Reason = "the approvers (" + approverNames(e.rec.Votes) + ") approved no permission in common"
-			result.Outcome = events.OutcomeDenied
+			a.result.Outcome = events.OutcomeDenied
 		}
 	}
-	if err := s.record(ctx, &e, d, broker.DecisionEventID(p.RequestID, "human")); err != nil {
-		if isConflict(err) {
-			return answered{}, s.conflict(ctx, p.RequestID, rej)
-		}
-		return answered{}, err
+	if err := s.record(ctx, e, d, events.DecisionEventID(p.RequestID, "human")); err != nil {
+		return answered{}, s.lostRace(ctx, a, err)
 	}
-	if outcome == events.OutcomeApproved {
-		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), required); err != nil {
+	failpoint.Hit(failpoint.ApprovalAfterAnswer)
+	if a.outcome == events.OutcomeApproved {
+		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), a.required); err != nil {
 			return answered{}, err
 		}
 	}
-	if err := s.finish(ctx, e); err != nil {
+	if err := s.finish(ctx, *e); err != nil {
 		return answered{}, err
 	}
 	if d.Outcome == events.OutcomeApproved {
-		result.Message = fmt.Sprintf("%s for %s, as grant %s", strings.Join(d.Permissions, ", "),
+		a.result.Message = fmt.Sprintf("%s for %s, as grant %s", strings.Join(d.Permissions, ", "),
 			events.FormatDuration(events.MSDuration(d.DurationMS)), events.GrantIDFor(p.RequestID))
 	}
 	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", d.Outcome).Msg("answered")
-	return answered{ActionResult: result, Permissions: d.Permissions, DurationMS: d.DurationMS,
-		Votes: len(e.rec.Votes), Required: required}, nil
+	return answered{ActionResult: a.result, Permissions: d.Permissions, DurationMS: d.DurationMS,
+		Votes: len(e.rec.Votes), Required: a.required}, nil
+}
+
+// lostRace turns a failed write of the pending record into the answer: a
+// lost compare-and-set means another answer (or the time-out) came first.
+func (s *Service) lostRace(ctx context.Context, a *answering, err error) error {
+	if errors.Is(err, broker.ErrConflict) {
+		return s.conflict(ctx, a.p.RequestID, a.rej)
+	}
+	return err
 }
 
 // recordVote adds v to the pending record by compare-and-set on the
 // revision read, keeping the key's TTL so the request still times out at
-// its deadline. A lost race returns a conflict (see isConflict).
+// its deadline. A lost race returns a conflict (broker.ErrConflict).
 func (s *Service) recordVote(ctx context.Context, e *pendingEntry, v vote) error {
 	rec := e.rec
 	rec.Votes = append(slices.Clone(rec.Votes), v)
@@ -733,7 +809,7 @@ func (s *Service) conflict(ctx context.Context, requestID string, rej events.Rej
 
 // record writes the answer d into the pending record by compare-and-set on
 // the revision read. The write has no TTL: an answered request cannot time
-// out. A lost race returns a conflict (see isConflict).
+// out. A lost race returns a conflict (broker.ErrConflict).
 func (s *Service) record(ctx context.Context, e *pendingEntry, d events.Decision, id string) error {
 	rec := e.rec
 	rec.Answer, rec.AnswerID = &d, id
@@ -756,7 +832,7 @@ func (s *Service) finish(ctx context.Context, e pendingEntry) error {
 		return err
 	}
 	err := s.d.Buckets.Pending.Delete(ctx, e.key, jetstream.LastRevision(e.rev))
-	if err != nil && !isConflict(err) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, broker.ErrConflict) && !errors.Is(err, broker.ErrNotFound) {
 		return fmt.Errorf("delete answered %s: %w", e.key, err)
 	}
 	return nil
@@ -788,19 +864,10 @@ func (s *Service) recoverAnswers(ctx context.Context) error {
 	return nil
 }
 
-// refuse puts a jit.rejected event (stage approval) on the audit stream for
-// an API refusal and returns ae. A failure to publish is logged: the caller
-// still gets its answer.
+// refuse records an API refusal at stage approval
+// (service.RecordRefusal) and returns ae, the answer.
 func (s *Service) refuse(ctx context.Context, ae *broker.APIError, r events.Rejection) error {
-	r.Stage = events.StageApproval
-	if r.Code == "" {
-		r.Code = ae.Code
-	}
-	r.Message = ae.Message
-	r.RejectedAt = s.now().UTC()
-	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		zerolog.Ctx(ctx).Error().Err(err).Str("code", r.Code).Msg("could not publish jit.rejected")
-	}
+	service.RecordRefusal(ctx, s.pub, s.now(), events.StageApproval, ae, r)
 	return ae
 }
 

@@ -18,7 +18,7 @@ const pendingStream = "KV_" + broker.BucketPending
 // pendingSubjectPrefix prefixes every key of the pending bucket on its stream.
 const pendingSubjectPrefix = "$KV." + broker.BucketPending + "."
 
-// pendingRecord is the value of a key in the pending bucket: broker.Pending
+// pendingRecord is the value of a key in the pending bucket: events.Pending
 // plus, once a human (or a suspension) has answered, the answer.
 //
 // Answering is three steps: write the answer into the record by
@@ -28,7 +28,7 @@ const pendingSubjectPrefix = "$KV." + broker.BucketPending + "."
 // Start publishes and deletes, so an answer is never lost between deleting
 // the key and publishing the decision.
 type pendingRecord struct {
-	broker.Pending
+	events.Pending
 	// Answer is the jit.decided data that ends the request.
 	Answer *events.Decision `json:"answer,omitempty"`
 	// AnswerID is the event id Answer is published with.
@@ -94,8 +94,8 @@ func (s *Service) pendingEntries(ctx context.Context, filter string) ([]pendingE
 // answer's delete marker or a time-out marker (ended).
 func (s *Service) everPending(ctx context.Context, key string) (pendingHistory, error) {
 	m, err := s.pendingStream.GetLastMsgForSubject(ctx, pendingSubjectPrefix+key)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	switch err = broker.MapError(err); {
+	case errors.Is(err, broker.ErrNotFound):
 		return neverPending, nil
 	case err != nil:
 		return neverPending, fmt.Errorf("read pending history of %s: %w", key, err)
@@ -115,13 +115,3 @@ const (
 	pendingLive                        // its last message is a live record
 	pendingEnded                       // deleted (answered) or expired (timed out)
 )
-
-// isConflict reports whether err is a lost compare-and-set on a key.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, broker.ErrConflict) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}

@@ -13,9 +13,9 @@ import (
 const DurableSuspensions = "approval-suspensions"
 
 // startSuspensions runs the consumer that releases a suspended agent's
-// waiting requests. It stops with the service's context.
+// waiting requests, until Stop.
 func (s *Service) startSuspensions() error {
-	return s.consumeUntilStopped(DurableSuspensions, events.TypeSuspended+".>", s.onSuspended)
+	return s.consume(DurableSuspensions, events.TypeSuspended+".>", s.onSuspended)
 }
 
 // onSuspended denies every request of the suspended agent that still waits
@@ -26,10 +26,7 @@ func (s *Service) startSuspensions() error {
 // races safely with approvers and the time-out; a redelivery finds the
 // records answered or gone and publishes nothing twice.
 func (s *Service) onSuspended(ctx context.Context, e events.Event, d broker.Delivery) error {
-	sus, err := events.DataAs[events.Suspension](e)
-	if err == nil && (!events.ValidID(sus.Agent) || broker.AgentOfSubject(d.Subject) != sus.Agent) {
-		err = fmt.Errorf("%w: a suspension of %q on %s", events.ErrInvalid, sus.Agent, d.Subject)
-	}
+	sus, err := broker.DataFor[events.Suspension](e, events.TypeSuspended, d.Subject)
 	if err != nil {
 		return s.pub.RejectInvalid(ctx, DurableSuspensions, events.StageEvent,
 			events.Actor{Kind: events.ActorSystem, ID: Name}, s.now(), d, err)
@@ -45,7 +42,7 @@ func (s *Service) onSuspended(ctx context.Context, e events.Event, d broker.Deli
 			dec := s.denial(pe.rec.Decision, events.ModeSuspended,
 				fmt.Sprintf("agent %s was suspended by guardrail %s before an approver answered", sus.Agent, sus.Rule))
 			dec.DecidedBy = sus.SuspendedBy
-			if err := s.record(ctx, pe, dec, broker.DecisionEventID(reqID, "suspended")); err != nil {
+			if err := s.record(ctx, pe, dec, events.DecisionEventID(reqID, "suspended")); err != nil {
 				return err // someone answered first: the next delivery sees that answer
 			}
 		}

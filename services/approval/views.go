@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -188,7 +187,7 @@ func (s *Service) recentRevocations(ctx context.Context) ([]RevocationView, erro
 	since := s.now().Add(-recentWindow)
 	out := []RevocationView{}
 	for _, b := range vals {
-		var l broker.Lease
+		var l events.Lease
 		if json.Unmarshal(b, &l) != nil || l.Revocation == nil || l.Revocation.RevokedAt.Before(since) {
 			continue
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -24,14 +23,15 @@ const withdrawWait = 30 * time.Second
 var errNotYet = errors.New("the withdrawn request is not decided yet; looking again later")
 
 // startWithdrawals runs the consumer that denies withdrawn pending
-// requests. It stops with the service's context.
+// requests, until Stop.
 func (s *Service) startWithdrawals() error {
-	return s.consumeUntilStopped(DurableWithdrawals, events.TypeWithdrawn+".>", s.onWithdrawn)
+	return s.consume(DurableWithdrawals, events.TypeWithdrawn+".>", s.onWithdrawn)
 }
 
-// consumeUntilStopped runs h on the audit stream's events matching filter
-// with the durable consumer durable, until the service's context ends.
-func (s *Service) consumeUntilStopped(durable, filter string, h broker.Handler) error {
+// consume runs h on the audit stream's events matching filter with the
+// durable consumer durable until Stop, which stops it and waits for its
+// handlers.
+func (s *Service) consume(durable, filter string, h broker.Handler) error {
 	c, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Durable:        durable,
 		FilterSubjects: []string{filter},
@@ -39,10 +39,7 @@ func (s *Service) consumeUntilStopped(durable, filter string, h broker.Handler) 
 	if err != nil {
 		return err
 	}
-	go func() {
-		<-s.ctx.Done()
-		c.Stop()
-	}()
+	s.consumers = append(s.consumers, c)
 	return nil
 }
 
@@ -73,7 +70,7 @@ func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Deli
 	if pe.rec.Answer == nil {
 		dec := s.denial(pe.rec.Decision, events.ModeWithdrawn, "withdrawn by "+w.Agent+" before an approver answered")
 		dec.DecidedBy = w.WithdrawnBy
-		if err := s.record(ctx, &pe, dec, broker.DecisionEventID(w.RequestID, "withdrawn")); err != nil {
+		if err := s.record(ctx, &pe, dec, events.DecisionEventID(w.RequestID, "withdrawn")); err != nil {
 			return err // a conflict: someone answered first; the next delivery sees the answer
 		}
 	}
@@ -102,7 +99,7 @@ func (s *Service) notPending(ctx context.Context, w events.Withdrawal, key strin
 	switch {
 	case err == nil:
 		return nil
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
+	case !errors.Is(err, broker.ErrNotFound):
 		return err
 	}
 	if s.now().Sub(w.WithdrawnAt) < withdrawWait {

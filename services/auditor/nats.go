@@ -99,10 +99,10 @@ func (a *Auditor) bind(ctx context.Context, next uint64) (jetstream.Consumer, er
 			return cons, nil
 		}
 		a.log.Info().Uint64("delivered", ci.Delivered.Stream).Uint64("next", next).Msg("repositioning the consumer at the last checkpoint")
-		if err := a.d.JS.DeleteConsumer(ctx, broker.AuditStream, a.o.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if err := broker.MapError(a.d.JS.DeleteConsumer(ctx, broker.AuditStream, a.o.Durable)); err != nil && !errors.Is(err, broker.ErrNotFound) {
 			return nil, fmt.Errorf("auditor: reset consumer: %w", err)
 		}
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+	case !errors.Is(broker.MapError(err), broker.ErrNotFound):
 		return nil, fmt.Errorf("auditor: consumer %s: %w", a.o.Durable, err)
 	}
 	cons, err = a.d.JS.CreateConsumer(ctx, broker.AuditStream, cfg)

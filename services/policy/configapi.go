@@ -12,23 +12,32 @@ import (
 	"github.com/agentjit/jit/pkg/service"
 )
 
-// APIConfigApply is the request-reply subject of jitctl config apply. The
-// approval service serves it: it authenticates the approver (an org-admin's
-// or security-admin's token) and forwards the call to the policy service
-// (broker.InternalConfigApply), which validates and applies the file.
+// APIConfigApply is broker.APIConfigApply, where every API subject is
+// declared. The approval service serves it: it authenticates the approver
+// (an org-admin's or security-admin's token) and forwards the call to the
+// policy service (broker.InternalConfigApply), which validates and applies
+// the file.
+//
+// Deprecated: use broker.APIConfigApply.
 const APIConfigApply = broker.APIConfigApply
 
 // MaxConfigBody bounds an APIConfigApply body.
+//
+// Deprecated: use broker.MaxConfigBody.
 const MaxConfigBody = broker.MaxConfigBody
 
 // ConfigRoles may apply a configuration.
 var ConfigRoles = []string{config.RoleOrgAdmin, config.RoleSecurityAdmin}
 
 // ConfigApplyInput is the body of an APIConfigApply call.
+//
+// Deprecated: use broker.ConfigApplyInput.
 type ConfigApplyInput = broker.ConfigApplyInput
 
 // ConfigApplyResult is the answer to an applied (or unchanged)
 // configuration.
+//
+// Deprecated: use broker.ConfigApplyResult.
 type ConfigApplyResult = broker.ConfigApplyResult
 
 // handleConfigApply serves broker.InternalConfigApply: the approval service

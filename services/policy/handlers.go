@@ -42,11 +42,8 @@ func decodeRequest(e events.Event, subject string) (events.Request, error) {
 	if err != nil {
 		return events.Request{}, err
 	}
-	if !events.ValidID(req.RequestID) {
-		return events.Request{}, fmt.Errorf("%w: request_id %q is not a valid id", events.ErrInvalid, req.RequestID)
-	}
-	if !events.ValidID(req.Agent) {
-		return events.Request{}, fmt.Errorf("%w: agent %q is not a valid id", events.ErrInvalid, req.Agent)
+	if err := req.Validate(); err != nil {
+		return events.Request{}, err
 	}
 	if subject != "" && broker.AgentOfSubject(subject) != req.Agent {
 		return events.Request{}, fmt.Errorf("%w: request for agent %s arrived on %s", events.ErrInvalid, req.Agent, subject)

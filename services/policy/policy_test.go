@@ -212,7 +212,7 @@ func TestMalformedRequestsAreRejected(t *testing.T) {
 		{badData, "jit.requested.market-intel", "market-intel", `unknown field "admin"`},
 		{wrongAgent, "jit.requested.market-intel", "market-intel", "request for agent svc-price-optimizer arrived on jit.requested.market-intel"},
 	} {
-		id := broker.RejectedEventID(Durable, tc.seq)
+		id := events.RejectedEventID(Durable, tc.seq)
 		r, ok := rejected[id]
 		require.True(t, ok, "rejection %s", id)
 		require.Equal(t, events.StageEvent, r.Stage)

@@ -21,7 +21,7 @@ import (
 const Durable = "policy"
 
 // DecisionHow is the "how" of the policy's decision event ids:
-// broker.DecisionEventID(requestID, DecisionHow) = "<request_id>/policy".
+// events.DecisionEventID(requestID, DecisionHow) = "<request_id>/policy".
 const DecisionHow = "policy"
 
 // Service is the policy service.
@@ -81,7 +81,7 @@ func (s *Service) decide(ctx context.Context, req events.Request, seq uint64, at
 	in := Input{Request: req, Now: now, Suspended: suspended,
 		History: s.hist.Counts(req.Agent, seq, at, cfg.RateLimit.Per.D())}
 	dec := Evaluate(cfg, in)
-	id := broker.DecisionEventID(req.RequestID, DecisionHow)
+	id := events.DecisionEventID(req.RequestID, DecisionHow)
 	_, decSeq, err := s.pub.Emit(ctx, id, events.TypeDecided, req.Agent, dec,
 		events.WithRequestID(req.RequestID), events.WithTime(now.UTC()))
 	if err != nil {

@@ -29,7 +29,7 @@ func (s *Service) handleWithdraw(ctx context.Context, c service.Call, in broker.
 }
 
 // Withdraw records that actor no longer waits for its request in.RequestID:
-// it publishes jit.withdrawn.<agent> with id broker.WithdrawnEventID, so a
+// it publishes jit.withdrawn.<agent> with id events.WithdrawnEventID, so a
 // retry is stored once. The approval service then denies the request if it
 // is pending and the revoker revokes a grant made from it (see
 // docs/events.md). Withdrawing a request that was denied, has ended or never
@@ -48,7 +48,7 @@ func (s *Service) Withdraw(ctx context.Context, actor events.Actor, in broker.Wi
 		return broker.ActionResult{}, err
 	}
 	w := events.Withdrawal{RequestID: in.RequestID, Agent: actor.ID, WithdrawnBy: actor, WithdrawnAt: s.now().UTC()}
-	if _, _, err := s.pub.Emit(ctx, broker.WithdrawnEventID(in.RequestID), events.TypeWithdrawn, actor.ID, w,
+	if _, _, err := s.pub.Emit(ctx, events.WithdrawnEventID(in.RequestID), events.TypeWithdrawn, actor.ID, w,
 		events.WithRequestID(in.RequestID)); err != nil {
 		return broker.ActionResult{}, fmt.Errorf("publish withdrawal of %s: %w", in.RequestID, err)
 	}

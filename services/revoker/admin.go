@@ -9,7 +9,6 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // RevokeRoles may end any grant at once (revocation reason "admin").
@@ -43,16 +42,16 @@ func (s *Service) adminRevoke(ctx context.Context, by events.Actor, in broker.Re
 	key := keys[0]
 	agent, _, _ := broker.SplitKey(key)
 	rej.Agent = agent
-	var lease broker.Lease
+	var lease events.Lease
 	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, broker.Errorf(404, events.CodeNotFound,
 				"no grant %s", in.GrantID), rej)
 		}
 		return broker.ActionResult{}, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	rej.RequestID = lease.Grant.RequestID
-	if lease.State != broker.LeaseActive {
+	if lease.State != events.LeaseActive {
 		return broker.ActionResult{}, s.refuse(ctx, events.StageRevoke, alreadyEnded(in.GrantID, lease), rej)
 	}
 	res, err := s.revoke(ctx, key, events.RevokedAdmin, by, strings.TrimSpace(in.Comment))
@@ -78,7 +77,7 @@ func (s *Service) aboutGrant(ctx context.Context, r *events.Rejection) {
 	if err != nil || len(keys) == 0 {
 		return
 	}
-	var lease broker.Lease
+	var lease events.Lease
 	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, keys[0], &lease); err != nil {
 		return
 	}

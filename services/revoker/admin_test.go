@@ -38,7 +38,7 @@ func TestAdminRevoke(t *testing.T) {
 		assert.Equal(t, events.RevokedAdmin, rs[0].Reason)
 		assert.Equal(t, "incident INC-9", rs[0].Detail)
 		assert.Equal(t, events.Actor{Kind: events.ActorApprover, ID: "bob", Roles: []string{config.RoleOrgAdmin}}, rs[0].RevokedBy)
-		assert.Equal(t, broker.LeaseRevoked, f.lease(t, key).State)
+		assert.Equal(t, events.LeaseRevoked, f.lease(t, key).State)
 
 		_, err = adminRevoke(t, f, "alice", broker.RevokeInput{GrantID: g.GrantID})
 		ae := apiErr(t, err)

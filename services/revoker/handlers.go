@@ -123,7 +123,7 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 		s.log.Warn().Str("key", key).Msg("ignoring a lease key that is not a grant key")
 		return
 	}
-	var l broker.Lease
+	var l events.Lease
 	if err := json.Unmarshal(e.Value(), &l); err != nil {
 		// Set aside: its grant still ends by the TTL marker (which records
 		// a new lease); the record is reported once.
@@ -134,21 +134,21 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 		}})
 		return
 	}
-	s.index.set(agent, key, l.State == broker.LeaseActive)
+	s.index.set(agent, key, l.State == events.LeaseActive)
 	switch l.State {
-	case broker.LeaseActive:
+	case events.LeaseActive:
 		s.sched.schedule(l.Grant.ExpiresAt, s.revokeJob(key))
 		if initial {
 			agents[agent] = struct{}{}
 		} else {
 			s.sched.enqueue(s.checkLeaseJob(key, agent))
 		}
-	case broker.LeaseRevoking:
+	case events.LeaseRevoking:
 		// Decided but maybe not published: finish it (a no-op if the
 		// revocation in flight finishes first).
 		s.sched.cancel(key)
 		s.sched.enqueue(s.revokeJob(key))
-	case broker.LeaseRevoked:
+	case events.LeaseRevoked:
 		s.sched.cancel(key)
 	default:
 		s.log.Error().Str("key", key).Str("state", l.State).Msg("lease has an unknown state")

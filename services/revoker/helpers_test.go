@@ -95,7 +95,7 @@ func (f *fixture) grant(t *testing.T, agent string, d time.Duration) (string, ev
 		Status:      events.GrantActive,
 	}
 	key := broker.GrantKey(agent, g.GrantID)
-	_, err := f.env.Buckets.Leases.Create(ctx(t), key, mustJSON(t, broker.Lease{Grant: g, State: broker.LeaseActive}))
+	_, err := f.env.Buckets.Leases.Create(ctx(t), key, mustJSON(t, events.Lease{Grant: g, State: events.LeaseActive}))
 	require.NoError(t, err)
 	// Like approval: write the grant key only if it never existed. The
 	// revoker may already have laid a tombstone there (a lease of a suspended
@@ -114,9 +114,9 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func (f *fixture) lease(t *testing.T, key string) broker.Lease {
+func (f *fixture) lease(t *testing.T, key string) events.Lease {
 	t.Helper()
-	var l broker.Lease
+	var l events.Lease
 	_, err := broker.GetJSON(ctx(t), f.env.Buckets.Leases, key, &l)
 	require.NoError(t, err)
 	return l
@@ -127,7 +127,7 @@ func (f *fixture) grantValue(t *testing.T, key string) (events.Grant, bool) {
 	t.Helper()
 	var g events.Grant
 	_, err := broker.GetJSON(ctx(t), f.env.Buckets.Grants, key, &g)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return g, false
 	}
 	require.NoError(t, err)
@@ -263,7 +263,7 @@ func (f *fixture) suspended(t *testing.T, agent string) (events.Suspension, bool
 	t.Helper()
 	var s events.Suspension
 	_, err := broker.GetJSON(ctx(t), f.env.Buckets.Suspensions, agent, &s)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return s, false
 	}
 	require.NoError(t, err)

@@ -18,7 +18,7 @@ const apiTimeout = 10 * time.Second
 
 // ErrStarted is returned by Start on a Service that was started before: a
 // stopped revoker is replaced by a new one (New), not restarted.
-var ErrStarted = errors.New("revoker already started")
+var ErrStarted = service.ErrStarted
 
 // Start runs the revoker: the lease watch (timers, restored from the ledger
 // first), the revoker-expiry and revoker-guardrail durable consumers, and the
@@ -33,7 +33,6 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.quit = make(chan struct{})
-	s.watchDone = make(chan struct{})
 	s.mu.Unlock()
 
 	s.sched.start(workers, s.runJob)
@@ -47,15 +46,13 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 func (s *Service) startParts(ctx context.Context) error {
-	w, err := s.d.Buckets.Leases.WatchAll(s.ctx)
+	leases, err := s.watchLeases()
 	if err != nil {
-		close(s.watchDone)
-		return fmt.Errorf("watch leases: %w", err)
+		return err
 	}
 	s.mu.Lock()
-	s.watcher = w
+	s.leases = leases
 	s.mu.Unlock()
-	go s.watchLeases(w)
 
 	expiry, err := broker.ConsumeRaw(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Stream:         "KV_" + broker.BucketGrants,
@@ -125,7 +122,7 @@ func (s *Service) Stop() {
 	}
 	s.stopped = true
 	close(s.quit)
-	api, consumers, w := s.api, s.consumers, s.watcher
+	api, consumers, leases := s.api, s.consumers, s.leases
 	s.mu.Unlock()
 
 	if api != nil {
@@ -134,76 +131,48 @@ func (s *Service) Stop() {
 	for _, c := range consumers {
 		c.Stop()
 	}
-	if w != nil {
-		_ = w.Stop()
+	if leases != nil {
+		leases.Stop()
 	}
-	<-s.watchDone
 	s.sched.stop()
 	s.cancel()
 	s.log.Info().Msg("revoker stopped")
 }
 
-// watchLeases feeds the leases bucket's entries to onLease until Stop. The
-// first pass is the ledger (restore), then live changes. If the watch ends
-// on its own (its subscription closed), it watches again: the replayed
-// entries only re-set the same timers.
-func (s *Service) watchLeases(w jetstream.KeyWatcher) {
-	defer close(s.watchDone)
-	for attempt := uint64(0); ; attempt++ {
-		s.index.reset()
-		initial, n := true, 0
-		agents := make(map[string]struct{})
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					s.index.markReady()
-					for a := range agents {
-						s.sched.enqueue(s.checkAgentJob(a))
-					}
-					agents = nil
-					s.log.Info().Int("leases", n).Int("timers", s.sched.pending()).Msg("restored the leases")
-				}
-				continue
-			}
+// watchLeases follows the leases bucket (broker.WatchBucket) and feeds its
+// entries to onLease until Stop. It returns once the ledger is restored:
+// every watch first replays the bucket (the timers are set again, and the
+// agents with active leases checked for a suspension), then live changes.
+// If the watch ends, it watches again: the replayed entries only re-set
+// the same timers.
+func (s *Service) watchLeases() (*broker.BucketWatch, error) {
+	var (
+		agents map[string]struct{}
+		n      int
+	)
+	w, err := broker.WatchBucket(s.ctx, s.d.Buckets.Leases, nil, broker.WatchHandler{
+		Begin: func() {
+			s.index.reset()
+			agents, n = make(map[string]struct{}), 0
+		},
+		Entry: func(e jetstream.KeyValueEntry, initial bool) {
 			if initial {
 				n++
 			}
 			s.onLease(e, initial, agents)
-		}
-		if s.isStopping() {
-			return
-		}
-		delay := broker.Backoff(attempt + 1)
-		s.log.Error().Dur("retry_in", delay).Msg("lease watch ended; watching again")
-		select {
-		case <-s.quit:
-			return
-		case <-time.After(delay):
-		}
-		nw, err := s.d.Buckets.Leases.WatchAll(s.ctx)
-		if err != nil {
-			s.log.Error().Err(err).Msg("watch leases")
-			w = broker.ClosedWatcher{}
-			continue
-		}
-		s.mu.Lock()
-		if s.stopped {
-			s.mu.Unlock()
-			_ = nw.Stop()
-			return
-		}
-		s.watcher = nw
-		s.mu.Unlock()
-		w = nw
+		},
+		Ready: func() {
+			s.index.markReady()
+			for a := range agents {
+				s.sched.enqueue(s.checkAgentJob(a))
+			}
+			agents = nil
+			s.log.Info().Int("leases", n).Int("timers", s.sched.pending()).Msg("restored the leases")
+		},
+		Lost: func() { s.log.Error().Msg("lease watch ended; watching again") },
+	}, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("watch leases: %w", err)
 	}
-}
-
-func (s *Service) isStopping() bool {
-	select {
-	case <-s.quit:
-		return true
-	default:
-		return false
-	}
+	return w, nil
 }

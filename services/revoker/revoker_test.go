@@ -39,7 +39,7 @@ func TestExpiry(t *testing.T) {
 			// Loose on purpose: -race on a busy machine is not a benchmark.
 			assert.Less(t, r.RevokedAt.Sub(c.g.ExpiresAt), time.Second, "revoked late")
 			t.Logf("revoked %v after expires_at", r.RevokedAt.Sub(c.g.ExpiresAt))
-			assert.Equal(t, broker.LeaseRevoked, f.lease(t, c.key).State)
+			assert.Equal(t, events.LeaseRevoked, f.lease(t, c.key).State)
 		})
 	}
 	// The TTL markers that follow find the grants revoked: no second event.
@@ -67,7 +67,7 @@ func TestKillAndRestart(t *testing.T) {
 		require.Len(t, rs, 1)
 		assert.Equal(t, g.GrantID, rs[0].GrantID)
 		assert.Equal(t, events.RevokedExpired, rs[0].Reason)
-		assert.Equal(t, broker.LeaseRevoked, f.lease(t, key).State)
+		assert.Equal(t, events.LeaseRevoked, f.lease(t, key).State)
 	})
 
 	t.Run("stopped with the lease revoking", func(t *testing.T) {
@@ -80,11 +80,11 @@ func TestKillAndRestart(t *testing.T) {
 			Reason: events.RevokedCompleted, RevokedBy: events.Actor{Kind: events.ActorAgent, ID: g.Agent},
 			RevokedAt: time.Now().UTC(), GrantedAt: g.GrantedAt, ExpiresAt: g.ExpiresAt,
 		}
-		_, err := f.env.Buckets.Leases.Put(ctx(t), key, mustJSON(t, broker.Lease{Grant: g, State: broker.LeaseRevoking, Revocation: &r}))
+		_, err := f.env.Buckets.Leases.Put(ctx(t), key, mustJSON(t, events.Lease{Grant: g, State: events.LeaseRevoking, Revocation: &r}))
 		require.NoError(t, err)
 
 		f.start(t)
-		require.Eventually(t, func() bool { return f.lease(t, key).State == broker.LeaseRevoked }, waitFor, tick)
+		require.Eventually(t, func() bool { return f.lease(t, key).State == events.LeaseRevoked }, waitFor, tick)
 		rs := revocations(t, f)
 		require.Len(t, rs, 1)
 		assert.Equal(t, events.RevokedCompleted, rs[0].Reason, "the recorded reason stands")
@@ -157,7 +157,7 @@ func TestDone(t *testing.T) {
 		assert.Equal(t, events.RevokedCompleted, rs[0].Reason)
 		assert.Equal(t, events.Actor{Kind: events.ActorAgent, ID: agentA}, rs[0].RevokedBy)
 		assert.True(t, rs[0].RevokedAt.Before(g.ExpiresAt))
-		assert.Equal(t, broker.LeaseRevoked, f.lease(t, key).State)
+		assert.Equal(t, events.LeaseRevoked, f.lease(t, key).State)
 
 		gv, ok := f.grantValue(t, key)
 		require.True(t, ok, "the tombstone stays until the grant's expiry")
@@ -255,12 +255,12 @@ func TestGuardrail(t *testing.T) {
 		assert.Equal(t, "price below floor", r.Detail)
 	}
 	for _, k := range []string{kA1, kA2} {
-		assert.Equal(t, broker.LeaseRevoked, f.lease(t, k).State)
+		assert.Equal(t, events.LeaseRevoked, f.lease(t, k).State)
 		gv, ok := f.grantValue(t, k)
 		require.True(t, ok)
 		assert.Equal(t, events.GrantRevoked, gv.Status)
 	}
-	assert.Equal(t, broker.LeaseActive, f.lease(t, kB).State, "the other agent is untouched")
+	assert.Equal(t, events.LeaseActive, f.lease(t, kB).State, "the other agent is untouched")
 	gv, _ := f.grantValue(t, kB)
 	assert.Equal(t, events.GrantActive, gv.Status)
 
@@ -367,7 +367,7 @@ func TestSuspendedAgentNewGrant(t *testing.T) {
 
 	t.Run("live", func(t *testing.T) {
 		key, g := f.grant(t, agentA, time.Minute)
-		require.Eventually(t, func() bool { return f.lease(t, key).State == broker.LeaseRevoked }, waitFor, tick)
+		require.Eventually(t, func() bool { return f.lease(t, key).State == events.LeaseRevoked }, waitFor, tick)
 		rs := revocationsOf(t, f, g.GrantID)
 		require.Len(t, rs, 1)
 		assert.Equal(t, events.RevokedGuardrail, rs[0].Reason)
@@ -388,7 +388,7 @@ func TestRestoreRevokesGrantsOfSuspendedAgents(t *testing.T) {
 	require.NoError(t, err)
 
 	f.start(t)
-	require.Eventually(t, func() bool { return f.lease(t, key).State == broker.LeaseRevoked }, waitFor, tick)
+	require.Eventually(t, func() bool { return f.lease(t, key).State == events.LeaseRevoked }, waitFor, tick)
 	rs := revocationsOf(t, f, g.GrantID)
 	require.Len(t, rs, 1)
 	assert.Equal(t, events.RevokedGuardrail, rs[0].Reason)
@@ -525,7 +525,7 @@ func TestExactlyOnce(t *testing.T) {
 		require.Len(t, rs, n)
 		for _, k := range keys {
 			l := f.lease(t, k)
-			assert.Equal(t, broker.LeaseRevoked, l.State)
+			assert.Equal(t, events.LeaseRevoked, l.State)
 			require.NotNil(t, l.Revocation)
 			// The stored event is the one the ledger recorded: first reason won.
 			for _, r := range rs {
@@ -551,7 +551,7 @@ func TestExactlyOnce(t *testing.T) {
 		require.Len(t, rs, 1)
 		assert.Equal(t, gid, rs[0].GrantID)
 		assert.Equal(t, events.RevokedExpired, rs[0].Reason)
-		assert.Equal(t, broker.LeaseRevoked, f.lease(t, key).State)
+		assert.Equal(t, events.LeaseRevoked, f.lease(t, key).State)
 		// Revoking it again changes nothing.
 		require.NoError(t, revoker.New(f.deps).Revoke(ctx(t), key, events.RevokedAdmin, events.Actor{Kind: events.ActorSystem, ID: "test"}, ""))
 		require.Len(t, revocations(t, f), 1)

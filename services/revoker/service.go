@@ -18,6 +18,7 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/failpoint"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -70,10 +71,9 @@ type Service struct {
 	quit   chan struct{} // closed when Stop begins
 
 	mu        sync.Mutex // guards the running parts below
-	watcher   jetstream.KeyWatcher
+	leases    *broker.BucketWatch
 	consumers []*broker.Consumer
 	api       *service.API
-	watchDone chan struct{}
 	stopped   bool
 }
 
@@ -94,7 +94,7 @@ func New(d service.Deps) *Service {
 // revokeResult tells a caller of revoke how the grant ended.
 type revokeResult struct {
 	// Lease is the lease as revoke left it (state revoked on success).
-	Lease broker.Lease
+	Lease events.Lease
 	// Already is true if the lease was revoked before this call: nothing was
 	// done and nothing published.
 	Already bool
@@ -125,14 +125,14 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 	defer s.locks.lock(key)()
 	for range maxCAS {
 		// 1. Read the lease.
-		var lease broker.Lease
+		var lease events.Lease
 		rev, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			// A grant whose ledger is gone (or never was): record the
 			// revocation first, so it can happen only once, then finish.
 			lease = orphanLease(agent, grantID, reason, by, detail, s.now())
 			rev, err = s.d.Buckets.Leases.Create(ctx, key, mustJSON(lease))
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if errors.Is(err, broker.ErrConflict) {
 				continue // the lease appeared meanwhile: revoke it normally
 			}
 			if err != nil {
@@ -145,16 +145,16 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 			return revokeResult{}, fmt.Errorf("read lease %s: %w", key, err)
 		}
 		switch {
-		case lease.State == broker.LeaseRevoked:
+		case lease.State == events.LeaseRevoked:
 			return revokeResult{Lease: lease, Already: true}, nil
-		case lease.State == broker.LeaseActive, lease.State == broker.LeaseRevoking && lease.Revocation == nil:
+		case lease.State == events.LeaseActive, lease.State == events.LeaseRevoking && lease.Revocation == nil:
 			// 2. Decide the revocation by compare-and-set: the first reason
 			// wins. A grant revoked for any reason but its expiry is also
 			// made a tombstone (step 3) at the same time, one round trip
 			// sooner: whichever revocation wins the lease, the grant ends,
 			// and a tombstone changes nothing for a grant that expires.
 			r := revocationOf(lease.Grant, reason, by, detail, s.now())
-			lease.State, lease.Revocation = broker.LeaseRevoking, &r
+			lease.State, lease.Revocation = events.LeaseRevoking, &r
 			var tomb chan error
 			if reason != events.RevokedExpired {
 				tomb = make(chan error, 1)
@@ -165,7 +165,7 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 			if tomb != nil {
 				terr = <-tomb
 			}
-			if isConflict(err) {
+			if errors.Is(err, broker.ErrConflict) {
 				continue
 			}
 			if err != nil {
@@ -175,8 +175,9 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 				// Revoking is recorded: a retry or a restart finishes it.
 				return revokeResult{}, terr
 			}
+			failpoint.Hit(failpoint.RevokerAfterRevoking)
 			return s.finish(ctx, key, lease, rev, true, tomb != nil)
-		case lease.State == broker.LeaseRevoking:
+		case lease.State == events.LeaseRevoking:
 			return s.finish(ctx, key, lease, rev, false, false)
 		default:
 			return revokeResult{}, fmt.Errorf("lease %s has unknown state %q", key, lease.State)
@@ -187,7 +188,7 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 
 // finish runs steps 3-5 for a lease in state revoking at revision rev;
 // tombstoned says step 3 is done already.
-func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, rev uint64, decided, tombstoned bool) (revokeResult, error) {
+func (s *Service) finish(ctx context.Context, key string, lease events.Lease, rev uint64, decided, tombstoned bool) (revokeResult, error) {
 	r := *lease.Revocation
 	// 3. Unless it expired, make the grant key a tombstone so checkers drop it
 	// at once and it cannot be created again.
@@ -197,28 +198,29 @@ func (s *Service) finish(ctx context.Context, key string, lease broker.Lease, re
 		}
 	}
 	// 4. Publish: same id and data on every attempt, so the stream keeps one.
-	_, _, err := s.pub.Emit(ctx, broker.RevokedEventID(r.GrantID), events.TypeRevoked, r.Agent, r,
+	_, _, err := s.pub.Emit(ctx, events.RevokedEventID(r.GrantID), events.TypeRevoked, r.Agent, r,
 		events.WithRequestID(r.RequestID), events.WithGrantID(r.GrantID), events.WithTime(r.RevokedAt))
 	if err != nil {
 		return revokeResult{}, err
 	}
+	failpoint.Hit(failpoint.RevokerAfterEvent)
 	// 5. Record that the event is out.
-	lease.State = broker.LeaseRevoked
+	lease.State = events.LeaseRevoked
 	for range maxCAS {
 		_, err = s.d.Buckets.Leases.Update(ctx, key, mustJSON(lease), rev)
 		if err == nil {
 			s.log.Debug().Str("key", key).Str("reason", r.Reason).Str("revoked_by", r.RevokedBy.String()).Msg("grant revoked")
 			return revokeResult{Lease: lease, Decided: decided}, nil
 		}
-		if !isConflict(err) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return revokeResult{}, fmt.Errorf("mark lease %s revoked: %w", key, err)
 		}
 		// Another replica moved it: done if it is revoked, else try again.
-		var cur broker.Lease
+		var cur events.Lease
 		if rev, err = broker.GetJSON(ctx, s.d.Buckets.Leases, key, &cur); err != nil {
 			return revokeResult{}, fmt.Errorf("read lease %s: %w", key, err)
 		}
-		if cur.State == broker.LeaseRevoked {
+		if cur.State == events.LeaseRevoked {
 			return revokeResult{Lease: cur, Decided: decided}, nil
 		}
 	}
@@ -234,14 +236,14 @@ func (s *Service) tombstone(ctx context.Context, key string, leased events.Grant
 	for range maxCAS {
 		now := s.now()
 		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			if !now.Before(leased.ExpiresAt) {
 				return nil // gone and over: nothing left to hide
 			}
 			g := leased
 			g.Status = events.GrantRevoked
 			_, err = kv.Create(ctx, key, mustJSON(g), jetstream.KeyTTL(broker.TTLFor(g.ExpiresAt, now)))
-			if isConflict(err) {
+			if errors.Is(err, broker.ErrConflict) {
 				continue
 			}
 			if err != nil {
@@ -262,7 +264,7 @@ func (s *Service) tombstone(ctx context.Context, key string, leased events.Grant
 		}
 		g.Status = events.GrantRevoked
 		_, err = broker.PutKeepTTL(ctx, s.d.JS, broker.BucketGrants, key, mustJSON(g), e.Revision(), broker.TTLFor(g.ExpiresAt, now))
-		if isConflict(err) {
+		if errors.Is(err, broker.ErrConflict) {
 			continue
 		}
 		return err
@@ -292,21 +294,10 @@ func revocationOf(g events.Grant, reason string, by events.Actor, detail string,
 
 // orphanLease is the ledger record written for a grant that has none: all
 // that is known is what its key says.
-func orphanLease(agent, grantID, reason string, by events.Actor, detail string, now time.Time) broker.Lease {
+func orphanLease(agent, grantID, reason string, by events.Actor, detail string, now time.Time) events.Lease {
 	g := events.Grant{GrantID: grantID, Agent: agent, Permissions: []string{}, Status: events.GrantRevoked}
 	r := revocationOf(g, reason, by, detail, now)
-	return broker.Lease{Grant: g, State: broker.LeaseRevoking, Revocation: &r}
-}
-
-// isConflict reports whether err is a lost compare-and-set, whichever way
-// the broker reports it (replicated streams use another error code).
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, broker.ErrConflict) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	return events.Lease{Grant: g, State: events.LeaseRevoking, Revocation: &r}
 }
 
 // mustJSON encodes the service's own record types, which always encode.
@@ -384,16 +375,16 @@ func (s *Service) done(ctx context.Context, c service.Call, in broker.DoneInput)
 	}
 	rej.Agent = agent
 	rej.Actor = events.Actor{Kind: events.ActorAgent, ID: agent}
-	var lease broker.Lease
+	var lease events.Lease
 	if _, err := broker.GetJSON(ctx, s.d.Buckets.Leases, key, &lease); err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, broker.Errorf(404, events.CodeNotFound,
 				"no grant %s", in.GrantID), rej)
 		}
 		return broker.ActionResult{}, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	rej.RequestID = lease.Grant.RequestID
-	if lease.State != broker.LeaseActive {
+	if lease.State != events.LeaseActive {
 		return broker.ActionResult{}, s.refuse(ctx, events.StageCompletion, alreadyEnded(in.GrantID, lease), rej)
 	}
 	res, err := s.revoke(ctx, key, events.RevokedCompleted, rej.Actor, "")
@@ -407,7 +398,7 @@ func (s *Service) done(ctx context.Context, c service.Call, in broker.DoneInput)
 	return broker.ActionResult{GrantID: in.GrantID, RequestID: lease.Grant.RequestID, Agent: agent, Outcome: "revoked"}, nil
 }
 
-func alreadyEnded(grantID string, l broker.Lease) *broker.APIError {
+func alreadyEnded(grantID string, l events.Lease) *broker.APIError {
 	reason := l.State
 	if l.Revocation != nil {
 		reason = l.Revocation.Reason
@@ -415,14 +406,9 @@ func alreadyEnded(grantID string, l broker.Lease) *broker.APIError {
 	return broker.Errorf(409, events.CodeConflict, "grant %s already ended (%s)", grantID, reason)
 }
 
-// refuse publishes a jit.rejected event for an API refusal at stage and
-// returns e, the answer. A failure to publish is logged: the caller still
-// gets its answer.
+// refuse records an API refusal at stage (service.RecordRefusal) and
+// returns e, the answer.
 func (s *Service) refuse(ctx context.Context, stage string, e *broker.APIError, r events.Rejection) error {
-	r.Stage, r.Code, r.Message = stage, e.Code, e.Message
-	r.RejectedAt = s.now().UTC()
-	if err := s.pub.Reject(ctx, events.NewID("rej"), r); err != nil {
-		s.log.Error().Err(err).Str("stage", stage).Str("code", e.Code).Msg("could not publish jit.rejected")
-	}
+	service.RecordRefusal(s.log.WithContext(ctx), s.pub, s.now(), stage, e, r)
 	return e
 }

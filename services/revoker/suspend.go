@@ -61,7 +61,7 @@ func (s *Service) suspend(ctx context.Context, eventID string, g events.Guardrai
 		data = stored
 	}
 	data.RevokedGrants = revoked
-	if _, _, err := s.pub.Emit(ctx, broker.SuspendedEventID(eventID), events.TypeSuspended, g.Agent, data,
+	if _, _, err := s.pub.Emit(ctx, events.SuspendedEventID(eventID), events.TypeSuspended, g.Agent, data,
 		events.WithTime(data.SuspendedAt)); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (s *Service) putSuspension(ctx context.Context, rec events.Suspension, log 
 		if err == nil {
 			return rec, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, broker.ErrConflict) {
 			return events.Suspension{}, fmt.Errorf("suspend %s: %w", rec.Agent, err)
 		}
 		var cur events.Suspension
@@ -87,7 +87,7 @@ func (s *Service) putSuspension(ctx context.Context, rec events.Suspension, log 
 		switch {
 		case err == nil:
 			return cur, nil
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, broker.ErrNotFound):
 			continue // reinstated meanwhile: suspend again
 		}
 		if _, gerr := kv.Get(ctx, rec.Agent); gerr == nil {
@@ -109,7 +109,7 @@ func (s *Service) suspension(ctx context.Context, agent string) (events.Suspensi
 	switch {
 	case err == nil:
 		return cur, rev, true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, broker.ErrNotFound):
 		return events.Suspension{}, 0, false, nil
 	}
 	// A record that does not decode still means suspended.
@@ -167,7 +167,7 @@ func (s *Service) revokeAgent(ctx context.Context, agent string, by events.Actor
 // duplicates.
 func (s *Service) leaseKeys(ctx context.Context, filter string) ([]string, error) {
 	kl, err := s.d.Buckets.Leases.ListKeysFiltered(ctx, filter)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
+	if errors.Is(err, broker.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
@@ -220,7 +220,7 @@ func (s *Service) reinstate(ctx context.Context, by events.Actor, in broker.Rein
 		return broker.ActionResult{}, err
 	}
 	if err := s.d.Buckets.Suspensions.Delete(ctx, in.Agent, jetstream.LastRevision(rev)); err != nil {
-		if isConflict(err) {
+		if errors.Is(err, broker.ErrConflict) {
 			return broker.ActionResult{}, s.refuse(ctx, events.StageReinstate, broker.Errorf(409, events.CodeConflict,
 				"the suspension of %s changed while reinstating it; look again", in.Agent), rej)
 		}

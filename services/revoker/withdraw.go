@@ -8,7 +8,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DurableWithdrawals is the revoker's durable consumer on jit.withdrawn.>.
@@ -49,7 +48,7 @@ func (s *Service) onWithdrawn(ctx context.Context, e events.Event, d broker.Deli
 	key := broker.GrantKey(w.Agent, events.GrantIDFor(w.RequestID))
 	_, err = s.d.Buckets.Leases.Get(ctx, key)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, broker.ErrNotFound):
 		if s.now().Sub(w.WithdrawnAt) < withdrawWait {
 			return errGrantNotYet
 		}

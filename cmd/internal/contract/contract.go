@@ -43,7 +43,8 @@ const ErrorSchema = "api-error"
 
 // APIConfigApply is the configuration endpoint: the approval service
 // authenticates the call and the policy service applies the file
-// (policy.APIConfigApply; not imported, to keep this package light).
+// (broker.APIConfigApply; not imported, to keep this package light: the
+// contract test checks that the two agree).
 const APIConfigApply = "jitapi.config.apply"
 
 // Endpoint names the request and reply schemas of a jitapi subject.

@@ -14,7 +14,6 @@ import (
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/agentjit/jit/services/policy"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 )
@@ -90,7 +89,7 @@ func TestEveryEventTypeHasASchema(t *testing.T) {
 	require.Len(t, contract.EventSchemas, len(events.AllTypes))
 	subjects := []string{broker.APIRequest, broker.APIPending, broker.APIApprove, broker.APIDeny, broker.APIDone,
 		broker.APIReinstate, broker.APIRevoke, broker.APIWithdraw, broker.APIEvents, broker.APIGrants, broker.APICheck,
-		policy.APIConfigApply}
+		broker.APIConfigApply}
 	require.Len(t, contract.Endpoints, len(subjects))
 	for _, s := range subjects {
 		ep, ok := contract.Endpoints[s]
@@ -119,7 +118,7 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		"api-withdraw-input": broker.WithdrawInput{}, "api-done-input": broker.DoneInput{}, "api-approve-input": broker.ApproveInput{},
 		"api-deny-input": broker.ApproveInput{}, "api-revoke-input": broker.RevokeInput{}, "api-reinstate-input": broker.ReinstateInput{},
 		"api-action-result": broker.ActionResult{}, "api-pending-list": broker.PendingList{},
-		"api-config-apply-input": policy.ConfigApplyInput{}, "api-config-apply-result": policy.ConfigApplyResult{},
+		"api-config-apply-input": broker.ConfigApplyInput{}, "api-config-apply-result": broker.ConfigApplyResult{},
 		"api-events-input": broker.EventsInput{}, "api-events-page": broker.EventsPage{},
 		"api-grants-input": broker.GrantsInput{}, "api-grants-list": broker.GrantsList{},
 		"api-check-input": broker.CheckInput{}, "api-check-result": broker.CheckResult{},

@@ -1,10 +1,12 @@
-package broker
+package events
 
 import (
+	"strconv"
 	"time"
-
-	"github.com/agentjit/jit/pkg/events"
 )
+
+// The domain records the services keep in KV buckets beside the events,
+// and the ids of events a retry may publish again.
 
 // Lease states in the leases bucket.
 const (
@@ -19,18 +21,18 @@ const (
 // grant's TTL, which is what makes exactly one jit.revoked per grant possible
 // after any crash.
 type Lease struct {
-	Grant events.Grant `json:"grant"`
-	State string       `json:"state"`
+	Grant Grant  `json:"grant"`
+	State string `json:"state"`
 	// Revocation is set from state revoking on: the first reason wins, and a
 	// republished event carries the same data.
-	Revocation *events.Revocation `json:"revocation,omitempty"`
+	Revocation *Revocation `json:"revocation,omitempty"`
 }
 
 // Pending is a request waiting for a human, key "<agent>.<request_id>" in
 // the pending bucket, with a per-key TTL of the approval window.
 type Pending struct {
-	Decision events.Decision `json:"decision"`
-	Deadline time.Time       `json:"deadline"`
+	Decision Decision  `json:"decision"`
+	Deadline time.Time `json:"deadline"`
 }
 
 // Event ids that a redelivery may publish again are derived, never random,
@@ -60,19 +62,12 @@ func SuspendedEventID(guardrailEventID string) string { return guardrailEventID 
 // The '/' keeps it out of the space of ids a client may choose (ValidID), so
 // no request id can collide with it in the de-duplication window.
 func RejectedEventID(durable string, seq uint64) string {
-	return "rej/" + durable + "/" + uitoa(seq)
+	return "rej/" + durable + "/" + strconv.FormatUint(seq, 10)
 }
 
-func uitoa(v uint64) string {
-	if v == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for v > 0 {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-	}
-	return string(b[i:])
+// RecordRejectedEventID is the id of the jit.rejected event that reports
+// the value of key at revision rev in bucket as undecodable: one event per
+// stored value, however often a start reads it.
+func RecordRejectedEventID(bucket, key string, rev uint64) string {
+	return "rej/" + bucket + "/" + key + "/" + strconv.FormatUint(rev, 10)
 }
