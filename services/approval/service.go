@@ -54,6 +54,9 @@ type Service struct {
 	pub *broker.Publisher
 
 	pendingStream jetstream.Stream
+	// finder answers "was this grant announced?" for redeliveries,
+	// reading each agent's jit.granted events once (broker.EventFinder).
+	finder broker.EventFinder
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -234,7 +237,7 @@ func (s *Service) resume(ctx context.Context, key string, dec events.Decision, d
 		return false, fmt.Errorf("read lease %s: %w", key, err)
 	}
 	grantID := events.GrantIDFor(dec.RequestID)
-	e, _, found, err := broker.FindEvent(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, events.GrantedEventID(grantID))
+	e, _, found, err := s.finder.Find(ctx, s.d.JS, events.Subject(events.TypeGranted, dec.Agent), d.StreamSeq, events.GrantedEventID(grantID))
 	if err != nil || !found {
 		return false, err
 	}

@@ -25,7 +25,7 @@ func (s *Service) Start(ctx context.Context) error {
 		// Works without, only slower to start: the whole window is read.
 		s.log.Warn().Err(err).Msg("no history snapshots")
 	} else {
-		s.hist.UseSnapshots(kv)
+		s.hist.UseSnapshots(broker.MapKV(kv))
 	}
 	if err := s.hist.Follow(ctx, s.d.JS, s.now(), s.log); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -124,7 +125,8 @@ func decodeAgent(b []byte) (uint64, *agentHistory, error) {
 }
 
 // UseSnapshots makes Follow start from the snapshot in kv (the bucket
-// jit_policy_history) and Save write there. Call it before Follow.
+// jit_policy_history, with the broker's errors: broker.MapKV) and Save
+// write there. Call it before Follow.
 func (h *History) UseSnapshots(kv jetstream.KeyValue) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -138,7 +140,7 @@ func (h *History) UseSnapshots(kv jetstream.KeyValue) {
 func (h *History) load(ctx context.Context, kv jetstream.KeyValue, now time.Time, streamLast uint64) (uint64, error) {
 	var meta snapshotMeta
 	switch e, err := kv.Get(ctx, snapshotMetaKey); {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, broker.ErrNotFound):
 		return 0, nil
 	case err != nil:
 		return 0, fmt.Errorf("history snapshot: %w", err)
@@ -241,7 +243,7 @@ func putForward(ctx context.Context, kv jetstream.KeyValue, key string, value []
 	for range 3 {
 		e, err := kv.Get(ctx, key)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, broker.ErrNotFound):
 			_, err = kv.Create(ctx, key, value)
 		case err != nil:
 		case throughOf(e.Value()) >= through:
@@ -252,10 +254,7 @@ func putForward(ctx context.Context, kv jetstream.KeyValue, key string, value []
 		if err == nil {
 			return nil
 		}
-		var apiErr *jetstream.APIError
-		conflict := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
-			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-		if !conflict {
+		if !errors.Is(err, broker.ErrConflict) {
 			return fmt.Errorf("history snapshot %s: %w", key, err)
 		}
 	}

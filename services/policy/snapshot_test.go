@@ -90,8 +90,7 @@ func requireSameCounts(t *testing.T, a, b *History, last uint64) {
 // the whole window.
 func TestHistoryRestoredFromSnapshot(t *testing.T) {
 	env := natstest.Setup(t)
-	kv, err := env.JS.KeyValue(t.Context(), broker.BucketPolicyHistory)
-	require.NoError(t, err)
+	kv := historyBucket(t, env)
 
 	last := publishHistory(t, env, 0, 60)
 	first := follow(t, env, kv, last)
@@ -122,8 +121,7 @@ func TestHistoryRestoredFromSnapshot(t *testing.T) {
 func TestSnapshotOnlyMovesForward(t *testing.T) {
 	env := natstest.Setup(t)
 	ctx := t.Context()
-	kv, err := env.JS.KeyValue(ctx, broker.BucketPolicyHistory)
-	require.NoError(t, err)
+	kv := historyBucket(t, env)
 	last := publishHistory(t, env, 0, 12)
 
 	h := follow(t, env, kv, last)
@@ -156,11 +154,10 @@ func TestSnapshotOnlyMovesForward(t *testing.T) {
 func TestSnapshotUnreadableIsReplayed(t *testing.T) {
 	env := natstest.Setup(t)
 	ctx := t.Context()
-	kv, err := env.JS.KeyValue(ctx, broker.BucketPolicyHistory)
-	require.NoError(t, err)
+	kv := historyBucket(t, env)
 	last := publishHistory(t, env, 0, 12)
 	require.NoError(t, follow(t, env, kv, last).Save(ctx, time.Now()))
-	_, err = kv.Put(ctx, snapshotAgentPrefix+"a02", []byte{snapshotVersion, 0xff})
+	_, err := kv.Put(ctx, snapshotAgentPrefix+"a02", []byte{snapshotVersion, 0xff})
 	require.NoError(t, err)
 	h := follow(t, env, kv, last)
 	require.Equal(t, last, h.Read())
@@ -209,8 +206,7 @@ func FuzzDecodeAgent(f *testing.F) {
 func TestServiceSavesHistoryOnStop(t *testing.T) {
 	env := natstest.Setup(t)
 	src := env.ApplyConfig(t, exampleYAML(t))
-	kv, err := env.JS.KeyValue(t.Context(), broker.BucketPolicyHistory)
-	require.NoError(t, err)
+	kv := historyBucket(t, env)
 	first := startPolicy(t, env, src)
 	for i := range 4 {
 		publishRequest(t, env, fmt.Sprintf("req-%d", i), "market-intel", 10*time.Minute, "data:write")
@@ -232,4 +228,11 @@ func TestServiceSavesHistoryOnStop(t *testing.T) {
 	require.Equal(t, uint64(2), second.History().Read(), "the probe and its decision only")
 	c := second.History().Counts("market-intel", last+3, time.Now().Add(time.Second), time.Hour)
 	require.Equal(t, 5, c.RequestsInRateWindow, "the requests before the restart count, and the probe")
+}
+
+func historyBucket(t *testing.T, env *natstest.Env) jetstream.KeyValue {
+	t.Helper()
+	kv, err := env.JS.KeyValue(t.Context(), broker.BucketPolicyHistory)
+	require.NoError(t, err)
+	return broker.MapKV(kv)
 }
