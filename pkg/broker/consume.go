@@ -88,6 +88,7 @@ type MalformedFunc func(ctx context.Context, d Delivery, err error) error
 // Consumer is a running consume loop.
 type Consumer struct {
 	cc  jetstream.ConsumeContext
+	nc  *nats.Conn
 	log zerolog.Logger
 
 	mu     sync.RWMutex // guards closed against the fetch callback's sends
@@ -97,7 +98,9 @@ type Consumer struct {
 }
 
 // Stop stops fetching new messages and waits for the handlers of the
-// messages already fetched (each is handled and acknowledged).
+// messages already fetched (each is handled and acknowledged). A message
+// the server sent after the fetching stopped is left unacknowledged: the
+// next instance takes it back at once (reclaim).
 func (c *Consumer) Stop() {
 	c.cc.Drain()
 	<-c.cc.Closed()
@@ -110,6 +113,11 @@ func (c *Consumer) Stop() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	// Acknowledgements are published without waiting: see them reach the
+	// server before Stop returns.
+	if c.nc != nil {
+		_ = c.nc.FlushTimeout(2 * time.Second)
+	}
 }
 
 // dispatch hands m to the worker of its order key. After Stop it drops m
@@ -183,7 +191,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		cfg.Workers = DefaultWorkers
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	c := &Consumer{log: log, queues: make([]chan jetstream.Msg, cfg.Workers)}
+	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers)}
 	for i := range c.queues {
 		q := make(chan jetstream.Msg, workerQueue)
 		c.queues[i] = q
