@@ -46,7 +46,9 @@ var AuditSubjects = []string{"jit.>", "guardrail.>"}
 // Options tune the topology for a deployment.
 type Options struct {
 	// Replicas for the stream and buckets (1 on a single server; 3 in
-	// production clusters).
+	// production clusters). Zero creates what is missing with one replica
+	// and keeps the replicas of what exists, so that a process started
+	// without --replicas never scales a cluster's stream down.
 	Replicas int
 	// DuplicateWindow is the audit stream's de-duplication window: a
 	// republished event with the same id within it is stored once.
@@ -78,9 +80,6 @@ var ErrTopologyDiffers = errors.New("the stream or bucket exists with another co
 // withDefaults fills o's zero fields from DefaultOptions.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	if o.Replicas == 0 {
-		o.Replicas = d.Replicas
-	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = d.DuplicateWindow
 	}
@@ -138,7 +137,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	case err == nil:
 		c := cur.CachedInfo().Config
 		audit.MaxAge, audit.MaxBytes, audit.MaxMsgs, audit.Discard = c.MaxAge, c.MaxBytes, c.MaxMsgs, c.Discard
-	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		if o.Replicas == 0 {
+			audit.Replicas = c.Replicas
+		}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		audit.Replicas = max(o.Replicas, 1)
+	default:
 		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
 	}
 	if o.AuditMaxAge > 0 {
@@ -164,6 +168,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: BucketSecrets, Description: "active JIT configuration with approvers' token hashes and notifiers' secrets: the approval service's alone", History: 10, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, b := range buckets {
+		if b.Replicas == 0 {
+			var err error
+			if b.Replicas, err = currentReplicas(ctx, js, "KV_"+b.Bucket); err != nil {
+				return err
+			}
+		}
 		if d, err := ensureBucket(ctx, js, b, o.Update); err != nil {
 			return err
 		} else if d != "" {
@@ -174,6 +184,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("%w: %s; jitd or jitctl creds provision updates them", ErrTopologyDiffers, strings.Join(differs, "; "))
 	}
 	return nil
+}
+
+// currentReplicas is the replicas of stream, or 1 if it does not exist.
+func currentReplicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	st, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ensure stream %s: %w", stream, err)
+	}
+	return max(st.CachedInfo().Config.Replicas, 1), nil
 }
 
 // ensureStream creates the stream of cfg if it is missing, or updates it
