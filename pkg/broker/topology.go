@@ -198,52 +198,51 @@ func currentReplicas(ctx context.Context, js jetstream.JetStream, stream string)
 	return max(st.CachedInfo().Config.Replicas, 1), nil
 }
 
-// ensureStream creates the stream of cfg if it is missing, or updates it
-// if update; otherwise it says how the existing one differs ("" if not).
+// ensureStream creates the stream of cfg if it is missing; if it exists and
+// differs, it updates it when update, or else says how it differs ("" if
+// not). An existing stream that does not differ is left alone: on a
+// cluster, every node starts at once, and concurrent updates of one stream
+// wait for each other until their requests time out.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (string, error) {
-	if update {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-		}
-		return "", nil
-	}
 	cur, err := js.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another service created it an instant ago.
-			if cur, err = js.Stream(ctx, cfg.Name); err != nil {
-				return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-			}
-			return streamDiff(cur.CachedInfo().Config, cfg), nil
-		}
-		if err != nil {
+			cur, err = js.Stream(ctx, cfg.Name)
+		} else if err != nil {
 			return "", fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		} else {
+			return "", nil
 		}
-		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
-	return streamDiff(cur.CachedInfo().Config, cfg), nil
+	c := cur.CachedInfo().Config
+	d := streamDiff(c, cfg)
+	if !update || (d == "" && c.Description == cfg.Description) {
+		return d, nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return "", fmt.Errorf("update stream %s: %w", cfg.Name, err)
+	}
+	return "", nil
 }
 
 // ensureBucket is ensureStream for a KV bucket.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, update bool) (string, error) {
-	if update {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
-		}
-		return "", nil
-	}
-	_, err := js.CreateKeyValue(ctx, cfg)
-	switch {
-	case err == nil:
-		return "", nil
-	case !errors.Is(err, jetstream.ErrBucketExists):
-		return "", fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-	}
 	cur, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			cur, err = js.Stream(ctx, "KV_"+cfg.Bucket)
+		} else if err != nil {
+			return "", fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
+		} else {
+			return "", nil
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
 	}
@@ -254,7 +253,14 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	if want.Replicas == 0 {
 		want.Replicas = 1
 	}
-	return streamDiff(c, want), nil
+	d := streamDiff(c, want)
+	if !update || (d == "" && c.Description == cfg.Description) {
+		return d, nil
+	}
+	if _, err := js.UpdateKeyValue(ctx, cfg); err != nil {
+		return "", fmt.Errorf("update bucket %s: %w", cfg.Bucket, err)
+	}
+	return "", nil
 }
 
 // streamDiff names the fields of cur that differ from want among those this
