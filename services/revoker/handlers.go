@@ -145,9 +145,18 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 		}
 	case broker.LeaseRevoking:
 		// Decided but maybe not published: finish it (a no-op if the
-		// revocation in flight finishes first).
+		// revocation in flight finishes first). Found at start, it was left
+		// by a revoker that stopped: at once. Seen change while running, it
+		// is most likely another replica's revocation in flight, which
+		// ends in revoked within milliseconds: take it over only if it has
+		// not after takeoverGrace, so that replicas do not race each
+		// other's every step (the event's id keeps it one either way).
 		s.sched.cancel(key)
-		s.sched.enqueue(s.revokeJob(key))
+		if initial {
+			s.sched.enqueue(s.revokeJob(key))
+		} else {
+			s.sched.schedule(s.now().Add(takeoverGrace), s.revokeJob(key))
+		}
 	case broker.LeaseRevoked:
 		s.sched.cancel(key)
 	default:

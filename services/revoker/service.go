@@ -40,6 +40,10 @@ const (
 	workers = 32
 	// jobTimeout bounds one attempt of a timer or check job.
 	jobTimeout = 10 * time.Second
+	// takeoverGrace is how long a revocation another replica decided may
+	// stay unfinished before this one finishes it: the bound on a dead
+	// replica's hand-over (docs/operations.md, "Replicas").
+	takeoverGrace = time.Second
 )
 
 // Named errors.
