@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
@@ -33,8 +35,38 @@ func main() {
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), service.AuditMaxAgeUsage)
 	fs.StringVar(&o.AuditKeyFile, "audit-key", os.Getenv("JIT_AUDIT_KEY"), "the auditor's Ed25519 signing key, made if missing (env JIT_AUDIT_KEY; default <data-dir>/keys/audit-ed25519.key)")
 	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", 0, "time between signed audit checkpoints (default 30s)")
+	fs.StringVar(&o.KeysDir, "keys-dir", os.Getenv("JIT_KEYS_DIR"), "signing keys and registry of principals (env JIT_KEYS_DIR; default <data-dir>/keys); the nodes of a cluster share one, or copies of one")
+	fs.StringVar(&o.ServerName, "server-name", envOr("JIT_SERVER_NAME", "jitd"), "the embedded server's name; each node of a cluster its own (env JIT_SERVER_NAME)")
+	fs.StringVar(&o.ClusterListen, "cluster-listen", os.Getenv("JIT_CLUSTER_LISTEN"), "host:port to accept routes from the other nodes of a NATS cluster (env JIT_CLUSTER_LISTEN; empty: a single node)")
+	fs.StringVar(&o.ClusterName, "cluster-name", envOr("JIT_CLUSTER_NAME", "jit"), "the cluster's name, the same on every node (env JIT_CLUSTER_NAME)")
+	routes := fs.String("routes", os.Getenv("JIT_ROUTES"), "the cluster's route addresses, comma separated (host:port or nats-route://host:port; env JIT_ROUTES)")
+	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets: 3 on a three-node cluster (env JIT_REPLICAS; 0: keep what exists, 1 when created)")
+	auditorOn := fs.Bool("auditor", true, "run the auditor here; in a cluster give it to exactly one node (--auditor) and --auditor=false to the others")
 	_ = fs.Parse(os.Args[1:])
 	var err error
+	if o.ClusterListen != "" {
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "auditor" })
+		if !given {
+			fmt.Fprintln(os.Stderr, "jitd: --cluster-listen: say where the auditor runs: --auditor on exactly one node, --auditor=false on the others")
+			os.Exit(2)
+		}
+	}
+	o.NoAuditor = !*auditorOn
+	o.Replicas = *replicas
+	if o.Replicas < 0 || o.Replicas > 5 {
+		fmt.Fprintf(os.Stderr, "jitd: --replicas %d: 1 to 5 (0 keeps what exists)\n", o.Replicas)
+		os.Exit(2)
+	}
+	for _, r := range strings.Split(*routes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			o.Routes = append(o.Routes, r)
+		}
+	}
+	if len(o.Routes) > 0 && o.ClusterListen == "" {
+		fmt.Fprintln(os.Stderr, "jitd: --routes needs --cluster-listen")
+		os.Exit(2)
+	}
 	if o.AuditMaxAge, err = service.ParseAge(*maxAge); err != nil {
 		fmt.Fprintf(os.Stderr, "jitd: --audit-max-age: %v\n", err)
 		os.Exit(2)
@@ -62,6 +94,13 @@ func main() {
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	app.Close()
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return n
+	}
+	return def
 }
 
 func envOr(k, def string) string {
