@@ -39,6 +39,10 @@ type Jitd struct {
 	PProf              bool
 	MemLimit           string // --memory-limit, if set
 	NoAuth             bool   // --insecure-no-auth
+	// Args are further flags, after the others (a cluster node's
+	// --server-name, --cluster-listen, --routes, --replicas, --keys-dir,
+	// --auditor; --sync-always).
+	Args []string
 
 	Cmd     *exec.Cmd
 	Started time.Time
@@ -50,6 +54,16 @@ type Jitd struct {
 	waits  map[string][]chan time.Time
 	lines  map[string]map[string]any // log message → its first line, decoded
 	counts map[string]int            // "level: message" → lines, warn and above
+}
+
+// ClusterArgs are the cluster flags of one jitd node: its name, its route
+// address, every node's route address, the keys directory every node
+// shares, --replicas 3, and whether it runs the auditor (one node does).
+// jitbench and jitchaos start their clusters with them, and a test checks
+// that deploy/docker-compose.yml gives its nodes the same.
+func ClusterArgs(name, listen string, routes []string, keysDir string, auditor bool) []string {
+	return []string{"--server-name", name, "--cluster-listen", listen, "--routes", strings.Join(routes, ","),
+		"--replicas", "3", "--keys-dir", keysDir, "--auditor=" + strconv.FormatBool(auditor)}
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -124,6 +138,7 @@ func (j *Jitd) Start(timeout time.Duration) error {
 	if j.NoAuth {
 		args = append(args, "--insecure-no-auth")
 	}
+	args = append(args, j.Args...)
 	cmd := exec.Command(j.Bin, args...)
 	logf, err := os.OpenFile(filepath.Join(j.DataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
