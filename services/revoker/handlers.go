@@ -222,7 +222,11 @@ func (s *Service) runJob(j job) {
 		return
 	}
 	j.attempt++
-	delay := broker.Backoff(j.attempt)
+	// A due revocation is asked again at least every retryMax: on a
+	// cluster, writes to a stream whose leader died fail at once until a
+	// new leader is elected (4-9 s), and a backoff grown to 10 s would
+	// leave the grant's event that much later than the election.
+	delay := min(broker.Backoff(j.attempt), retryMax)
 	s.log.Error().Err(err).Str("job", j.key).Uint64("attempt", j.attempt).Dur("retry_in", delay).Msg("could not revoke; will retry")
 	s.sched.schedule(s.now().Add(delay), j)
 }

@@ -38,8 +38,13 @@ const (
 	// workers revoke due grants in parallel; the per-grant lock keeps each
 	// grant's revocation serial.
 	workers = 32
-	// jobTimeout bounds one attempt of a timer or check job.
-	jobTimeout = 10 * time.Second
+	// jobTimeout bounds one attempt of a timer or check job. Short, so
+	// that an attempt sent to a stream whose leader just died (no answer
+	// until a new one is elected, 4-9 s on a cluster) is asked again soon
+	// after the election instead of waiting out a long deadline.
+	jobTimeout = 3 * time.Second
+	// retryMax is the longest wait before a failed job is tried again.
+	retryMax = time.Second
 	// takeoverGrace is how long a revocation another replica decided may
 	// stay unfinished before this one finishes it: the bound on a dead
 	// replica's hand-over (docs/operations.md, "Replicas").
