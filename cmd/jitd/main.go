@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -44,27 +45,10 @@ func main() {
 	auditorOn := fs.Bool("auditor", true, "run the auditor here; in a cluster give it to exactly one node (--auditor) and --auditor=false to the others")
 	_ = fs.Parse(os.Args[1:])
 	var err error
-	if o.ClusterListen != "" {
-		given := false
-		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "auditor" })
-		if !given {
-			fmt.Fprintln(os.Stderr, "jitd: --cluster-listen: say where the auditor runs: --auditor on exactly one node, --auditor=false on the others")
-			os.Exit(2)
-		}
-	}
-	o.NoAuditor = !*auditorOn
-	o.Replicas = *replicas
-	if o.Replicas < 0 || o.Replicas > 5 {
-		fmt.Fprintf(os.Stderr, "jitd: --replicas %d: 1 to 5 (0 keeps what exists)\n", o.Replicas)
-		os.Exit(2)
-	}
-	for _, r := range strings.Split(*routes, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			o.Routes = append(o.Routes, r)
-		}
-	}
-	if len(o.Routes) > 0 && o.ClusterListen == "" {
-		fmt.Fprintln(os.Stderr, "jitd: --routes needs --cluster-listen")
+	auditorGiven := false
+	fs.Visit(func(f *flag.Flag) { auditorGiven = auditorGiven || f.Name == "auditor" })
+	if err := clusterOptions(&o, *routes, *replicas, *auditorOn, auditorGiven); err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: %v\n", err)
 		os.Exit(2)
 	}
 	if o.AuditMaxAge, err = service.ParseAge(*maxAge); err != nil {
@@ -94,6 +78,28 @@ func main() {
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	app.Close()
+}
+
+// clusterOptions sets o's cluster fields from the flags: routes (comma
+// separated), replicas, and whether the auditor runs (auditorGiven: the
+// flag was on the command line, which a cluster node must say).
+func clusterOptions(o *allinone.Options, routes string, replicas int, auditor, auditorGiven bool) error {
+	if o.ClusterListen != "" && !auditorGiven {
+		return errors.New("--cluster-listen: say where the auditor runs: --auditor on exactly one node, --auditor=false on the others")
+	}
+	if replicas < 0 || replicas > 5 {
+		return fmt.Errorf("--replicas %d: 1 to 5 (0 keeps what exists)", replicas)
+	}
+	o.NoAuditor, o.Replicas, o.Routes = !auditor, replicas, nil
+	for _, r := range strings.Split(routes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			o.Routes = append(o.Routes, r)
+		}
+	}
+	if len(o.Routes) > 0 && o.ClusterListen == "" {
+		return errors.New("--routes needs --cluster-listen")
+	}
+	return nil
 }
 
 func envInt(k string, def int) int {
