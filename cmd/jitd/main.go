@@ -41,7 +41,7 @@ func main() {
 	fs.StringVar(&o.ClusterListen, "cluster-listen", os.Getenv("JIT_CLUSTER_LISTEN"), "host:port to accept routes from the other nodes of a NATS cluster (env JIT_CLUSTER_LISTEN; empty: a single node)")
 	fs.StringVar(&o.ClusterName, "cluster-name", envOr("JIT_CLUSTER_NAME", "jit"), "the cluster's name, the same on every node (env JIT_CLUSTER_NAME)")
 	routes := fs.String("routes", os.Getenv("JIT_ROUTES"), "the cluster's route addresses, comma separated (host:port or nats-route://host:port; env JIT_ROUTES)")
-	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets: 3 on a three-node cluster (env JIT_REPLICAS; 0: keep what exists, 1 when created)")
+	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets (env JIT_REPLICAS; default: 3 with --cluster-listen; on a single node 0, which keeps what exists and creates with 1)")
 	auditorOn := fs.Bool("auditor", true, "run the auditor here; in a cluster give it to exactly one node (--auditor) and --auditor=false to the others")
 	_ = fs.Parse(os.Args[1:])
 	var err error
@@ -89,6 +89,12 @@ func clusterOptions(o *allinone.Options, routes string, replicas int, auditor, a
 	}
 	if replicas < 0 || replicas > 5 {
 		return fmt.Errorf("--replicas %d: 1 to 5 (0 keeps what exists)", replicas)
+	}
+	if replicas == 0 && o.ClusterListen != "" {
+		// A cluster node's default: an acknowledged grant or revocation is
+		// on two of three nodes before it is acknowledged, so the loss of
+		// any one node loses none (operations.md, "Durability").
+		replicas = 3
 	}
 	o.NoAuditor, o.Replicas, o.Routes = !auditor, replicas, nil
 	for _, r := range strings.Split(routes, ",") {
