@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -120,50 +119,6 @@ func cleanup(o options, dir string) {
 	_ = os.RemoveAll(dir)
 }
 
-// clusterNodes are the jitd processes of a three-node cluster, node i's
-// data directory <dir>/n<i+1>, all with node 1's keys, --replicas 3, the
-// auditor on node 1 only: the flags of deploy/docker-compose.yml and of
-// the chaos run.
-func clusterNodes(o options, dir, cfgPath string) ([]*jitdproc.Jitd, error) {
-	routes := make([]string, 3)
-	for i := range routes {
-		a, err := jitdproc.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		routes[i] = a
-	}
-	keys := filepath.Join(dir, "n1", "keys")
-	var nodes []*jitdproc.Jitd
-	for i := range 3 {
-		nd := filepath.Join(dir, fmt.Sprintf("n%d", i+1))
-		if err := os.MkdirAll(nd, 0o700); err != nil {
-			return nil, err
-		}
-		j, err := jitdproc.New(o.jitd, nd, cfgPath, false, o.memLimit)
-		if err != nil {
-			return nil, err
-		}
-		j.NoAuth = o.noAuth
-		j.Args = jitdproc.ClusterArgs(fmt.Sprintf("n%d", i+1), routes[i], routes, keys, i == 0)
-		nodes = append(nodes, j)
-	}
-	return nodes, nil
-}
-
-// startAll starts the nodes at once (each waits for a JetStream quorum).
-func startAll(nodes []*jitdproc.Jitd, timeout time.Duration) error {
-	errs := make(chan error, len(nodes))
-	for _, n := range nodes {
-		go func() { errs <- n.Start(timeout) }()
-	}
-	var all []error
-	for range nodes {
-		all = append(all, <-errs)
-	}
-	return errors.Join(all...)
-}
-
 // runCluster measures the pipeline on three jitd nodes forming one NATS
 // cluster at three replicas, under cluster_: the broker's own figures at
 // R3, auto-approve round trips and grants per second with agents spread
@@ -178,13 +133,13 @@ func runCluster(ctx context.Context, o options, rep *report) error {
 		return err
 	}
 	defer cleanup(o, dir)
-	nodes, err := clusterNodes(o, dir, cfgPath)
+	nodes, err := jitdproc.NewCluster(o.jitd, dir, cfgPath, o.memLimit, o.noAuth)
 	if err != nil {
 		return err
 	}
 	logf("cluster: three jitd nodes at R3")
 	t0 := time.Now()
-	err = startAll(nodes, 60*time.Second)
+	err = jitdproc.StartAll(nodes, 60*time.Second)
 	defer func() {
 		for _, n := range nodes {
 			_ = n.Kill()

@@ -21,6 +21,9 @@ type fault struct {
 	// ready is when jitd serves again: "jitd running" logged by the
 	// restarted process, or the SIGCONT.
 	ready time.Time
+	// node and role, in a cluster round: which node the signal went to,
+	// and why it was that one (roleMeta, roleAudit).
+	node, role string
 }
 
 // plan orders the faults of a round: half the kills (rounded up), then the

@@ -98,9 +98,9 @@ func (s *singleNode) print(w io.Writer) {
 	}
 }
 
-// writeResults puts res under "single_node" in the JSON object at path,
-// keeping the file's other keys (another round, "cluster", writes them).
-func writeResults(path string, res *singleNode) error {
+// writeResults puts res under key ("single_node" or "cluster") in the JSON
+// object at path, keeping the file's other keys.
+func writeResults(path, key string, res *singleNode) error {
 	doc := map[string]json.RawMessage{}
 	switch b, err := os.ReadFile(path); {
 	case err == nil:
@@ -114,7 +114,7 @@ func writeResults(path string, res *singleNode) error {
 	if err != nil {
 		return err
 	}
-	doc["single_node"] = b
+	doc[key] = b
 	out, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err

@@ -56,6 +56,10 @@ type singleNode struct {
 // faultReport is one fault of the round.
 type faultReport struct {
 	Kind string `json:"kind"`
+	// Node and Role, in a cluster round: the node signalled, and what it
+	// led at that moment.
+	Node string `json:"node,omitempty"`
+	Role string `json:"role,omitempty"`
 	// AtS is when the signal was sent, in seconds after the load started.
 	AtS float64 `json:"at_s"`
 	// ReadyAfterMS is from the signal to jitd serving again ("jitd
@@ -89,6 +93,8 @@ type roundConfig struct {
 	GrantDurations  []string `json:"grant_durations"`
 	OutcomeTimeoutS float64  `json:"outcome_timeout_s"`
 	Quick           bool     `json:"quick"`
+	// Nodes is 3 in a cluster round (jitdproc.ClusterArgs), else 1.
+	Nodes int `json:"nodes"`
 }
 
 // maxExamples bounds the ids listed per count in "examples".
@@ -311,7 +317,7 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 	// (sent before it, no outcome stored before it) and when the last of
 	// them got its outcome stored, counted from jitd serving again.
 	for _, f := range faults {
-		fr := faultReport{Kind: f.kind, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
+		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
 		for id, r := range sent {
 			if !r.firstSent.Before(f.at) {
 				continue

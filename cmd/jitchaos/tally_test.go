@@ -173,3 +173,16 @@ func TestTallyStoredLateByStop(t *testing.T) {
 	require.Equal(t, 1, res.GrantedAfterEnd)
 	require.Zero(t, res.GrantedStoredLateByStop)
 }
+
+func TestClusterPlan(t *testing.T) {
+	kinds := func(fs []fault) (out []string) {
+		for _, f := range fs {
+			out = append(out, f.kind+" "+f.role)
+		}
+		return out
+	}
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader", "kill audit_leader"}, kinds(clusterPlan(2, 1)))
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader"}, kinds(clusterPlan(1, 1)))
+	require.Equal(t, []string{"kill meta_leader", "kill audit_leader", "kill meta_leader"}, kinds(clusterPlan(3, 0)))
+	require.Empty(t, clusterPlan(0, 0))
+}
