@@ -61,6 +61,8 @@ func TestTallyClean(t *testing.T) {
 	require.Equal(t, 5.0, res.GrantWaitMSMax, "first send to jit.granted stored")
 	require.Equal(t, 1995.0, res.GrantLeftMSMin, "expires_at less the stored time")
 	require.Equal(t, 10.0, res.ClientOutcomeLagMSMax, "stored to seen by the agent")
+	require.Equal(t, 100.0, res.ExpiryLagP99MS, "jit.revoked stored less expires_at")
+	require.Equal(t, 100.0, res.ExpiryLagMaxMS)
 }
 
 // Each case breaks one promise, and exactly its count says so.
