@@ -110,6 +110,9 @@ func (l *leaders) name(role string) (string, error) {
 	}
 }
 
+// maxStarts bounds the starts of a killed node.
+const maxStarts = 5
+
 // clusterPlan orders a cluster round's faults: SIGKILL the meta leader,
 // SIGSTOP the audit stream's leader, SIGKILL the audit stream's leader;
 // then again from the start for more kills and stops.
@@ -162,10 +165,21 @@ func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time
 			f.at = time.Now()
 			_ = d.Kill()
 			time.Sleep(time.Until(f.at.Add(p.down)))
-			d.Reset()
 			d.Config = ""
-			if err := d.Start(2 * time.Minute); err != nil {
-				return done, fmt.Errorf("restart %s after SIGKILL: %w", f.node, err)
+			// As a supervisor would (restart: unless-stopped): a node
+			// started while the others still elect the leaders of what it
+			// led can give up at start (a read of the audit stream times
+			// out) and exit 2.
+			for f.starts = 1; ; f.starts++ {
+				d.Reset()
+				err := d.Start(2 * time.Minute)
+				if err == nil {
+					break
+				}
+				if f.starts == maxStarts {
+					return done, fmt.Errorf("restart %s after SIGKILL, %d attempts: %w", f.node, f.starts, err)
+				}
+				logf("%s exited at start (%v); starting it again", f.node, err)
 			}
 			f.ready = d.SeenAt(jitdproc.MsgRunning)
 			logf("%s running again %s after the kill", f.node, f.ready.Sub(f.at).Round(time.Millisecond))

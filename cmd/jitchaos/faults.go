@@ -24,6 +24,9 @@ type fault struct {
 	// node and role, in a cluster round: which node the signal went to,
 	// and why it was that one (roleMeta, roleAudit).
 	node, role string
+	// starts is how many times a killed cluster node was started before it
+	// ran again (1: at once).
+	starts int
 }
 
 // plan orders the faults of a round: half the kills (rounded up), then the
