@@ -45,6 +45,9 @@ const (
 	jobTimeout = 3 * time.Second
 	// retryMax is the longest wait before a failed job is tried again.
 	retryMax = time.Second
+	// leaseGrace is how long done looks for the lease of a grant it cannot
+	// find before it answers 404.
+	leaseGrace = time.Second
 	// takeoverGrace is how long a revocation another replica decided may
 	// stay unfinished before this one finishes it: the bound on a dead
 	// replica's hand-over (docs/operations.md, "Replicas").
@@ -373,6 +376,18 @@ func (s *Service) done(ctx context.Context, c service.Call, in broker.DoneInput)
 			"grant_id %q is not a valid id (1-64 letters, digits, '-' or '_')", in.GrantID), rej)
 	}
 	keys, err := s.leaseKeys(ctx, "*."+in.GrantID)
+	// A grant is announced before its lease is written (architecture.md,
+	// "Announced before usable"): an agent that ends it the moment it is
+	// granted can arrive first, the more so on a cluster, where each write
+	// waits for a quorum. Look again for a moment before answering 404.
+	for deadline := time.Now().Add(leaseGrace); err == nil && len(keys) == 0 && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return broker.ActionResult{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		keys, err = s.leaseKeys(ctx, "*."+in.GrantID)
+	}
 	if err != nil {
 		return broker.ActionResult{}, err
 	}

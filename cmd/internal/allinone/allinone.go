@@ -396,11 +396,36 @@ func (a *App) provision(ctx context.Context, d service.Deps) error {
 		return err
 	}
 	for _, pi := range principals {
-		if err := broker.EnsureAuditDurable(ctx, d.JS, pi.Principal.AuditDurable()); err != nil {
+		if err := retryStart(ctx, a.log, func(ctx context.Context) error {
+			return broker.EnsureAuditDurable(ctx, d.JS, pi.Principal.AuditDurable())
+		}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// retryStart runs fn, with 2 s for each attempt, until it succeeds or 30 s
+// have passed. On a cluster whose nodes start together, or a node that
+// rejoins while the others elect the leaders of what it led, a JetStream
+// request can go unanswered for seconds: a start should wait it out, not
+// exit.
+func retryStart(ctx context.Context, log zerolog.Logger, fn func(context.Context) error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn().Err(err).Msg("waiting for JetStream")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // NATSURL is the embedded server's client URL.
