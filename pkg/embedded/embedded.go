@@ -165,6 +165,9 @@ func clusterOptions(opts *server.Options, c Cluster) error {
 	}
 	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port,
 		Username: c.Username, Password: c.Password}
+	// Stop (lame-duck mode) hands the leaderships over, then closes the
+	// clients left within these, not NATS's default two minutes.
+	opts.LameDuckDuration, opts.LameDuckGracePeriod = 3*time.Second, time.Second
 	for _, r := range c.Routes {
 		r = strings.TrimSpace(r)
 		if r == "" {
@@ -183,6 +186,20 @@ func clusterOptions(opts *server.Options, c Cluster) error {
 		opts.Routes = append(opts.Routes, u)
 	}
 	return nil
+}
+
+// Stop shuts s down. A cluster node first hands the leaderships of the
+// streams, consumers and meta group it holds to other nodes (NATS's
+// lame-duck mode: about a second), so that they take writes again without
+// waiting out an election (4-9 s), then closes the clients still connected
+// over a few seconds. A standalone server shuts down at once. Stop returns
+// when the server has.
+func Stop(s *server.Server) {
+	if s.ClusterAddr() != nil {
+		s.LameDuckShutdown()
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
 }
 
 // fatalLog keeps the embedded server quiet except for its first fatal

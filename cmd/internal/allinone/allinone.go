@@ -459,8 +459,7 @@ func (a *App) Close() {
 		a.sys = nil
 	}
 	if a.server != nil {
-		a.server.Shutdown()
-		a.server.WaitForShutdown()
+		embedded.Stop(a.server)
 		a.server = nil
 	}
 }

@@ -189,6 +189,7 @@ func TestClusterOfThreeJitdSurvivesANode(t *testing.T) {
 		return false
 	}, 10*time.Second, 50*time.Millisecond)
 	c.apps[lead].Close()
+	closed := time.Now()
 	t.Logf("closed n%d %s", lead+1, time.Since(t0))
 	var others []int
 	for i := range c.apps {
@@ -197,6 +198,17 @@ func TestClusterOfThreeJitdSurvivesANode(t *testing.T) {
 		}
 	}
 	js = c.admin(t, others...)
+	// A stopped node hands its leaderships over (lame-duck mode): the audit
+	// stream has a leader again without waiting out an election (4-9 s).
+	require.Eventually(t, func() bool {
+		st, err := js.Stream(ctx, broker.AuditStream)
+		return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != "" &&
+			st.CachedInfo().Cluster.Leader != fmt.Sprintf("n%d", lead+1)
+	}, 10*time.Second, 20*time.Millisecond)
+	// An election would need at least 3 s after the shutdown (a 4 s
+	// minimum time-out from the last heartbeat, sent every second).
+	t.Logf("the audit stream led again %s after the node was closed", time.Since(closed))
+	require.Less(t, time.Since(closed), 2*time.Second, "handed over, not elected after a time-out")
 	cl, err := sdk.New(c.connect(t, file, others...), agent)
 	require.NoError(t, err)
 	// A decision the lost node held comes again only after the consumers'
