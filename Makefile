@@ -16,7 +16,7 @@ TEST_TIMEOUT ?= 15m
 # Test artifacts (the console test's screenshots) are kept here.
 TEST_OUTPUT ?= $(CURDIR)/test-output
 
-.PHONY: all build run test bench bench-go chaos demo vet fmt clean
+.PHONY: all build run test bench bench-go chaos chaos-cluster demo vet fmt clean
 
 all: build
 
@@ -61,6 +61,14 @@ chaos:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/jitd ./cmd/jitchaos
 	$(BIN)/jitchaos --jitd $(BIN)/jitd --out chaos/results.json $(CHAOS_FLAGS)
+
+## chaos-cluster: the same round against three jitd nodes at R3 (issue 11):
+## SIGKILL the JetStream meta leader, SIGSTOP and SIGKILL the audit
+## stream's leader, under load; counts under cluster in chaos/results.json
+chaos-cluster:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/jitd ./cmd/jitchaos
+	$(BIN)/jitchaos --jitd $(BIN)/jitd --cluster --out chaos/results.json $(CHAOS_FLAGS)
 
 ## bench-go: the Go micro-benchmarks of every module
 bench-go:

@@ -16,7 +16,7 @@ import (
 
 // TestDistributed runs the five service binaries as separate processes
 // against a standalone nats-server process (built from the Go module), as
-// deploy/docker-compose.yml does, each with its own credential from
+// deploy/docker-compose.distributed.yml does, each with its own credential from
 // jitctl creds init, and kills each service with SIGKILL at an awkward
 // moment to show that it resumes from its durable consumer and finishes the
 // work exactly once.

@@ -334,7 +334,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 }
 
 // external is a deployment of the service binaries on a standalone
-// nats-server, with credentials, as deploy/docker-compose.yml runs it.
+// nats-server, with credentials, as deploy/docker-compose.distributed.yml runs it.
 type external struct {
 	url, dir string
 	server   *proc

@@ -31,6 +31,9 @@ type client struct {
 	// creds is the credentials directory (jitd's <data-dir>/creds); empty
 	// without authentication, when every call goes out on nc.
 	creds string
+	// agentURL is where agents connect: nc's server, or the URLs of every
+	// node of a cluster (each agent's connection picks one at random).
+	agentURL string
 
 	agentsMu sync.Mutex
 	agents   map[string]*nats.Conn // an agent's own connection, for its requests
@@ -128,7 +131,11 @@ func (c *client) as(p auth.Principal) (*nats.Conn, error) {
 	if nc := c.agents[p.String()]; nc != nil {
 		return nc, nil
 	}
-	nc, err := nats.Connect(c.nc.ConnectedUrl(), nats.Name("jitbench "+p.String()), nats.MaxReconnects(-1),
+	url := c.agentURL
+	if url == "" {
+		url = c.nc.ConnectedUrl()
+	}
+	nc, err := nats.Connect(url, nats.Name("jitbench "+p.String()), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond), nats.UserCredentials(filepath.Join(c.creds, p.CredsFile())))
 	if err != nil {
 		return nil, fmt.Errorf("connect as %s: %w", p, err)

@@ -22,13 +22,13 @@ type limitResult struct {
 // measureLimit publishes n messages of 512 bytes synchronously, 10n
 // asynchronously, and puts n KV keys, on a scratch stream and bucket (file
 // storage, like the audit stream), then deletes them.
-func measureLimit(ctx context.Context, js jetstream.JetStream, n int) (limitResult, error) {
+func measureLimit(ctx context.Context, js jetstream.JetStream, n, replicas int) (limitResult, error) {
 	var r limitResult
 	const stream, bucket = "JITBENCH_LIMIT", "jitbench_limit"
 	_ = js.DeleteStream(ctx, stream)
 	_ = js.DeleteKeyValue(ctx, bucket)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: stream, Subjects: []string{"jitbench.limit.>"}, Storage: jetstream.FileStorage,
+		Name: stream, Subjects: []string{"jitbench.limit.>"}, Storage: jetstream.FileStorage, Replicas: replicas,
 	}); err != nil {
 		return r, fmt.Errorf("create %s: %w", stream, err)
 	}
@@ -70,7 +70,7 @@ func measureLimit(ctx context.Context, js jetstream.JetStream, n int) (limitResu
 	}
 	r.asyncPerSec = float64(an) / time.Since(t0).Seconds()
 
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Storage: jetstream.FileStorage, History: 1})
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Storage: jetstream.FileStorage, History: 1, Replicas: replicas})
 	if err != nil {
 		return r, fmt.Errorf("create %s: %w", bucket, err)
 	}

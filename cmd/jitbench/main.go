@@ -77,6 +77,9 @@ func main() {
 	keep := fs.Bool("keep", false, "keep the temporary data directory")
 	memLimit := fs.String("jitd-memory-limit", "256MiB", "jitd's --memory-limit (Go's soft memory limit; empty: jitd's default, none)")
 	noAuth := fs.Bool("no-auth", false, "run jitd with --insecure-no-auth and every client without credentials: the A/B of what isolation costs (BENCH.md)")
+	single := fs.Bool("single", true, "run the single-node figures (false: only the runs below)")
+	cluster := fs.Bool("cluster", true, "then run the cluster figures (cluster_*): three jitd nodes at three replicas")
+	syncAlways := fs.Bool("sync-always", true, "then run the single-node figures with jitd --sync-always (sync_always_*)")
 	_ = fs.Parse(os.Args[1:])
 
 	p := fullParams()
@@ -91,7 +94,25 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, noAuth: *noAuth, log: os.Stderr})
+	o := options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, noAuth: *noAuth, log: os.Stderr}
+	var rep *report
+	var err error
+	if *single {
+		rep, err = run(ctx, o)
+	} else {
+		rep = newReport(*quick, p)
+		rep.memLimit = *memLimit
+	}
+	if err == nil && *syncAlways {
+		if err = runSyncAlways(ctx, o, rep); err != nil {
+			err = fmt.Errorf("sync-always run: %w", err)
+		}
+	}
+	if err == nil && *cluster {
+		if err = runCluster(ctx, o, rep); err != nil {
+			err = fmt.Errorf("cluster run: %w", err)
+		}
+	}
 	if rep != nil {
 		rep.print(os.Stdout)
 		if *out != "" {
@@ -171,7 +192,7 @@ func run(ctx context.Context, o options) (*report, error) {
 
 	// The limit: the broker's own speed, same server, same run.
 	logf("limit: raw JetStream publishes and KV puts")
-	lim, err := measureLimit(ctx, c.js, p.limitN)
+	lim, err := measureLimit(ctx, c.js, p.limitN, 1)
 	if err != nil {
 		return rep, err
 	}
@@ -516,6 +537,10 @@ func (r *report) expiry(suffix string, ex expiryResult) {
 func (r *report) vsLimit(key string) (float64, bool) {
 	v := r.vals[key]
 	switch {
+	case strings.HasPrefix(key, "cluster_") || strings.HasPrefix(key, "sync_always_"):
+		// Set against the single node's limit they would mislead: their
+		// own js_ figures are beside them.
+		return 0, false
 	case strings.HasPrefix(key, "js_") || strings.HasPrefix(key, "kv_put"):
 		return 0, false
 	case r.units[key] == "/s" && r.limit.asyncPerSec > 0:

@@ -87,6 +87,12 @@ type expiryResult struct {
 // checker's answer is about that grant alone, probes the checker around
 // each expires_at, and waits for every jit.revoked.
 func expiry(ctx context.Context, c *client, chk *checker.Checker, n int, minD, maxD time.Duration, conc int) (expiryResult, error) {
+	return expiryWith(ctx, c, chk, n, minD, maxD, conc, nil)
+}
+
+// expiryWith is expiry that calls created, if set, once every grant is
+// created and before any has expired (the cluster run kills a node there).
+func expiryWith(ctx context.Context, c *client, chk *checker.Checker, n int, minD, maxD time.Duration, conc int, created func()) (expiryResult, error) {
 	res := expiryResult{n: n}
 	grants := make([]grant, n)
 	var next atomic.Int64
@@ -119,6 +125,9 @@ func expiry(ctx context.Context, c *client, chk *checker.Checker, n int, minD, m
 	if err, _ := firstErr.Load().(error); err != nil {
 		pr.stop()
 		return res, err
+	}
+	if created != nil {
+		created()
 	}
 	ids, last := idsAndLastExpiry(grants)
 	revs := c.waitRevoked(ids, last.Add(30*time.Second))

@@ -21,6 +21,12 @@ type fault struct {
 	// ready is when jitd serves again: "jitd running" logged by the
 	// restarted process, or the SIGCONT.
 	ready time.Time
+	// node and role, in a cluster round: which node the signal went to,
+	// and why it was that one (roleMeta, roleAudit).
+	node, role string
+	// starts is how many times a killed cluster node was started before it
+	// ran again (1: at once).
+	starts int
 }
 
 // plan orders the faults of a round: half the kills (rounded up), then the

@@ -35,7 +35,7 @@ func TestSingleNodeRound(t *testing.T) {
 	path := filepath.Join(dir, "chaos", "results.json")
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, []byte(`{"cluster": {"requests_sent": 7}, "single_node": {"stale": true}}`), 0o644))
-	require.NoError(t, writeResults(path, res))
+	require.NoError(t, writeResults(path, "single_node", res))
 	res.print(io.Discard)
 
 	b, err := os.ReadFile(path)

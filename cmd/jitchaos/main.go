@@ -100,6 +100,7 @@ func main() {
 	fs.Var(&grants, "grant-durations", "the grant durations the agents ask for, in turn (default 2s,5s,30s; 2s,3s,5s with --quick)")
 	outcome := fs.Duration("outcome-timeout", 0, "how long an agent waits for its request's outcome before it gives up on it (default 40s; 10s with --quick)")
 	keep := fs.Bool("keep", false, "keep the temporary data directory (jitd.log, the JetStream store)")
+	cluster := fs.Bool("cluster", false, "the cluster round: three jitd nodes at R3 (jitdproc.ClusterArgs); SIGKILL the JetStream meta leader, SIGSTOP and then SIGKILL the audit stream's leader; results under \"cluster\"")
 	_ = fs.Parse(os.Args[1:])
 
 	p := fullParams()
@@ -132,11 +133,23 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, keep: *keep, log: os.Stderr})
+	if *cluster && *kills < 0 && !*quick {
+		p.kills = 2 // the meta leader, then the audit stream's
+	}
+	if *cluster && *outcome == 0 {
+		// A request a killed node held is redelivered after the 30 s ack
+		// wait (cluster.go): the agents wait longer than that.
+		p.outcomeTimeout = max(p.outcomeTimeout, 40*time.Second)
+	}
+	res, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, keep: *keep, cluster: *cluster, log: os.Stderr})
+	key := "single_node"
+	if *cluster {
+		key = "cluster"
+	}
 	if res != nil {
 		res.print(os.Stdout)
 		if *out != "" {
-			if werr := writeResults(*out, res); werr != nil {
+			if werr := writeResults(*out, key, res); werr != nil {
 				fmt.Fprintf(os.Stderr, "jitchaos: %v\n", werr)
 				os.Exit(2)
 			}
@@ -168,5 +181,7 @@ type options struct {
 	params params
 	quick  bool
 	keep   bool
-	log    io.Writer
+	// cluster runs the round against three jitd nodes (cluster.go).
+	cluster bool
+	log     io.Writer
 }

@@ -76,6 +76,8 @@ func (s *singleNode) print(w io.Writer) {
 	row("grant_left_ms_min", s.GrantLeftMSMin, "ms", "expires_at − the jit.granted's stored time (below 0: announced after its end)")
 	row("client_outcome_lag_ms_max", s.ClientOutcomeLagMSMax, "ms", "outcome stored → the agent saw it on its feed")
 	row("probed_grants", float64(s.ProbedGrants), "", fmt.Sprintf("%d checks", s.ProbeChecks))
+	row("expiry_lag_p99_ms", s.ExpiryLagP99MS, "ms", "jit.revoked (expired) stored − expires_at")
+	row("expiry_lag_max_ms", s.ExpiryLagMaxMS, "ms", "")
 	if len(s.DeniedReasons) > 0 {
 		var rs []string
 		for _, k := range sortedKeys(s.DeniedReasons) {
@@ -85,6 +87,9 @@ func (s *singleNode) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n%-5s %8s %10s %9s %10s %10s %9s %10s\n", "fault", "at_s", "ready_ms", "in_flight", "unanswered", "resume_ms", "sent", "resume_sent")
 	for _, f := range s.Faults {
+		if f.Node != "" {
+			fmt.Fprintf(w, "%s (%s): ", f.Node, f.Role)
+		}
 		fmt.Fprintf(w, "%-5s %8.1f %10.0f %9d %10d %10.0f %9d %10.0f\n", f.Kind, f.AtS, f.ReadyAfterMS, f.InFlight, f.Unanswered, f.ResumeMS, f.SentInFlight, f.ResumeSentMS)
 	}
 	for _, k := range sortedKeys(s.Examples) {
@@ -98,9 +103,9 @@ func (s *singleNode) print(w io.Writer) {
 	}
 }
 
-// writeResults puts res under "single_node" in the JSON object at path,
-// keeping the file's other keys (another round, "cluster", writes them).
-func writeResults(path string, res *singleNode) error {
+// writeResults puts res under key ("single_node" or "cluster") in the JSON
+// object at path, keeping the file's other keys.
+func writeResults(path, key string, res *singleNode) error {
 	doc := map[string]json.RawMessage{}
 	switch b, err := os.ReadFile(path); {
 	case err == nil:
@@ -114,7 +119,7 @@ func writeResults(path string, res *singleNode) error {
 	if err != nil {
 		return err
 	}
-	doc["single_node"] = b
+	doc[key] = b
 	out, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err

@@ -66,15 +66,38 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	if _, err := config.LoadFile(cfgPath); err != nil {
 		return nil, fmt.Errorf("the generated configuration is refused: %w", err)
 	}
-	d, err := jitdproc.New(o.jitd, dir, cfgPath, false, "")
+	var nodes []*jitdproc.Jitd
+	home := dir
+	if o.cluster {
+		if nodes, err = jitdproc.NewCluster(o.jitd, dir, cfgPath, "", false); err != nil {
+			return nil, err
+		}
+		home = clusterHome(dir)
+		logf("three jitd nodes: %s", strings.Join(nodes[0].Args, " "))
+		err = jitdproc.StartAll(nodes, time.Minute)
+	} else {
+		var d *jitdproc.Jitd
+		if d, err = jitdproc.New(o.jitd, dir, cfgPath, false, ""); err != nil {
+			return nil, err
+		}
+		nodes = []*jitdproc.Jitd{d}
+		err = d.Start(30 * time.Second)
+	}
+	defer func() {
+		for _, d := range nodes {
+			_ = d.Kill()
+		}
+	}()
 	if err != nil {
 		return nil, err
 	}
-	if err := d.Start(30 * time.Second); err != nil {
-		return nil, err
+	// Every client is given every node's URL: when one dies it reconnects
+	// to another.
+	var urls []string
+	for _, d := range nodes {
+		urls = append(urls, d.NATSURL())
 	}
-	defer func() { _ = d.Kill() }()
-	url, creds := d.NATSURL(), filepath.Join(dir, "creds")
+	url, creds := strings.Join(urls, ","), filepath.Join(home, "creds")
 
 	w, err := startWatcher(ctx, url, creds)
 	if err != nil {
@@ -86,7 +109,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 			w.stop()
 		}
 	}()
-	obs, err := startObserver(url, dir, w.pr)
+	obs, err := startObserver(url, home, w.pr)
 	if err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
 	}
@@ -111,7 +134,14 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 		}}
 	}
 
-	logf("load: %d agents asking for grants of %s for %s; faults: %s", p.agents, (*durationsFlag)(&p.grantDurations), p.duration, strings.Join(plan(p.kills, p.stops), ", "))
+	faults := plan(p.kills, p.stops)
+	if o.cluster {
+		faults = nil
+		for _, f := range clusterPlan(p.kills, p.stops) {
+			faults = append(faults, f.kind+" "+f.role)
+		}
+	}
+	logf("load: %d agents asking for grants of %s for %s; faults: %s", p.agents, (*durationsFlag)(&p.grantDurations), p.duration, strings.Join(faults, ", "))
 	loadStart := time.Now()
 	stopLoad := make(chan struct{})
 	var wg sync.WaitGroup
@@ -124,8 +154,21 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	}
 	quitFaults := make(chan struct{})
 	faultsDone := make(chan injected, 1)
+	var lead *leaders
+	if o.cluster {
+		if lead, err = newLeaders(url, filepath.Join(home, "keys"), obs.nc, nodes); err != nil {
+			return nil, err
+		}
+		defer lead.close()
+	}
 	go func() {
-		fs, err := inject(d, p, loadStart, quitFaults, logf)
+		var fs []fault
+		var err error
+		if o.cluster {
+			fs, err = injectCluster(nodes, lead, p, loadStart, quitFaults, logf)
+		} else {
+			fs, err = inject(nodes[0], p, loadStart, quitFaults, logf)
+		}
 		faultsDone <- injected{fs, err}
 	}()
 	var inj injected
@@ -165,6 +208,13 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 			}
 		}
 	}
+	if o.cluster && len(inj.faults) > 0 {
+		// A message a killed node's service had been given comes again
+		// only after the consumer's ack wait: the other replicas keep
+		// pulling, so nobody resets the durable as a lone restarted
+		// jitd does (architecture.md, "Failure behaviour").
+		lastEnd = latest(lastEnd, inj.faults[len(inj.faults)-1].ready.Add(clusterAckWait+2*time.Second))
+	}
 	evs, err := drain(ctx, obs, w, lastEnd, logf)
 	if err != nil {
 		return nil, err
@@ -182,7 +232,13 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	for _, g := range p.grantDurations {
 		res.Config.GrantDurations = append(res.Config.GrantDurations, g.String())
 	}
-	res.JitdWarnings = d.Warnings()
+	res.Config.Nodes = len(nodes)
+	res.JitdWarnings = map[string]int{}
+	for _, d := range nodes {
+		for k, n := range d.Warnings() {
+			res.JitdWarnings[k] += n
+		}
+	}
 	host, _ := os.Hostname()
 	res.Run = map[string]any{
 		"started": started.UTC().Format(time.RFC3339), "seconds": round(time.Since(started).Seconds()),
@@ -193,6 +249,17 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 		res.Run["agent_errors"] = fmt.Sprint(agentErrs)
 	}
 	return res, nil
+}
+
+// clusterAckWait is the services' durable consumers' ack wait
+// (broker.ConsumerConfig's default).
+const clusterAckWait = 30 * time.Second
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // drain waits until every grant has ended (lastEnd: the latest expires_at

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -42,20 +43,31 @@ type singleNode struct {
 	// before their expires_at that the broker stored at or after it,
 	// because jitd (broker included) was stopped in between: reported, not
 	// a failure (see chaos/README.md).
-	GrantedStoredLateByStop int                 `json:"granted_stored_late_by_stop"`
-	GrantWaitMSMax          float64             `json:"grant_wait_ms_max"`
-	GrantLeftMSMin          float64             `json:"grant_left_ms_min"`
-	ClientOutcomeLagMSMax   float64             `json:"client_outcome_lag_ms_max"`
-	Faults                  []faultReport       `json:"faults"`
-	Examples                map[string][]string `json:"examples,omitempty"`
-	Config                  roundConfig         `json:"config"`
-	JitdWarnings            map[string]int      `json:"jitd_warnings,omitempty"`
-	Run                     map[string]any      `json:"run"`
+	GrantedStoredLateByStop int     `json:"granted_stored_late_by_stop"`
+	GrantWaitMSMax          float64 `json:"grant_wait_ms_max"`
+	GrantLeftMSMin          float64 `json:"grant_left_ms_min"`
+	ClientOutcomeLagMSMax   float64 `json:"client_outcome_lag_ms_max"`
+	// ExpiryLagP99MS and ExpiryLagMaxMS: for every jit.revoked with reason
+	// expired, the broker's stored time less the grant's expires_at.
+	ExpiryLagP99MS float64             `json:"expiry_lag_p99_ms"`
+	ExpiryLagMaxMS float64             `json:"expiry_lag_max_ms"`
+	Faults         []faultReport       `json:"faults"`
+	Examples       map[string][]string `json:"examples,omitempty"`
+	Config         roundConfig         `json:"config"`
+	JitdWarnings   map[string]int      `json:"jitd_warnings,omitempty"`
+	Run            map[string]any      `json:"run"`
 }
 
 // faultReport is one fault of the round.
 type faultReport struct {
 	Kind string `json:"kind"`
+	// Node and Role, in a cluster round: the node signalled, and what it
+	// led at that moment.
+	Node string `json:"node,omitempty"`
+	Role string `json:"role,omitempty"`
+	// Starts is how many starts a killed cluster node took to run again
+	// (a supervisor's restarts after an exit at start).
+	Starts int `json:"starts,omitempty"`
 	// AtS is when the signal was sent, in seconds after the load started.
 	AtS float64 `json:"at_s"`
 	// ReadyAfterMS is from the signal to jitd serving again ("jitd
@@ -89,6 +101,8 @@ type roundConfig struct {
 	GrantDurations  []string `json:"grant_durations"`
 	OutcomeTimeoutS float64  `json:"outcome_timeout_s"`
 	Quick           bool     `json:"quick"`
+	// Nodes is 3 in a cluster round (jitdproc.ClusterArgs), else 1.
+	Nodes int `json:"nodes"`
 }
 
 // maxExamples bounds the ids listed per count in "examples".
@@ -311,7 +325,7 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 	// (sent before it, no outcome stored before it) and when the last of
 	// them got its outcome stored, counted from jitd serving again.
 	for _, f := range faults {
-		fr := faultReport{Kind: f.kind, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
+		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, Starts: f.starts, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
 		for id, r := range sent {
 			if !r.firstSent.Before(f.at) {
 				continue
@@ -350,6 +364,17 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 	res.GrantWaitMSMax = round(res.GrantWaitMSMax)
 	res.GrantLeftMSMin = round(res.GrantLeftMSMin)
 	res.ClientOutcomeLagMSMax = round(res.ClientOutcomeLagMSMax)
+	var lags []float64
+	for _, e := range evs {
+		if e.typ == events.TypeRevoked && e.reason == events.RevokedExpired && !e.expiresAt.IsZero() {
+			lags = append(lags, ms(e.at.Sub(e.expiresAt)))
+		}
+	}
+	if len(lags) > 0 {
+		slices.Sort(lags)
+		res.ExpiryLagP99MS = round(lags[min(len(lags)-1, len(lags)*99/100)])
+		res.ExpiryLagMaxMS = round(lags[len(lags)-1])
+	}
 	res.UsableAfterEndMSMax = round(res.UsableAfterEndMSMax)
 	return res
 }

@@ -61,6 +61,8 @@ func TestTallyClean(t *testing.T) {
 	require.Equal(t, 5.0, res.GrantWaitMSMax, "first send to jit.granted stored")
 	require.Equal(t, 1995.0, res.GrantLeftMSMin, "expires_at less the stored time")
 	require.Equal(t, 10.0, res.ClientOutcomeLagMSMax, "stored to seen by the agent")
+	require.Equal(t, 100.0, res.ExpiryLagP99MS, "jit.revoked stored less expires_at")
+	require.Equal(t, 100.0, res.ExpiryLagMaxMS)
 }
 
 // Each case breaks one promise, and exactly its count says so.
@@ -172,4 +174,17 @@ func TestTallyStoredLateByStop(t *testing.T) {
 	res = r.tally()
 	require.Equal(t, 1, res.GrantedAfterEnd)
 	require.Zero(t, res.GrantedStoredLateByStop)
+}
+
+func TestClusterPlan(t *testing.T) {
+	kinds := func(fs []fault) (out []string) {
+		for _, f := range fs {
+			out = append(out, f.kind+" "+f.role)
+		}
+		return out
+	}
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader", "kill audit_leader"}, kinds(clusterPlan(2, 1)))
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader"}, kinds(clusterPlan(1, 1)))
+	require.Equal(t, []string{"kill meta_leader", "kill audit_leader", "kill meta_leader"}, kinds(clusterPlan(3, 0)))
+	require.Empty(t, clusterPlan(0, 0))
 }

@@ -245,7 +245,7 @@ func (a *app) credsList(_ context.Context, args []string) error {
 }
 
 // credsInit prepares a deployment on an external NATS (the service
-// binaries, deploy/docker-compose.yml): keys, the server's account
+// binaries, deploy/docker-compose.distributed.yml): keys, the server's account
 // configuration, and a credential for every service, the administrator,
 // and every principal of the configuration file.
 func (a *app) credsInit(_ context.Context, args []string) error {

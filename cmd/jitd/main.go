@@ -5,10 +5,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
@@ -33,8 +36,21 @@ func main() {
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), service.AuditMaxAgeUsage)
 	fs.StringVar(&o.AuditKeyFile, "audit-key", os.Getenv("JIT_AUDIT_KEY"), "the auditor's Ed25519 signing key, made if missing (env JIT_AUDIT_KEY; default <data-dir>/keys/audit-ed25519.key)")
 	fs.DurationVar(&o.CheckpointInterval, "checkpoint-interval", 0, "time between signed audit checkpoints (default 30s)")
+	fs.StringVar(&o.KeysDir, "keys-dir", os.Getenv("JIT_KEYS_DIR"), "signing keys and registry of principals (env JIT_KEYS_DIR; default <data-dir>/keys); the nodes of a cluster share one, or copies of one")
+	fs.StringVar(&o.ServerName, "server-name", envOr("JIT_SERVER_NAME", "jitd"), "the embedded server's name; each node of a cluster its own (env JIT_SERVER_NAME)")
+	fs.StringVar(&o.ClusterListen, "cluster-listen", os.Getenv("JIT_CLUSTER_LISTEN"), "host:port to accept routes from the other nodes of a NATS cluster (env JIT_CLUSTER_LISTEN; empty: a single node)")
+	fs.StringVar(&o.ClusterName, "cluster-name", envOr("JIT_CLUSTER_NAME", "jit"), "the cluster's name, the same on every node (env JIT_CLUSTER_NAME)")
+	routes := fs.String("routes", os.Getenv("JIT_ROUTES"), "the cluster's route addresses, comma separated (host:port or nats-route://host:port; env JIT_ROUTES)")
+	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets (env JIT_REPLICAS; default: 3 with --cluster-listen; on a single node 0, which keeps what exists and creates with 1)")
+	auditorOn := fs.Bool("auditor", true, "run the auditor here; in a cluster give it to exactly one node (--auditor) and --auditor=false to the others")
 	_ = fs.Parse(os.Args[1:])
 	var err error
+	auditorGiven := false
+	fs.Visit(func(f *flag.Flag) { auditorGiven = auditorGiven || f.Name == "auditor" })
+	if err := clusterOptions(&o, *routes, *replicas, *auditorOn, auditorGiven); err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: %v\n", err)
+		os.Exit(2)
+	}
 	if o.AuditMaxAge, err = service.ParseAge(*maxAge); err != nil {
 		fmt.Fprintf(os.Stderr, "jitd: --audit-max-age: %v\n", err)
 		os.Exit(2)
@@ -62,6 +78,41 @@ func main() {
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	app.Close()
+}
+
+// clusterOptions sets o's cluster fields from the flags: routes (comma
+// separated), replicas, and whether the auditor runs (auditorGiven: the
+// flag was on the command line, which a cluster node must say).
+func clusterOptions(o *allinone.Options, routes string, replicas int, auditor, auditorGiven bool) error {
+	if o.ClusterListen != "" && !auditorGiven {
+		return errors.New("--cluster-listen: say where the auditor runs: --auditor on exactly one node, --auditor=false on the others")
+	}
+	if replicas < 0 || replicas > 5 {
+		return fmt.Errorf("--replicas %d: 1 to 5 (0 keeps what exists)", replicas)
+	}
+	if replicas == 0 && o.ClusterListen != "" {
+		// A cluster node's default: an acknowledged grant or revocation is
+		// on two of three nodes before it is acknowledged, so the loss of
+		// any one node loses none (operations.md, "Durability").
+		replicas = 3
+	}
+	o.NoAuditor, o.Replicas, o.Routes = !auditor, replicas, nil
+	for _, r := range strings.Split(routes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			o.Routes = append(o.Routes, r)
+		}
+	}
+	if len(o.Routes) > 0 && o.ClusterListen == "" {
+		return errors.New("--routes needs --cluster-listen")
+	}
+	return nil
+}
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return n
+	}
+	return def
 }
 
 func envOr(k, def string) string {

@@ -2,6 +2,9 @@ package auth
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -128,4 +131,22 @@ func CheckListen(addr string, withTLS, allowPlaintext bool) error {
 		return nil
 	}
 	return fmt.Errorf("refusing to listen for NATS on %s without TLS: credentials and approver tokens would cross the network in clear; give --tls-cert and --tls-key (or --allow-plaintext)", addr)
+}
+
+// RouteUser is the user name every route of a jitd cluster presents.
+const RouteUser = "jit-route"
+
+// RoutePassword is the password every route of a jitd cluster presents and
+// requires: derived from the operator's seed, so every node started with
+// the same keys directory (or a copy of it) knows it and no other server
+// can join the cluster. It is a MAC, not the seed: a route's password
+// reveals nothing that could mint a credential.
+func (s *Store) RoutePassword() (string, error) {
+	seed, err := s.operator.Seed()
+	if err != nil {
+		return "", fmt.Errorf("operator seed: %w", err)
+	}
+	m := hmac.New(sha256.New, seed)
+	m.Write([]byte("jit cluster route v1"))
+	return hex.EncodeToString(m.Sum(nil)), nil
 }

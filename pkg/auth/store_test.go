@@ -192,3 +192,28 @@ func TestCredsFileNames(t *testing.T) {
 		require.Equal(t, want, p.CredsFile(), p.String())
 	}
 }
+
+// TestRoutePassword: every node opened on the same keys (or a copy) derives
+// the same route password, which is not the operator's seed; other keys
+// give another.
+func TestRoutePassword(t *testing.T) {
+	dir := t.TempDir()
+	a, err := OpenStore(dir)
+	require.NoError(t, err)
+	again, err := OpenStore(dir)
+	require.NoError(t, err)
+	other, err := OpenStore(t.TempDir())
+	require.NoError(t, err)
+	pa, err := a.RoutePassword()
+	require.NoError(t, err)
+	pb, err := again.RoutePassword()
+	require.NoError(t, err)
+	po, err := other.RoutePassword()
+	require.NoError(t, err)
+	require.Equal(t, pa, pb)
+	require.NotEqual(t, pa, po)
+	require.Len(t, pa, 64)
+	seed, err := a.operator.Seed()
+	require.NoError(t, err)
+	require.NotContains(t, pa, string(seed))
+}

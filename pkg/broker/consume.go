@@ -97,6 +97,13 @@ type Consumer struct {
 	wg     sync.WaitGroup
 }
 
+// pullExpiry is how long one pull request of a consumer waits; its idle
+// heartbeat is half of it, and two missed heartbeats make the client pull
+// again. On a cluster, a pull request the old leader of a consumer held is
+// lost with it: 5 s (not nats.go's 30 s) is how soon a replica notices and
+// asks the new leader.
+const pullExpiry = 5 * time.Second
+
 // Stop stops fetching new messages and waits for the handlers of the
 // messages already fetched (each is handled and acknowledged). A message
 // the server sent after the fetching stopped is left unacknowledged: the
@@ -211,7 +218,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			log.Warn().Err(err).Msg("consume")
 		}
-	}))
+	}), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		c.mu.Lock()
 		c.closed = true

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -75,7 +77,7 @@ func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events
 	if err != nil {
 		return 0, nil, err
 	}
-	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(AuditStream))
+	ack, err := p.publishMsg(ctx, m)
 	if err != nil {
 		return 0, nil, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
 	}
@@ -96,6 +98,29 @@ func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events
 
 // stored reads the event at seq and checks it is e's publisher's, of e's
 // type, id and subject.
+// errCodeDupInProcess is the stream's answer to a message whose id another
+// publish of the same id is storing at this instant (several replicas of a
+// service publishing one derived id at once, on a clustered stream).
+const errCodeDupInProcess jetstream.ErrorCode = 10158
+
+// publishMsg publishes m to the audit stream. While another publish of the
+// same id is in process it asks again shortly, so that the answer is the
+// stream's: stored, or a duplicate of what the other stored.
+func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(AuditStream))
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeDupInProcess {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
 func (p *Publisher) stored(ctx context.Context, seq uint64, subject string, e events.Event) (events.Event, error) {
 	st, err := p.js.Stream(ctx, AuditStream)
 	if err != nil {

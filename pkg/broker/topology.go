@@ -57,7 +57,9 @@ var AuditSubjects = []string{"jit.>", "guardrail.>"}
 // Options tune the topology for a deployment.
 type Options struct {
 	// Replicas for the stream and buckets (1 on a single server; 3 in
-	// production clusters).
+	// production clusters). Zero creates what is missing with one replica
+	// and keeps the replicas of what exists, so that a process started
+	// without --replicas never scales a cluster's stream down.
 	Replicas int
 	// DuplicateWindow is the audit stream's de-duplication window: a
 	// republished event with the same id within it is stored once.
@@ -89,9 +91,6 @@ var ErrTopologyDiffers = errors.New("the stream or bucket exists with another co
 // withDefaults fills o's zero fields from DefaultOptions.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	if o.Replicas == 0 {
-		o.Replicas = d.Replicas
-	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = d.DuplicateWindow
 	}
@@ -149,7 +148,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	case err == nil:
 		c := cur.CachedInfo().Config
 		audit.MaxAge, audit.MaxBytes, audit.MaxMsgs, audit.Discard = c.MaxAge, c.MaxBytes, c.MaxMsgs, c.Discard
-	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		if o.Replicas == 0 {
+			audit.Replicas = c.Replicas
+		}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		audit.Replicas = max(o.Replicas, 1)
+	default:
 		return fmt.Errorf("ensure stream %s: %w", AuditStream, err)
 	}
 	if o.AuditMaxAge > 0 {
@@ -176,6 +180,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: BucketPolicyHistory, Description: "the policy service's snapshots of its 24-hour history window", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: PolicyHistoryMaxAge},
 	}
 	for _, b := range buckets {
+		if b.Replicas == 0 {
+			var err error
+			if b.Replicas, err = currentReplicas(ctx, js, "KV_"+b.Bucket); err != nil {
+				return err
+			}
+		}
 		if d, err := ensureBucket(ctx, js, b, o.Update); err != nil {
 			return err
 		} else if d != "" {
@@ -188,52 +198,63 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	return nil
 }
 
-// ensureStream creates the stream of cfg if it is missing, or updates it
-// if update; otherwise it says how the existing one differs ("" if not).
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (string, error) {
-	if update {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-		}
-		return "", nil
+// currentReplicas is the replicas of stream, or 1 if it does not exist.
+func currentReplicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	st, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 1, nil
 	}
+	if err != nil {
+		return 0, fmt.Errorf("ensure stream %s: %w", stream, err)
+	}
+	return max(st.CachedInfo().Config.Replicas, 1), nil
+}
+
+// ensureStream creates the stream of cfg if it is missing; if it exists and
+// differs, it updates it when update, or else says how it differs ("" if
+// not). An existing stream that does not differ is left alone: on a
+// cluster, every node starts at once, and concurrent updates of one stream
+// wait for each other until their requests time out.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (string, error) {
 	cur, err := js.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another service created it an instant ago.
-			if cur, err = js.Stream(ctx, cfg.Name); err != nil {
-				return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-			}
-			return streamDiff(cur.CachedInfo().Config, cfg), nil
-		}
-		if err != nil {
+			cur, err = js.Stream(ctx, cfg.Name)
+		} else if err != nil {
 			return "", fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		} else {
+			return "", nil
 		}
-		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
-	return streamDiff(cur.CachedInfo().Config, cfg), nil
+	c := cur.CachedInfo().Config
+	d := streamDiff(c, cfg)
+	if !update || (d == "" && c.Description == cfg.Description) {
+		return d, nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return "", fmt.Errorf("update stream %s: %w", cfg.Name, err)
+	}
+	return "", nil
 }
 
 // ensureBucket is ensureStream for a KV bucket.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, update bool) (string, error) {
-	if update {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
-		}
-		return "", nil
-	}
-	_, err := js.CreateKeyValue(ctx, cfg)
-	switch {
-	case err == nil:
-		return "", nil
-	case !errors.Is(err, jetstream.ErrBucketExists):
-		return "", fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-	}
 	cur, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			cur, err = js.Stream(ctx, "KV_"+cfg.Bucket)
+		} else if err != nil {
+			return "", fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
+		} else {
+			return "", nil
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
 	}
@@ -244,7 +265,14 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	if want.Replicas == 0 {
 		want.Replicas = 1
 	}
-	return streamDiff(c, want), nil
+	d := streamDiff(c, want)
+	if !update || (d == "" && c.Description == cfg.Description) {
+		return d, nil
+	}
+	if _, err := js.UpdateKeyValue(ctx, cfg); err != nil {
+		return "", fmt.Errorf("update bucket %s: %w", cfg.Bucket, err)
+	}
+	return "", nil
 }
 
 // streamDiff names the fields of cur that differ from want among those this

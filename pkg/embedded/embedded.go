@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,10 +31,31 @@ type Options struct {
 	// TLSCert and TLSKey, if set, make the client listener require TLS
 	// with this certificate.
 	TLSCert, TLSKey string
+	// Cluster, if set, makes the server one node of a NATS cluster: its
+	// JetStream then runs clustered (streams and buckets may have up to as
+	// many replicas as there are nodes). Nil: a standalone server.
+	Cluster *Cluster
 	// Configure, if set, adjusts the server's options last (for example
 	// auth.Store.ConfigureServer, which turns on operator-mode
 	// authentication).
 	Configure func(*server.Options) error
+}
+
+// Cluster is how a server joins a NATS cluster.
+type Cluster struct {
+	// Name is the cluster's name, the same on every node (default "jit").
+	Name string
+	// Listen is "host:port" where the server accepts routes from the other
+	// nodes; port -1 picks a free port. Only this address is bound.
+	Listen string
+	// Routes are the other nodes' route URLs (nats-route://host:port or
+	// host:port); listing this node's own address too is harmless, so every
+	// node can be given the same list. Empty: the node only accepts routes
+	// (the first node of a cluster that the others point at).
+	Routes []string
+	// Username and Password, if set, are required of every route and sent
+	// on every route this node opens: a server without them cannot join.
+	Username, Password string
 }
 
 // ErrAddrInUse is returned by Start when another process already listens
@@ -79,6 +102,11 @@ func Start(o Options) (*server.Server, error) {
 		}
 		opts.TLSConfig, opts.TLS = tc, true
 	}
+	if o.Cluster != nil {
+		if err := clusterOptions(opts, *o.Cluster); err != nil {
+			return nil, err
+		}
+	}
 	if o.Configure != nil {
 		if err := o.Configure(opts); err != nil {
 			return nil, err
@@ -120,6 +148,58 @@ func Start(o Options) (*server.Server, error) {
 			return nil, fmt.Errorf("nats server on %s did not accept connections within %s", o.Listen, readyTimeout)
 		}
 	}
+}
+
+// clusterOptions sets opts' cluster block from c.
+func clusterOptions(opts *server.Options, c Cluster) error {
+	host, portStr, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster listen address %q: %w", c.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("cluster listen port %q: %w", portStr, err)
+	}
+	if c.Name == "" {
+		c.Name = "jit"
+	}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port,
+		Username: c.Username, Password: c.Password}
+	// Stop (lame-duck mode) hands the leaderships over, then closes the
+	// clients left within these, not NATS's default two minutes.
+	opts.LameDuckDuration, opts.LameDuckGracePeriod = 3*time.Second, time.Second
+	for _, r := range c.Routes {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !strings.Contains(r, "://") {
+			r = "nats-route://" + r
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("route %q: not a nats-route://host:port URL", r)
+		}
+		if c.Username != "" {
+			u.User = url.UserPassword(c.Username, c.Password)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// Stop shuts s down. A cluster node first hands the leaderships of the
+// streams, consumers and meta group it holds to other nodes (NATS's
+// lame-duck mode: about a second), so that they take writes again without
+// waiting out an election (4-9 s), then closes the clients still connected
+// over a few seconds. A standalone server shuts down at once. Stop returns
+// when the server has.
+func Stop(s *server.Server) {
+	if s.ClusterAddr() != nil {
+		s.LameDuckShutdown()
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
 }
 
 // fatalLog keeps the embedded server quiet except for its first fatal

@@ -55,10 +55,16 @@ func Main(name string, build func(Deps) Service, opts ...MainOption) {
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage+
 		"; a service sets it only when it creates the stream: later, jitctl creds provision --audit-max-age")
+	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets when this service creates them: 3 on a three-node cluster (env JIT_REPLICAS; 0: one; existing ones are moved only by jitctl topology replicas)")
 	_ = fs.Parse(os.Args[1:])
 
 	log := Logger(name, *level)
 	po := PrepareOptions{ConfigFile: *cfgFile, Source: name, Secrets: mo.secrets}
+	if *replicas < 0 || *replicas > 5 {
+		fmt.Fprintf(os.Stderr, "%s: --replicas %d: 1 to 5 (0: one)\n", name, *replicas)
+		os.Exit(2)
+	}
+	po.Topology.Replicas = *replicas
 	var err error
 	if po.Topology.AuditMaxAge, err = ParseAge(*maxAge); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: --audit-max-age: %v\n", name, err)
@@ -137,6 +143,13 @@ func ParseAge(s string) (time.Duration, error) {
 
 // EnvOr returns the environment variable k, or def when it is empty.
 func EnvOr(k, def string) string { return envOr(k, def) }
+
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return n
+	}
+	return def
+}
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {

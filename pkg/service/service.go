@@ -137,7 +137,12 @@ func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOp
 	// The broker may still be coming up: retry topology creation for a while.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err = broker.Ensure(ctx, js, topo)
+		// A short deadline per attempt: on a cluster whose nodes all start
+		// at once, a stream another node is creating does not answer until
+		// its group has a leader, and the next attempt finds it made.
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = broker.Ensure(actx, js, topo)
+		cancel()
 		if errors.Is(err, broker.ErrTopologyDiffers) {
 			// What exists works; only jitd and the administrator may
 			// change it.

@@ -145,9 +145,18 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 		}
 	case events.LeaseRevoking:
 		// Decided but maybe not published: finish it (a no-op if the
-		// revocation in flight finishes first).
+		// revocation in flight finishes first). Found at start, it was left
+		// by a revoker that stopped: at once. Seen change while running, it
+		// is most likely another replica's revocation in flight, which
+		// ends in revoked within milliseconds: take it over only if it has
+		// not after takeoverGrace, so that replicas do not race each
+		// other's every step (the event's id keeps it one either way).
 		s.sched.cancel(key)
-		s.sched.enqueue(s.revokeJob(key))
+		if initial {
+			s.sched.enqueue(s.revokeJob(key))
+		} else {
+			s.sched.schedule(s.now().Add(takeoverGrace), s.revokeJob(key))
+		}
 	case events.LeaseRevoked:
 		s.sched.cancel(key)
 	default:
@@ -213,7 +222,11 @@ func (s *Service) runJob(j job) {
 		return
 	}
 	j.attempt++
-	delay := broker.Backoff(j.attempt)
+	// A due revocation is asked again at least every retryMax: on a
+	// cluster, writes to a stream whose leader died fail at once until a
+	// new leader is elected (4-9 s), and a backoff grown to 10 s would
+	// leave the grant's event that much later than the election.
+	delay := min(broker.Backoff(j.attempt), retryMax)
 	s.log.Error().Err(err).Str("job", j.key).Uint64("attempt", j.attempt).Dur("retry_in", delay).Msg("could not revoke; will retry")
 	s.sched.schedule(s.now().Add(delay), j)
 }

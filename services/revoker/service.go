@@ -39,8 +39,20 @@ const (
 	// workers revoke due grants in parallel; the per-grant lock keeps each
 	// grant's revocation serial.
 	workers = 32
-	// jobTimeout bounds one attempt of a timer or check job.
-	jobTimeout = 10 * time.Second
+	// jobTimeout bounds one attempt of a timer or check job. Short, so
+	// that an attempt sent to a stream whose leader just died (no answer
+	// until a new one is elected, 4-9 s on a cluster) is asked again soon
+	// after the election instead of waiting out a long deadline.
+	jobTimeout = 3 * time.Second
+	// retryMax is the longest wait before a failed job is tried again.
+	retryMax = time.Second
+	// leaseGrace is how long done looks for the lease of a grant it cannot
+	// find before it answers 404.
+	leaseGrace = time.Second
+	// takeoverGrace is how long a revocation another replica decided may
+	// stay unfinished before this one finishes it: the bound on a dead
+	// replica's hand-over (docs/operations.md, "Replicas").
+	takeoverGrace = time.Second
 )
 
 // Named errors.
@@ -355,6 +367,18 @@ func (s *Service) done(ctx context.Context, c service.Call, in broker.DoneInput)
 			"grant_id %q is not a valid id (1-64 letters, digits, '-' or '_')", in.GrantID), rej)
 	}
 	keys, err := s.leaseKeys(ctx, "*."+in.GrantID)
+	// A grant is announced before its lease is written (architecture.md,
+	// "Announced before usable"): an agent that ends it the moment it is
+	// granted can arrive first, the more so on a cluster, where each write
+	// waits for a quorum. Look again for a moment before answering 404.
+	for deadline := time.Now().Add(leaseGrace); err == nil && len(keys) == 0 && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return broker.ActionResult{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		keys, err = s.leaseKeys(ctx, "*."+in.GrantID)
+	}
 	if err != nil {
 		return broker.ActionResult{}, err
 	}

@@ -75,11 +75,41 @@ type Options struct {
 	// CheckpointInterval is the time between the auditor's checkpoints
 	// (zero: auditor.DefaultInterval).
 	CheckpointInterval time.Duration
+	// KeysDir holds the signing keys and the registry of principals
+	// (auth.Store); empty means <DataDir>/keys. The nodes of a cluster
+	// share one (or copies of one): they must trust the same operator.
+	KeysDir string
+	// ServerName names the embedded server (default "jitd"); every node of
+	// a cluster needs its own.
+	ServerName string
+	// ClusterListen, if set, makes the embedded server a node of a NATS
+	// cluster that accepts routes on this "host:port".
+	ClusterListen string
+	// ClusterName is the cluster's name (default "jit").
+	ClusterName string
+	// Routes are the other nodes' route addresses (host:port or
+	// nats-route://host:port); this node's own may be among them.
+	Routes []string
+	// Replicas for the stream and buckets when they are created, and what
+	// Run moves existing ones to (broker.Options.Replicas); zero keeps
+	// what exists (one replica when created).
+	Replicas int
+	// NoAuditor leaves the auditor out: in a cluster it runs on one node
+	// (its chain is one sequence over the whole stream).
+	NoAuditor bool
 }
 
 // DefaultAuditKeyFile is where jitd keeps the audit signing key in dataDir.
 func DefaultAuditKeyFile(dataDir string) string {
 	return filepath.Join(dataDir, "keys", "audit-ed25519.key")
+}
+
+// keysDir is where the App keeps its signing keys.
+func (a *App) keysDir() string {
+	if a.opts.KeysDir != "" {
+		return a.opts.KeysDir
+	}
+	return filepath.Join(a.opts.DataDir, "keys")
 }
 
 // App is a running jitd.
@@ -100,8 +130,13 @@ type App struct {
 }
 
 // AuditPublicKey is the public key of the auditor's signing key, once
-// running.
-func (a *App) AuditPublicKey() ed25519.PublicKey { return a.auditor.PublicKey() }
+// running; nil without an auditor.
+func (a *App) AuditPublicKey() ed25519.PublicKey {
+	if a.auditor == nil {
+		return nil
+	}
+	return a.auditor.PublicKey()
+}
 
 // New returns an App that Run starts. log is the process's logger without a
 // "service" key (service.BaseLogger): the App's own lines carry
@@ -125,16 +160,32 @@ func (a *App) Run(ctx context.Context) (err error) {
 	eo := embedded.Options{
 		Listen:     a.opts.NATSListen,
 		StoreDir:   filepath.Join(a.opts.DataDir, "jetstream"),
+		ServerName: a.opts.ServerName,
 		SyncAlways: a.opts.SyncAlways,
 		TLSCert:    a.opts.TLSCert,
 		TLSKey:     a.opts.TLSKey,
 	}
+	if a.opts.ClusterListen != "" {
+		// Routes have no TLS of their own here: off loopback they need the
+		// same explicit consent as a plaintext client listener.
+		if err := auth.CheckListen(a.opts.ClusterListen, false, a.opts.AllowPlaintext); err != nil {
+			return fmt.Errorf("--cluster-listen: %w", err)
+		}
+		eo.Cluster = &embedded.Cluster{Name: a.opts.ClusterName, Listen: a.opts.ClusterListen, Routes: a.opts.Routes}
+	}
 	if !a.opts.NoAuth {
-		if a.store, err = auth.OpenStore(filepath.Join(a.opts.DataDir, "keys")); err != nil {
+		if a.store, err = auth.OpenStore(a.keysDir()); err != nil {
 			return err
 		}
 		resolver := filepath.Join(a.opts.DataDir, "jwt")
 		eo.Configure = func(o *server.Options) error { return a.store.ConfigureServer(o, resolver) }
+		if eo.Cluster != nil {
+			// Only a server started from the same keys may join.
+			eo.Cluster.Username = auth.RouteUser
+			if eo.Cluster.Password, err = a.store.RoutePassword(); err != nil {
+				return err
+			}
+		}
 	} else {
 		a.log.Warn().Msg("running WITHOUT authentication (--insecure-no-auth): any client may do anything and is trusted to say who it is")
 	}
@@ -147,7 +198,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	deps, err := service.Prepare(ctx, a.nc, a.log, service.PrepareOptions{
 		ConfigFile: a.opts.ConfigFile, Source: "jitd", Secrets: true,
-		Topology: broker.Options{AuditMaxAge: a.opts.AuditMaxAge, Update: true},
+		Topology: broker.Options{AuditMaxAge: a.opts.AuditMaxAge, Replicas: a.opts.Replicas, Update: true},
 	})
 	if err != nil {
 		return err
@@ -184,10 +235,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 	// granted; the edge opens last.
 	keyFile := a.opts.AuditKeyFile
 	if keyFile == "" {
-		keyFile = DefaultAuditKeyFile(a.opts.DataDir)
+		keyFile = filepath.Join(a.keysDir(), "audit-ed25519.key")
 	}
 	var appr *approval.Service
-	for _, name := range []string{auth.ServiceAuditor, auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester} {
+	names := []string{auth.ServiceAuditor, auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester}
+	if a.opts.NoAuditor {
+		names = names[1:]
+	}
+	for _, name := range names {
 		d, err := with(name)
 		if err != nil {
 			return err
@@ -234,6 +289,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}()
 	}
 	ev := a.log.Info().Str("nats", a.server.ClientURL()).Str("http", a.httpAddr).Str("data_dir", a.opts.DataDir)
+	if a.opts.ClusterListen != "" {
+		ev = ev.Str("server_name", a.server.Name()).Str("cluster", a.server.ClusterAddr().String())
+	}
 	if a.store != nil {
 		ev = ev.Str("creds", a.CredsDir())
 	}
@@ -338,11 +396,36 @@ func (a *App) provision(ctx context.Context, d service.Deps) error {
 		return err
 	}
 	for _, pi := range principals {
-		if err := broker.EnsureAuditDurable(ctx, d.JS, pi.Principal.AuditDurable()); err != nil {
+		if err := retryStart(ctx, a.log, func(ctx context.Context) error {
+			return broker.EnsureAuditDurable(ctx, d.JS, pi.Principal.AuditDurable())
+		}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// retryStart runs fn, with 2 s for each attempt, until it succeeds or 30 s
+// have passed. On a cluster whose nodes start together, or a node that
+// rejoins while the others elect the leaders of what it led, a JetStream
+// request can go unanswered for seconds: a start should wait it out, not
+// exit.
+func retryStart(ctx context.Context, log zerolog.Logger, fn func(context.Context) error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn().Err(err).Msg("waiting for JetStream")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // NATSURL is the embedded server's client URL.
@@ -376,8 +459,7 @@ func (a *App) Close() {
 		a.sys = nil
 	}
 	if a.server != nil {
-		a.server.Shutdown()
-		a.server.WaitForShutdown()
+		embedded.Stop(a.server)
 		a.server = nil
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -39,6 +40,10 @@ type Jitd struct {
 	PProf              bool
 	MemLimit           string // --memory-limit, if set
 	NoAuth             bool   // --insecure-no-auth
+	// Args are further flags, after the others (a cluster node's
+	// --server-name, --cluster-listen, --routes, --replicas, --keys-dir,
+	// --auditor; --sync-always).
+	Args []string
 
 	Cmd     *exec.Cmd
 	Started time.Time
@@ -50,6 +55,65 @@ type Jitd struct {
 	waits  map[string][]chan time.Time
 	lines  map[string]map[string]any // log message → its first line, decoded
 	counts map[string]int            // "level: message" → lines, warn and above
+}
+
+// ClusterArgs are the cluster flags of one jitd node: its name, its route
+// address, every node's route address, the keys directory every node
+// shares, --replicas 3, and whether it runs the auditor (one node does).
+// jitbench and jitchaos start their clusters with them, and a test checks
+// that deploy/docker-compose.yml gives its nodes the same.
+func ClusterArgs(name, listen string, routes []string, keysDir string, auditor bool) []string {
+	return []string{"--server-name", name, "--cluster-listen", listen, "--routes", strings.Join(routes, ","),
+		"--replicas", "3", "--keys-dir", keysDir, "--auditor=" + strconv.FormatBool(auditor)}
+}
+
+// NewCluster returns the three jitd nodes of a cluster on free loopback
+// ports: node i's data directory is <dir>/n<i+1>, every node uses node 1's
+// keys directory, and their flags are ClusterArgs' (the auditor on node 1).
+// It starts nothing; StartAll does.
+func NewCluster(bin, dir, config, memLimit string, noAuth bool) ([]*Jitd, error) {
+	routes := make([]string, 3)
+	for i := range routes {
+		a, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		routes[i] = a
+	}
+	keys := filepath.Join(dir, "n1", "keys")
+	var nodes []*Jitd
+	for i := range 3 {
+		name := fmt.Sprintf("n%d", i+1)
+		nd := filepath.Join(dir, name)
+		if err := os.MkdirAll(nd, 0o700); err != nil {
+			return nil, err
+		}
+		j, err := New(bin, nd, config, false, memLimit)
+		if err != nil {
+			return nil, err
+		}
+		j.NoAuth = noAuth
+		j.Args = ClusterArgs(name, routes[i], routes, keys, i == 0)
+		nodes = append(nodes, j)
+	}
+	return nodes, nil
+}
+
+// StartAll starts the nodes at once (each waits for a JetStream quorum
+// before it logs "jitd running") and returns when all have, or with every
+// error.
+func StartAll(nodes []*Jitd, timeout time.Duration) error {
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- n.Start(timeout) }()
+	}
+	var all []error
+	for range nodes {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -124,6 +188,7 @@ func (j *Jitd) Start(timeout time.Duration) error {
 	if j.NoAuth {
 		args = append(args, "--insecure-no-auth")
 	}
+	args = append(args, j.Args...)
 	cmd := exec.Command(j.Bin, args...)
 	logf, err := os.OpenFile(filepath.Join(j.DataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -257,6 +322,16 @@ func (j *Jitd) Line(msg string) map[string]any {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.lines[msg]
+}
+
+// Name is the server's name: its --server-name, or jitd's default "jitd".
+func (j *Jitd) Name() string {
+	for i, a := range j.Args {
+		if a == "--server-name" && i+1 < len(j.Args) {
+			return j.Args[i+1]
+		}
+	}
+	return "jitd"
 }
 
 // NATSURL is the URL clients connect to.

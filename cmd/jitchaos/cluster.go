@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/agentjit/jit/cmd/internal/jitdproc"
+	"github.com/agentjit/jit/pkg/auth"
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Roles of the node a cluster fault hits.
+const (
+	roleMeta  = "meta_leader"  // leads the JetStream meta group
+	roleAudit = "audit_leader" // leads the audit stream
+)
+
+// leaders finds which node leads what, by the servers' own answers: the
+// meta group's leader from a JetStream report of the system account, the
+// audit stream's from its stream info (as the administrator).
+type leaders struct {
+	sys   *nats.Conn
+	admin jetstream.JetStream
+	nodes []*jitdproc.Jitd
+}
+
+func newLeaders(url, keysDir string, admin *nats.Conn, nodes []*jitdproc.Jitd) (*leaders, error) {
+	store, err := auth.OpenStore(keysDir)
+	if err != nil {
+		return nil, err
+	}
+	sysCreds, err := store.SystemCreds()
+	if err != nil {
+		return nil, err
+	}
+	sys, err := nats.Connect(url, nats.UserCredentials(sysCreds), nats.Name("jitchaos system"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("system connection: %w", err)
+	}
+	js, err := jetstream.New(admin)
+	if err != nil {
+		sys.Close()
+		return nil, err
+	}
+	return &leaders{sys: sys, admin: js, nodes: nodes}, nil
+}
+
+func (l *leaders) close() { l.sys.Close() }
+
+// of returns the index of the node that has role, asking until one
+// answers (at most 20 s): a leader is being elected after a fault.
+func (l *leaders) of(role string) (int, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		name, err := l.name(role)
+		if err == nil {
+			for i, n := range l.nodes {
+				if n.Name() == name {
+					return i, nil
+				}
+			}
+			err = fmt.Errorf("%s is %q, not a node of the round", role, name)
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("who is the %s: %w", role, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (l *leaders) name(role string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	switch role {
+	case roleAudit:
+		st, err := l.admin.Stream(ctx, broker.AuditStream)
+		if err != nil {
+			return "", err
+		}
+		if c := st.CachedInfo().Cluster; c != nil && c.Leader != "" {
+			return c.Leader, nil
+		}
+		return "", fmt.Errorf("the audit stream has no leader")
+	default:
+		m, err := l.sys.RequestWithContext(ctx, "$SYS.REQ.SERVER.PING.JSZ", nil)
+		if err != nil {
+			return "", err
+		}
+		var r struct {
+			Data struct {
+				Meta *struct {
+					Leader string `json:"leader"`
+				} `json:"meta_cluster"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return "", err
+		}
+		if r.Data.Meta == nil || r.Data.Meta.Leader == "" {
+			return "", fmt.Errorf("no meta leader known")
+		}
+		return r.Data.Meta.Leader, nil
+	}
+}
+
+// maxStarts bounds the starts of a killed node.
+const maxStarts = 5
+
+// clusterPlan orders a cluster round's faults: SIGKILL the meta leader,
+// SIGSTOP the audit stream's leader, SIGKILL the audit stream's leader;
+// then again from the start for more kills and stops.
+func clusterPlan(kills, stops int) []fault {
+	var out []fault
+	for k, s := 0, 0; k < kills || s < stops; {
+		if k < kills {
+			out = append(out, fault{kind: faultKill, role: roleMeta})
+			k++
+		}
+		if s < stops {
+			out = append(out, fault{kind: faultStop, role: roleAudit})
+			s++
+		}
+		if k < kills {
+			out = append(out, fault{kind: faultKill, role: roleAudit})
+			k++
+		}
+	}
+	return out
+}
+
+// injectCluster runs the planned faults against the nodes, spread as
+// inject spreads them, each on the node that has the fault's role at that
+// moment. A killed node is started again after p.down on its data
+// directory; a stopped one continued after p.stopFor.
+func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time, quit <-chan struct{}, logf func(string, ...any)) ([]fault, error) {
+	planned := clusterPlan(p.kills, p.stops)
+	var done []fault
+	var last time.Time
+	for i, f := range planned {
+		at := start.Add(time.Duration(i+1) * p.duration / time.Duration(len(planned)+1))
+		if !last.IsZero() && at.Before(last.Add(minGap)) {
+			at = last.Add(minGap)
+		}
+		select {
+		case <-quit:
+			return done, nil
+		case <-time.After(time.Until(at)):
+		}
+		idx, err := l.of(f.role)
+		if err != nil {
+			return done, err
+		}
+		d := nodes[idx]
+		f.node = d.Name()
+		switch f.kind {
+		case faultKill:
+			logf("SIGKILL %s, the %s (%d of %d faults); restart in %s", f.node, f.role, i+1, len(planned), p.down)
+			f.at = time.Now()
+			_ = d.Kill()
+			time.Sleep(time.Until(f.at.Add(p.down)))
+			d.Config = ""
+			// As a supervisor would (restart: unless-stopped): a node
+			// started while the others still elect the leaders of what it
+			// led can give up at start (a read of the audit stream times
+			// out) and exit 2.
+			for f.starts = 1; ; f.starts++ {
+				d.Reset()
+				err := d.Start(2 * time.Minute)
+				if err == nil {
+					break
+				}
+				if f.starts == maxStarts {
+					return done, fmt.Errorf("restart %s after SIGKILL, %d attempts: %w", f.node, f.starts, err)
+				}
+				logf("%s exited at start (%v); starting it again", f.node, err)
+			}
+			f.ready = d.SeenAt(jitdproc.MsgRunning)
+			logf("%s running again %s after the kill", f.node, f.ready.Sub(f.at).Round(time.Millisecond))
+		case faultStop:
+			logf("SIGSTOP %s, the %s (%d of %d faults) for %s", f.node, f.role, i+1, len(planned), p.stopFor)
+			f.at = time.Now()
+			if err := d.Signal(syscall.SIGSTOP); err != nil {
+				return done, err
+			}
+			time.Sleep(time.Until(f.at.Add(p.stopFor)))
+			if err := d.Signal(syscall.SIGCONT); err != nil {
+				return done, err
+			}
+			f.ready = time.Now()
+		}
+		done = append(done, f)
+		last = f.ready
+	}
+	return done, nil
+}
+
+// clusterHome is where a cluster round's keys and credentials are: node
+// 1's data directory.
+func clusterHome(dir string) string { return filepath.Join(dir, "n1") }

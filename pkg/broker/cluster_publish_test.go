@@ -1,0 +1,63 @@
+package broker_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPublishSameIDAtOnceOnACluster: three replicas of a service, one per
+// node, publish the same derived event ids at the same instant to a
+// three-replica stream (every revoker replica revoking one expiring
+// grant). Each publish succeeds, and each id is stored once: the stream's
+// "duplicate message id is in process" is asked again, not returned.
+func TestPublishSameIDAtOnceOnACluster(t *testing.T) {
+	c := natstest.RunCluster(t, 3)
+	ctx := t.Context()
+	var pubs []*broker.Publisher
+	var js jetstream.JetStream
+	for i := range c.Servers {
+		nc, err := nats.Connect(c.Servers[i].ClientURL())
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		js, err = jetstream.New(nc)
+		require.NoError(t, err)
+		pubs = append(pubs, broker.NewPublisher(js, "test"))
+	}
+	require.Eventually(t, func() bool {
+		return broker.Ensure(ctx, js, broker.Options{Update: true, Replicas: 3}) == nil
+	}, 20*time.Second, 100*time.Millisecond)
+
+	const ids = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, ids*len(pubs))
+	for i := range ids {
+		start := make(chan struct{})
+		for _, p := range pubs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, _, err := p.Emit(ctx, fmt.Sprintf("g%d/revoked", i), events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
+				errs <- err
+			}()
+		}
+		close(start)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	st, err := js.Stream(ctx, broker.AuditStream)
+	require.NoError(t, err)
+	require.Equal(t, uint64(ids), st.CachedInfo().State.Msgs)
+}
