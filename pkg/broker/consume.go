@@ -94,6 +94,8 @@ type Consumer struct {
 	closed bool
 	queues []chan jetstream.Msg
 	wg     sync.WaitGroup
+
+	unwatch func() // ends the consumer's series (observe.go)
 }
 
 // Stop stops fetching new messages and waits for the handlers of the
@@ -110,6 +112,7 @@ func (c *Consumer) Stop() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.unwatch()
 }
 
 // dispatch hands m to the worker of its order key. After Stop it drops m
@@ -148,7 +151,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			}
 			return Permanent(err)
 		}
-		return h(ctx, e, d)
+		return handleEvent(ctx, h, e, d, onMalformed)
 	}, log)
 }
 
@@ -183,7 +186,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		cfg.Workers = DefaultWorkers
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	c := &Consumer{log: log, queues: make([]chan jetstream.Msg, cfg.Workers)}
+	c := &Consumer{log: log, queues: make([]chan jetstream.Msg, cfg.Workers), unwatch: watch(js, cons, cfg)}
 	for i := range c.queues {
 		q := make(chan jetstream.Msg, workerQueue)
 		c.queues[i] = q
@@ -212,6 +215,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		}
 		c.mu.Unlock()
 		c.wg.Wait()
+		c.unwatch()
 		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
 	}
 	c.cc = cc
@@ -262,7 +266,7 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandlerTimeout)
 	defer cancel()
-	err := h(hctx, m.Data(), d)
+	err := recovering(func() error { return h(hctx, m.Data(), d) })
 	// The logger is built only when there is something to log: it costs
 	// allocations on every message otherwise.
 	l := func() zerolog.Logger {
@@ -276,9 +280,15 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 		}
 	case errors.Is(err, ErrPermanent):
 		l := l()
-		l.Warn().Err(err).Msg("terminated bad message")
+		if pe := (*PanicError)(nil); errors.As(err, &pe) {
+			l.Error().Err(err).Bytes("stack", pe.Stack).Msg("handler panicked; terminated the message")
+		} else {
+			l.Warn().Err(err).Msg("terminated bad message")
+		}
+		observeTerm(cfg.Durable, err)
 		_ = m.TermWithReason(truncate(err.Error(), 200))
 	default:
+		observeFailure(cfg.Durable)
 		delay := Backoff(d.NumDelivered)
 		l := l()
 		l.Error().Err(err).Dur("retry_in", delay).Msg("handler failed; will retry")

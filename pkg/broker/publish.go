@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -77,9 +78,11 @@ func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events
 	}
 	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(AuditStream))
 	if err != nil {
+		metrics.PublishErrors.Inc()
 		return 0, nil, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
 	}
 	if !ack.Duplicate {
+		metrics.Observe(e)
 		return ack.Sequence, nil, nil
 	}
 	stored, err := p.stored(ctx, ack.Sequence, subject, e)

@@ -1,0 +1,115 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/agentjit/jit/pkg/events"
+)
+
+// Observe counts e, an event this process has just stored on the audit
+// stream for the first time (a duplicate acknowledgement is not a new
+// event). It decodes the data only of the types it measures; an event
+// whose data does not decode is counted by type only. It never fails.
+func Observe(e events.Event) {
+	typ := e.Type()
+	Published.WithLabelValues(typ).Inc()
+	switch typ {
+	case events.TypeDecided:
+		d, err := events.DataAs[events.Decision](e)
+		if err != nil {
+			return
+		}
+		Requests.WithLabelValues(d.Outcome, d.Mode).Inc()
+		switch d.Mode {
+		case events.ModeAutoApprove, events.ModePolicy, events.ModeRequireApproval, events.ModeDeny, events.ModeDefaultDeny:
+			// The policy service's own decisions; a human's or a
+			// time-out's latency is the wait for the human.
+			if s, ok := since(d.Request.RequestedAt, d.DecidedAt); ok {
+				DecisionLatency.Observe(s)
+			}
+		}
+	case events.TypeGranted:
+		g, err := events.DataAs[events.Grant](e)
+		if err != nil {
+			return
+		}
+		Grants.WithLabelValues(g.Mode).Inc()
+	case events.TypeRevoked:
+		r, err := events.DataAs[events.Revocation](e)
+		if err != nil {
+			return
+		}
+		Revocations.WithLabelValues(r.Reason).Inc()
+		switch r.Reason {
+		case events.RevokedExpired:
+			if s, ok := since(r.ExpiresAt, r.RevokedAt); ok {
+				RevocationLag.WithLabelValues(r.Reason).Observe(s)
+			}
+		case events.RevokedGuardrail:
+			if fired, ok := guardrails.get(r.Agent); ok {
+				if s, ok := since(fired, r.RevokedAt); ok {
+					RevocationLag.WithLabelValues(r.Reason).Observe(s)
+				}
+			}
+		}
+	case events.TypeGuardrailFired:
+		g, err := events.DataAs[events.GuardrailFired](e)
+		if err != nil {
+			return
+		}
+		GuardrailsFired.WithLabelValues(g.Rule).Inc()
+	case events.TypeSuspended:
+		Suspensions.Inc()
+	case events.TypeReinstated:
+		Reinstatements.Inc()
+	case events.TypeRejected:
+		r, err := events.DataAs[events.Rejection](e)
+		if err != nil {
+			return
+		}
+		Rejected.WithLabelValues(r.Stage, r.Code).Inc()
+	}
+}
+
+// GrantAnnounced records a grant's request-to-grant latency: requested is
+// the request's requested_at, granted the grant's granted_at. The approval
+// service calls it once it stored jit.granted for the first time.
+func GrantAnnounced(mode string, requested, granted time.Time) {
+	if s, ok := since(requested, granted); ok {
+		RequestToGrant.WithLabelValues(mode).Observe(s)
+	}
+}
+
+// GuardrailHandled tells the revocation-lag histogram when the guardrail
+// that is about to revoke agent's grants fired (the revoker calls it before
+// it revokes them).
+func GuardrailHandled(agent string, firedAt time.Time) { guardrails.set(agent, firedAt) }
+
+// guardrails remembers the latest guardrail fire per agent: bounded by the
+// number of agents the configuration names.
+var guardrails = firedTimes{m: map[string]time.Time{}}
+
+type firedTimes struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (f *firedTimes) set(agent string, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.m) > 100_000 {
+		clear(f.m)
+	}
+	f.m[agent] = t
+}
+
+func (f *firedTimes) get(agent string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.m[agent]
+	return t, ok
+}
