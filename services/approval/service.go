@@ -25,6 +25,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -211,6 +212,8 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		if g, err = events.DataAs[events.Grant](*stored); err != nil {
 			return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
 		}
+	} else {
+		metrics.GrantAnnounced(g.Mode, dec.Request.RequestedAt, g.GrantedAt)
 	}
 	return s.leaseAndKey(ctx, key, g)
 }

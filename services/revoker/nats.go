@@ -42,6 +42,9 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
+	s.mu.Lock()
+	s.unobserve = s.provideMetrics()
+	s.mu.Unlock()
 	s.log.Info().Msg("revoker running")
 	return nil
 }
@@ -126,6 +129,9 @@ func (s *Service) Stop() {
 	s.stopped = true
 	close(s.quit)
 	api, consumers, w := s.api, s.consumers, s.watcher
+	if s.unobserve != nil {
+		s.unobserve()
+	}
 	s.mu.Unlock()
 
 	if api != nil {
