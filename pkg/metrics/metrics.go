@@ -18,6 +18,7 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
 	"runtime/debug"
 	"time"
 
@@ -166,15 +167,17 @@ var (
 	}, []string{"version", "goversion"})
 )
 
+// static are the jit_* collectors registered at start (Names).
+var static = []prometheus.Collector{
+	Requests, DecisionLatency, Grants, RequestToGrant, Revocations, RevocationLag,
+	GuardrailsFired, Suspensions, Reinstatements, Rejected, Published, PublishErrors,
+	HandlerPanics, HandlerFailures, Terminated, RevocationFailures, APICalls, APIDuration,
+	BuildInfo, consumers,
+}
+
 func init() {
-	Registry.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		Requests, DecisionLatency, Grants, RequestToGrant, Revocations, RevocationLag,
-		GuardrailsFired, Suspensions, Reinstatements, Rejected, Published, PublishErrors,
-		HandlerPanics, HandlerFailures, Terminated, RevocationFailures, APICalls, APIDuration,
-		BuildInfo, consumers, gauges,
-	)
+	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gauges)
+	Registry.MustRegister(static...)
 	goVersion := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -202,6 +205,29 @@ func SetVersion(v string) {
 func Handler() http.Handler {
 	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
+
+// Names are the names of the jit_* series the code always registers,
+// whether or not they have a value yet (a labelled counter appears in a
+// scrape only once it has been counted). Series that running services
+// provide (Provide) appear in a scrape of them instead.
+func Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range static {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 // since returns the seconds from a to b, or false if either is unset or b
 // is before a by more than clock skew could explain.
