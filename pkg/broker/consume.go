@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -151,7 +152,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			}
 			return Permanent(err)
 		}
-		return handleEvent(ctx, h, e, d, onMalformed)
+		ctx, end := tracing.StartHandle(ctx, cfg.Durable, d.Subject, e)
+		err = handleEvent(ctx, h, e, d, onMalformed)
+		end(err)
+		return err
 	}, log)
 }
 

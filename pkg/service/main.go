@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/pkg/auth"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go"
 )
 
@@ -105,6 +106,15 @@ func run(ctx context.Context, name, url string, nopts []nats.Option, po PrepareO
 			return err
 		}
 	}
+	shutdownTraces, err := tracing.Setup(ctx, name) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = shutdownTraces(tctx)
+		cancel()
+	}()
 	nc, err := Connect(url, name, log, nopts...)
 	if err != nil {
 		return err
