@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/metrics"
+	"github.com/agentjit/jit/pkg/metrics/metricstest"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -91,4 +93,39 @@ func TestConsumeRecoversPanic(t *testing.T) {
 	mu.Unlock()
 	require.Equal(t, panicsBefore+1, testutil.ToFloat64(metrics.HandlerPanics.WithLabelValues(durable)))
 	require.Equal(t, rejectedBefore+1, testutil.ToFloat64(metrics.Rejected.WithLabelValues(events.StageEvent, events.CodeInternal)))
+}
+
+// TestStuckMessageShows: a message whose handler keeps failing is retried,
+// and shows in its consumer's state (and so in the jit_consumer_* series):
+// unacknowledged, redelivered, with a growing age; the failures are counted.
+func TestStuckMessageShows(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := context.Background()
+	pub := broker.NewPublisher(env.JS, "test")
+	_, _, err := pub.Emit(ctx, "ev-stuck", events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r", FiredAt: time.Now()})
+	require.NoError(t, err)
+	const durable = "stuck-probe"
+	failuresBefore := testutil.ToFloat64(metrics.HandlerFailures.WithLabelValues(durable))
+	c, err := broker.Consume(ctx, env.JS, broker.ConsumerConfig{Durable: durable, FilterSubjects: []string{"guardrail.fired.>"}},
+		func(context.Context, events.Event, broker.Delivery) error { return errors.New("the store is down") }, nil, env.Log)
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+
+	var st metrics.ConsumerState
+	require.Eventually(t, func() bool {
+		for _, s := range metrics.Consumers(ctx, "stuck") {
+			if s.Durable == durable {
+				st = s
+			}
+		}
+		return st.AckPending == 1 && st.Redelivered == 1 && st.OldestUnackedAge > 200*time.Millisecond
+	}, 10*time.Second, 20*time.Millisecond, "the stuck message shows: %+v", st)
+	require.Empty(t, st.Error)
+	require.Equal(t, broker.AuditStream, st.Stream)
+	require.GreaterOrEqual(t, testutil.ToFloat64(metrics.HandlerFailures.WithLabelValues(durable)), failuresBefore+2)
+
+	fam := metricstest.ScrapeHandler(t, metrics.Handler())
+	age, ok := fam.Value("jit_consumer_oldest_unacked_age_seconds", "consumer", durable)
+	require.True(t, ok)
+	require.Greater(t, age, 0.2)
 }

@@ -56,9 +56,12 @@ func WatchConsumer(js jetstream.JetStream, cons jetstream.Consumer, stream, dura
 	r.mu.Lock()
 	w := r.m[k]
 	if w == nil {
-		w = &watchedConsumer{js: js, cons: cons, stream: stream, durable: durable, filters: slices.Clone(filters)}
+		w = &watchedConsumer{stream: stream, durable: durable}
 		r.m[k] = w
 	}
+	// The latest handle wins: a service restarted in the same process
+	// reads its consumer through its new connection.
+	w.js, w.cons, w.filters = js, cons, slices.Clone(filters)
 	w.refs++
 	r.mu.Unlock()
 	var once sync.Once
@@ -100,26 +103,28 @@ func Consumers(ctx context.Context, service string) []ConsumerState {
 
 func (w *watchedConsumer) state(ctx context.Context) ConsumerState {
 	st := ConsumerState{Stream: w.stream, Durable: w.durable}
-	info, err := w.cons.Info(ctx)
+	consumerRegistry.mu.Lock()
+	js, cons, filters := w.js, w.cons, w.filters
+	consumerRegistry.mu.Unlock()
+	info, err := cons.Info(ctx)
 	if err != nil {
 		st.Error = err.Error()
 		return st
 	}
 	st.Pending, st.AckPending, st.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
 	if info.NumAckPending > 0 {
-		st.OldestUnackedAge = w.oldestAge(ctx, info.AckFloor.Stream+1)
+		st.OldestUnackedAge = oldestAge(ctx, js, w.stream, filters, info.AckFloor.Stream+1)
 	}
 	return st
 }
 
-// oldestAge is the age of the first message at or after seq that the
-// consumer's filters match (0 if it cannot be read).
-func (w *watchedConsumer) oldestAge(ctx context.Context, seq uint64) time.Duration {
-	s, err := w.js.Stream(ctx, w.stream)
+// oldestAge is the age of the first message of stream at or after seq that
+// filters match (0 if it cannot be read).
+func oldestAge(ctx context.Context, js jetstream.JetStream, stream string, filters []string, seq uint64) time.Duration {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0
 	}
-	filters := w.filters
 	if len(filters) == 0 {
 		filters = []string{""}
 	}
