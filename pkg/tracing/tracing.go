@@ -128,21 +128,30 @@ func Extract(ctx context.Context, e events.Event) context.Context {
 
 // StartPublish starts the span of one broker write of e by service and
 // puts its context on e (traceparent). Its parent is ctx's span, or, when
-// ctx has none, the request's (RequestParent of e's requestid extension).
+// ctx has none, the request's (RequestParent of e's requestid extension);
+// a write of a request's event in another trace links to the request's.
 // end ends it with the write's error. Without tracing it does nothing.
 func StartPublish(ctx context.Context, service, subject string, e *events.Event) (end func(error)) {
 	st := current.Load()
 	if st == nil {
 		return func(error) {}
 	}
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		if id := events.RequestID(*e); id != "" {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, RequestParent(id))
+	var opts []trace.SpanStartOption
+	if id := events.RequestID(*e); id != "" {
+		req := RequestParent(id)
+		switch parent := trace.SpanContextFromContext(ctx); {
+		case !parent.IsValid():
+			ctx = trace.ContextWithRemoteSpanContext(ctx, req)
+		case parent.TraceID() != req.TraceID():
+			// Written in another trace (a revocation by a guardrail, an
+			// agent's done): linked to the request's.
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: req}))
 		}
 	}
-	ctx, span := st.tracer.Start(ctx, "publish "+e.Type(), trace.WithSpanKind(trace.SpanKindProducer),
+	opts = append(opts, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := st.tracer.Start(ctx, "publish "+e.Type(), append(opts,
 		trace.WithAttributes(ServiceAttr.String(service), attribute.String("messaging.destination.name", subject),
-			attribute.String("cloudevents.event_id", e.ID()), attribute.String("cloudevents.event_type", e.Type())))
+			attribute.String("cloudevents.event_id", e.ID()), attribute.String("cloudevents.event_type", e.Type())))...)
 	propagator.Inject(ctx, ceCarrier{e})
 	return func(err error) {
 		if err != nil {

@@ -61,3 +61,27 @@ func TestEventCarriesTheContext(t *testing.T) {
 	require.Equal(t, trace.SpanKindProducer, pub.SpanKind)
 	require.Equal(t, trace.SpanKindConsumer, handle.SpanKind)
 }
+
+// TestOtherTraceLinksToTheRequest: a request's event written while
+// handling another trace (a guardrail's) stays in that trace and links to
+// the request's.
+func TestOtherTraceLinksToTheRequest(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tracing.Use(tp)
+	t.Cleanup(func() { tracing.Use(nil) })
+
+	guard, err := events.New("gf-1", events.TypeGuardrailFired, "revoker", "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
+	require.NoError(t, err)
+	ctx, end := tracing.StartHandle(context.Background(), "revoker-guardrail", "guardrail.fired.a1", guard)
+	e := event(t)
+	tracing.StartPublish(ctx, "revoker", "jit.revoked.a1", &e)(nil)
+	end(nil)
+
+	spans := exp.GetSpans()
+	require.Len(t, spans, 2)
+	pub := spans[0]
+	require.Equal(t, trace.SpanContextFromContext(ctx).TraceID(), pub.SpanContext.TraceID(), "stays in the guardrail's trace")
+	require.Len(t, pub.Links, 1)
+	require.Equal(t, tracing.RequestParent("req_abc").TraceID(), pub.Links[0].SpanContext.TraceID(), "linked to the request's trace")
+}
