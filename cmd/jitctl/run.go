@@ -65,6 +65,7 @@ var commands = []command{
 	{"config", "apply FILE | show", "apply a configuration file (JIT_TOKEN of an org-admin or security-admin), or print the active one", (*app).configCmd},
 	{"policy", "explain --agent A --perm P --duration D --reason R [--context K=V…] [--at TIME] [--config FILE] | test FILE [--config FILE]",
 		"dry-run a decision and say why, or check a table of expected decisions", (*app).policyCmd},
+	{"status", "[--wait D] [--max-backlog N] [--max-age D]", "show every service instance, consumer backlogs, failing revocations, the configuration's revision and suspended agents (exit 0 healthy, 1 degraded, 2 unreachable)", (*app).status},
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
 	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision [--audit-max-age D] [--data-dir D | --keys DIR]",
 		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin, service)", (*app).credsCmd},

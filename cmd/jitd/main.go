@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
 	"github.com/agentjit/jit/pkg/service"
+	"github.com/agentjit/jit/pkg/tracing"
 )
 
 func main() {
@@ -70,6 +72,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; off otherwise.
+	shutdownTraces, err := tracing.Setup(ctx, "jitd")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "jitd: tracing: %v\n", err)
+		os.Exit(2)
+	}
 	app := allinone.New(o, base)
 	if err := app.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "jitd: %v\n", err)
@@ -78,6 +86,9 @@ func main() {
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	app.Close()
+	tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = shutdownTraces(tctx)
+	cancel()
 }
 
 // clusterOptions sets o's cluster fields from the flags: routes (comma

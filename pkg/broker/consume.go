@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -95,6 +96,8 @@ type Consumer struct {
 	closed bool
 	queues []chan jetstream.Msg
 	wg     sync.WaitGroup
+
+	unwatch func() // ends the consumer's series (observe.go)
 }
 
 // pullExpiry is how long one pull request of a consumer waits; its idle
@@ -125,6 +128,7 @@ func (c *Consumer) Stop() {
 	if c.nc != nil {
 		_ = c.nc.FlushTimeout(2 * time.Second)
 	}
+	c.unwatch()
 }
 
 // dispatch hands m to the worker of its order key. After Stop it drops m
@@ -163,7 +167,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			}
 			return Permanent(err)
 		}
-		return h(ctx, e, d)
+		ctx, end := tracing.StartHandle(ctx, cfg.Durable, d.Subject, e)
+		err = handleEvent(ctx, h, e, d, onMalformed)
+		end(err)
+		return err
 	}, log)
 }
 
@@ -198,7 +205,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		cfg.Workers = DefaultWorkers
 	}
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers)}
+	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers), unwatch: watch(js, cons, cfg)}
 	for i := range c.queues {
 		q := make(chan jetstream.Msg, workerQueue)
 		c.queues[i] = q
@@ -227,6 +234,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		}
 		c.mu.Unlock()
 		c.wg.Wait()
+		c.unwatch()
 		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
 	}
 	c.cc = cc
@@ -277,7 +285,7 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandlerTimeout)
 	defer cancel()
-	err := h(hctx, m.Data(), d)
+	err := recovering(func() error { return h(hctx, m.Data(), d) })
 	// The logger is built only when there is something to log: it costs
 	// allocations on every message otherwise.
 	l := func() zerolog.Logger {
@@ -291,9 +299,15 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 		}
 	case errors.Is(err, ErrPermanent):
 		l := l()
-		l.Warn().Err(err).Msg("terminated bad message")
+		if pe := (*PanicError)(nil); errors.As(err, &pe) {
+			l.Error().Err(err).Bytes("stack", pe.Stack).Msg("handler panicked; terminated the message")
+		} else {
+			l.Warn().Err(err).Msg("terminated bad message")
+		}
+		observeTerm(cfg.Durable, err)
 		_ = m.TermWithReason(truncate(err.Error(), 200))
 	default:
+		observeFailure(cfg.Durable)
 		delay := Backoff(d.NumDelivered)
 		l := l()
 		l.Error().Err(err).Dur("retry_in", delay).Msg("handler failed; will retry")

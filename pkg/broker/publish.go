@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -73,15 +75,20 @@ func (p *Publisher) Publish(ctx context.Context, subject string, e events.Event)
 // nil) whether the stored event stands for e; stored is returned for a
 // duplicate (nil otherwise).
 func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events.Event, same func(stored events.Event) error) (uint64, *events.Event, error) {
+	end := tracing.StartPublish(ctx, p.source, subject, &e) // a span per write; traceparent on e
 	m, err := ToMsg(subject, e)
 	if err != nil {
+		end(err)
 		return 0, nil, err
 	}
 	ack, err := p.publishMsg(ctx, m)
+	end(err)
 	if err != nil {
+		metrics.PublishErrors.Inc()
 		return 0, nil, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
 	}
 	if !ack.Duplicate {
+		metrics.Observe(e)
 		return ack.Sequence, nil, nil
 	}
 	stored, err := p.stored(ctx, ack.Sequence, subject, e)

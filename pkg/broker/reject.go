@@ -34,13 +34,17 @@ func (p *Publisher) Reject(ctx context.Context, id string, r events.Rejection) e
 
 // RejectMalformed returns a MalformedFunc that records an undecodable
 // message read by consumer durable as a jit.rejected event (stage "event",
-// code malformed or too_large), naming the subject it arrived on. Its id is
+// code malformed or too_large; internal for an event whose handler
+// panicked, ErrPanic), naming the subject it arrived on. Its id is
 // derived from the stream sequence, so a redelivery records it once.
 func (p *Publisher) RejectMalformed(durable string) MalformedFunc {
 	return func(ctx context.Context, d Delivery, err error) error {
 		code := events.CodeMalformed
-		if errors.Is(err, events.ErrTooLarge) {
+		switch {
+		case errors.Is(err, events.ErrTooLarge):
 			code = events.CodeTooLarge
+		case errors.Is(err, ErrPanic):
+			code = events.CodeInternal
 		}
 		return p.Reject(ctx, events.RejectedEventID(durable, d.StreamSeq), events.Rejection{
 			Stage:   events.StageEvent,

@@ -275,6 +275,7 @@ const (
 	CodeInvalidConfig    = "invalid_config"
 	CodeUnavailable      = "unavailable"  // the service is stopping or a dependency is down: retry
 	CodeRateLimited      = "rate_limited" // too many failed sign-ins from one address
+	CodeInternal         = "internal"     // a handler panicked on the event: it was terminated, not retried
 )
 
 // AllCodes lists every rejection code (docs/events.md documents each).
@@ -282,6 +283,7 @@ var AllCodes = []string{
 	CodeMalformed, CodeTooLarge, CodeUnknownAgent, CodeNotEligible, CodeDurationExceeded, CodeInvalidDuration,
 	CodeEmptyReason, CodeReasonTooLong, CodeSuspended, CodeUnauthenticated, CodeForbidden, CodeNotFound,
 	CodeStale, CodeConflict, CodeInvalidConfig, CodeUnavailable, CodeRateLimited,
+	CodeInternal,
 }
 
 // Rejection is the data of jit.rejected: input that was refused, with the

@@ -140,9 +140,13 @@ type APIConfig struct {
 func NewAPI(ctx context.Context, d Deps, c APIConfig) (*API, error) {
 	svc, err := micro.AddService(d.NC, micro.Config{
 		Name: c.Name, Version: Version, Description: c.Description, QueueGroup: c.Name,
+		StatsHandler: statsHandler(serviceName(c.Name), &d),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api service %s: %w", c.Name, err)
+	}
+	if err := addStatusEndpoint(svc, serviceName(c.Name), d); err != nil {
+		return nil, err
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultAPITimeout
@@ -230,7 +234,9 @@ func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
 	log := a.log.With().Str("api", ep.Subject).Logger()
 	ctx = log.WithContext(ctx)
 
+	start := time.Now()
 	out, err := call(ctx, a, ep, req)
+	observeCall(ep.Subject, start, err)
 	var rf *Refused
 	var ae *broker.APIError
 	switch {

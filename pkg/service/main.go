@@ -2,16 +2,19 @@ package service
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/agentjit/jit/pkg/auth"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go"
 )
 
@@ -53,6 +56,7 @@ func Main(name string, build func(Deps) Service, opts ...MainOption) {
 	client.Flags(fs, os.Getenv)
 	cfgFile := fs.String("config", os.Getenv("JIT_CONFIG"), "optional configuration file to apply at start (env JIT_CONFIG; needs a credential that may write it: the policy service's)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	metricsListen := fs.String("metrics-listen", os.Getenv("JIT_METRICS_LISTEN"), "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9101 (env JIT_METRICS_LISTEN; off when empty)")
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), AuditMaxAgeUsage+
 		"; a service sets it only when it creates the stream: later, jitctl creds provision --audit-max-age")
 	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets when this service creates them: 3 on a three-node cluster (env JIT_REPLICAS; 0: one; existing ones are moved only by jitctl topology replicas)")
@@ -88,14 +92,35 @@ func Main(name string, build func(Deps) Service, opts ...MainOption) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, name, *natsURL, nopts, po, build, log); err != nil {
+	if err := run(ctx, name, *natsURL, nopts, po, build, log, *metricsListen); err != nil {
 		log.Error().Err(err).Msg("exiting")
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
 }
 
-func run(ctx context.Context, name, url string, nopts []nats.Option, po PrepareOptions, build func(Deps) Service, log Log) error {
+func run(ctx context.Context, name, url string, nopts []nats.Option, po PrepareOptions, build func(Deps) Service, log Log, metricsListen string) error {
+	var started atomic.Pointer[Deps]
+	if metricsListen != "" {
+		if _, err := ServeObserve(ctx, metricsListen, func(ctx context.Context) error {
+			d := started.Load()
+			if d == nil {
+				return errors.New("starting: topology, configuration or consumers not in place yet")
+			}
+			return Ready(ctx, name, *d)
+		}, log); err != nil {
+			return err
+		}
+	}
+	shutdownTraces, err := tracing.Setup(ctx, name) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = shutdownTraces(tctx)
+		cancel()
+	}()
 	nc, err := Connect(url, name, log, nopts...)
 	if err != nil {
 		return err
@@ -105,10 +130,12 @@ func run(ctx context.Context, name, url string, nopts []nats.Option, po PrepareO
 	if err != nil {
 		return err
 	}
+	defer ProvideGauges(deps, name == "approval")()
 	svc := build(deps)
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}
+	started.Store(&deps)
 	log.Info().Str("nats", url).Msg("running")
 	<-ctx.Done()
 	log.Info().Msg("stopping")

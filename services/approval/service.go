@@ -26,6 +26,7 @@ import (
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/failpoint"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval/notify"
 	"github.com/nats-io/nats.go/jetstream"
@@ -218,6 +219,8 @@ func (s *Service) grant(ctx context.Context, dec events.Decision, d broker.Deliv
 		if g, err = events.DataAs[events.Grant](*stored); err != nil {
 			return fmt.Errorf("announced grant %s does not decode: %w", grantID, err)
 		}
+	} else {
+		metrics.GrantAnnounced(g.Mode, dec.Request.RequestedAt, g.GrantedAt)
 	}
 	failpoint.Hit(failpoint.ApprovalAfterGranted)
 	return s.leaseAndKey(ctx, key, g)

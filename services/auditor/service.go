@@ -22,6 +22,7 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -72,6 +73,9 @@ type Auditor struct {
 	cc       jetstream.ConsumeContext
 	once     sync.Once
 	started  bool
+
+	status  micro.Service // observe.go
+	unwatch func()
 }
 
 // New returns an Auditor.
@@ -122,6 +126,7 @@ func (a *Auditor) Start(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", a.o.Durable, err)
 	}
 	a.started = true
+	a.observe(cons)
 	go a.loop(context.WithoutCancel(ctx))
 	return nil
 }
@@ -133,6 +138,7 @@ func (a *Auditor) Stop() {
 		if !a.started {
 			return
 		}
+		a.unobserve()
 		a.cc.Stop()
 		<-a.cc.Closed()
 		close(a.stop)

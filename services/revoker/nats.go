@@ -41,6 +41,9 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
+	s.mu.Lock()
+	s.unobserve = s.provideMetrics()
+	s.mu.Unlock()
 	s.log.Info().Msg("revoker running")
 	return nil
 }
@@ -123,6 +126,9 @@ func (s *Service) Stop() {
 	s.stopped = true
 	close(s.quit)
 	api, consumers, leases := s.api, s.consumers, s.leases
+	if s.unobserve != nil {
+		s.unobserve()
+	}
 	s.mu.Unlock()
 
 	if api != nil {

@@ -77,6 +77,9 @@ type Service struct {
 	locks keyLocks
 	sched *scheduler
 	index leaseIndex // active leases per agent, from the lease watch
+	// failing are the revocations being retried (observe.go).
+	failing   failingSet
+	unobserve func()
 
 	ctx    context.Context // cancelled by Stop, after in-flight work ended
 	cancel context.CancelFunc
@@ -129,11 +132,14 @@ func (s *Service) Revoke(ctx context.Context, key, reason string, by events.Acto
 
 // revoke is docs/architecture.md's "Exactly one revocation per grant",
 // steps 1-5, under a per-grant lock.
-func (s *Service) revoke(ctx context.Context, key, reason string, by events.Actor, detail string) (revokeResult, error) {
+func (s *Service) revoke(ctx context.Context, key, reason string, by events.Actor, detail string) (_ revokeResult, err error) {
 	agent, grantID, ok := broker.SplitKey(key)
 	if !ok || !events.ValidID(agent) || !events.ValidID(grantID) {
 		return revokeResult{}, fmt.Errorf("%w: %q", ErrBadKey, key)
 	}
+	// A failure shows in jitctl status and jit_revocations_failing until an
+	// attempt succeeds.
+	defer s.failing.observe(key, agent, grantID, reason, s.now, &err)
 	defer s.locks.lock(key)()
 	for range maxCAS {
 		// 1. Read the lease.

@@ -12,6 +12,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -29,6 +30,7 @@ func (s *Service) suspend(ctx context.Context, eventID string, g events.Guardrai
 	} else if _, known := cfg.Agent(g.Agent); !known {
 		log.Warn().Msg("guardrail fired against an agent that is not in the configuration; suspending it anyway (fail safe)")
 	}
+	metrics.GuardrailHandled(g.Agent, g.FiredAt) // the start of its grants' revocation lag
 	by := events.Actor{Kind: events.ActorGuardrail, ID: g.Rule}
 	mine := events.Suspension{
 		Agent:         g.Agent,

@@ -127,6 +127,7 @@ type App struct {
 	httpAddr string
 	cancel   context.CancelFunc
 	auditor  *auditor.Auditor
+	observed func() // ends the gauges observe.go provides
 }
 
 // AuditPublicKey is the public key of the auditor's signing key, once
@@ -267,6 +268,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		a.services = append(a.services, svc)
 	}
+	a.observed = a.observe(deps, appr)
 	if a.opts.HTTPListen != "" {
 		ln, err := net.Listen("tcp", a.opts.HTTPListen)
 		if err != nil {
@@ -447,6 +449,10 @@ func (a *App) Close() {
 		a.services[i].Stop()
 	}
 	a.services = nil
+	if a.observed != nil {
+		a.observed()
+		a.observed = nil
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}
@@ -481,6 +487,7 @@ func (a *App) routes(d service.Deps, console http.Handler) http.Handler {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
 	})
+	a.observeRoutes(mux, d)
 	if a.opts.PProf {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)

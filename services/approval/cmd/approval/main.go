@@ -15,5 +15,10 @@ func main() {
 	if addr := os.Getenv("JIT_HTTP_LISTEN"); addr != "" {
 		opts = append(opts, approval.WithHTTP(addr))
 	}
-	service.Main("approval", func(d service.Deps) service.Service { return approval.New(d, opts...) }, service.WithSecrets())
+	service.Main("approval", func(d service.Deps) service.Service {
+		s := approval.New(d, opts...)
+		// For --metrics-listen; the process ends with the service.
+		approval.ProvideNotificationMetrics(s.Counters())
+		return s
+	}, service.WithSecrets())
 }
