@@ -88,9 +88,14 @@ func TestAuditFollowResumes(t *testing.T) {
 	require.Equal(t, []string{followName}, consumerNames(t, h))
 	c, err := h.env.JS.Consumer(h.ctx, broker.AuditStream, followName)
 	require.NoError(t, err)
-	info, err := c.Info(h.ctx)
-	require.NoError(t, err)
-	require.Equal(t, uint64(5), info.AckFloor.Stream, "every printed line is acknowledged")
+	// Each line is acknowledged (a confirmed ack) before the next is
+	// read; the consumer's ack floor may trail the confirmation by a
+	// moment.
+	var info *jetstream.ConsumerInfo
+	require.Eventually(t, func() bool {
+		info, err = c.Info(h.ctx)
+		return err == nil && info.AckFloor.Stream == 5
+	}, 10*time.Second, 10*time.Millisecond, "every printed line is acknowledged")
 	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
 
 	h.fire("svc-price-optimizer", 1)
