@@ -317,6 +317,8 @@ func matchLines(want, got []string) bool {
 
 var patterns sync.Map
 
+var minutesLeft = regexp.MustCompile(`\b([1-9][0-9]*)m left`)
+
 func linePattern(w string) *regexp.Regexp {
 	if re, ok := patterns.Load(w); ok {
 		return re.(*regexp.Regexp)
@@ -324,6 +326,13 @@ func linePattern(w string) *regexp.Regexp {
 	parts := strings.Split(w, "…")
 	for i := range parts {
 		parts[i] = regexp.QuoteMeta(parts[i])
+		// "30m left" is a grant's whole duration; the command runs a
+		// moment after the grant, and on a slow machine it says
+		// "29m48s left".
+		parts[i] = minutesLeft.ReplaceAllStringFunc(parts[i], func(m string) string {
+			n, _ := strconv.Atoi(minutesLeft.FindStringSubmatch(m)[1])
+			return fmt.Sprintf("(?:%dm|%dm[0-9]{1,2}s) left", n, n-1)
+		})
 	}
 	re := regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
 	patterns.Store(w, re)
@@ -364,6 +373,10 @@ func TestMatchLines(t *testing.T) {
 		{[]string{"a", "…", "z"}, []string{"a", "b", "c", "z"}, true},
 		{[]string{"a", "…", "z"}, []string{"a", "b"}, false},
 		{[]string{"x.y"}, []string{"xzy"}, false},
+		{[]string{"g (30m left)"}, []string{"g (30m left)"}, true},
+		{[]string{"g (30m left)"}, []string{"g (29m48s left)"}, true},
+		{[]string{"g (30m left)"}, []string{"g (28m48s left)"}, false},
+		{[]string{"g (30m left)"}, []string{"g (30m12s left)"}, false},
 	} {
 		require.Equal(t, c.ok, matchLines(c.want, c.got), strconv.Itoa(i))
 	}
