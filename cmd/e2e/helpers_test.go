@@ -25,6 +25,7 @@ import (
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -413,4 +414,18 @@ func issueAgent(t testing.TB, url, id string) string {
 	defer nc.Close()
 	require.NoError(t, auth.PushAccount(t.Context(), nc, is.AccountJWT))
 	return id
+}
+
+// bufferedLogger is a logger for goroutines that may outlive the (sub)test
+// that made them, such as an SDK client's revocation watch: logging to the
+// test itself from those races with the testing package. It writes to a
+// buffer, shown when the test fails.
+func bufferedLogger(t testing.TB) zerolog.Logger {
+	b := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- sdk log ----\n%s", b.String())
+		}
+	})
+	return zerolog.New(b).With().Timestamp().Logger()
 }

@@ -53,7 +53,7 @@ func fireGuardrail(t *testing.T, url, agent, rule, detail string) events.Event {
 
 func sdkClient(t testing.TB, url, agent string) *sdk.Client {
 	t.Helper()
-	c, err := sdk.New(agentConn(t, url, agent), agent, sdk.WithLogger(natstest.Logger(t)))
+	c, err := sdk.New(agentConn(t, url, agent), agent, sdk.WithLogger(bufferedLogger(t)))
 	require.NoError(t, err)
 	return c
 }
@@ -302,7 +302,7 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 	url, nsrv, svc := dep.url, dep.server, dep.services
 	nc := agentConn(t, url, "market-intel")
 	checkContract(t, url)
-	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(natstest.Logger(t)), sdk.WithCallTimeout(500*time.Millisecond))
+	c, err := sdk.New(nc, "market-intel", sdk.WithLogger(bufferedLogger(t)), sdk.WithCallTimeout(500*time.Millisecond))
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	g, err := c.Request(wctx, []string{"data:write"}, time.Minute, "warm up", nil)
@@ -386,7 +386,7 @@ func TestSDKSurvivesServiceRestarts(t *testing.T) {
 
 	t.Run("broker restarted: the connection drops", func(t *testing.T) {
 		onc := agentConn(t, url, "svc-price-optimizer")
-		human, err := sdk.New(onc, "svc-price-optimizer", sdk.WithLogger(natstest.Logger(t)))
+		human, err := sdk.New(onc, "svc-price-optimizer", sdk.WithLogger(bufferedLogger(t)))
 		require.NoError(t, err)
 		ch := ask(human, "integrations:write", "broker restart")
 		var requestID string
