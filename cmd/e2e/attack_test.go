@@ -687,3 +687,53 @@ func TestAttacksByACompromisedService(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyHistoryIsThePolicyServicesAlone: the policy service's history
+// snapshots (jit_policy_history) are written and read by its credential
+// only: another service's own credential can neither forge a snapshot
+// (which would make a restarted policy count a history that never was) nor
+// read one.
+func TestPolicyHistoryIsThePolicyServicesAlone(t *testing.T) {
+	s := startSiege(t)
+	store, err := auth.OpenStore(filepath.Join(s.dataDir, "keys"))
+	require.NoError(t, err)
+	conn := func(name string) *nats.Conn {
+		is, err := store.Ephemeral(auth.Service(name))
+		require.NoError(t, err)
+		opts, err := is.Options()
+		require.NoError(t, err)
+		nc, err := nats.Connect(s.url, opts...)
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	forged := []byte(`{"through":1,"saved_at":"2026-11-30T00:00:00Z"}`)
+	subject := func(key string) string { return "$KV." + broker.BucketPolicyHistory + "." + key }
+	kv, err := s.admin.KeyValue(t.Context(), broker.BucketPolicyHistory)
+	require.NoError(t, err)
+
+	// The policy service's own credential may write (and so there is a
+	// key to read).
+	m, err := request(conn(auth.ServicePolicy), subject("meta-test"), "", forged, nil)
+	require.NoError(t, err)
+	require.NotContains(t, string(m.Data), `"error"`)
+	e, err := kv.Get(t.Context(), "meta-test")
+	require.NoError(t, err)
+	require.Equal(t, forged, e.Value())
+
+	// Refused: a permission violation gets no answer at all.
+	get := "$JS.API.DIRECT.GET.KV_" + broker.BucketPolicyHistory + "." + subject("meta-test")
+	var wg sync.WaitGroup
+	for _, name := range []string{auth.ServiceRequester, auth.ServiceApproval, auth.ServiceRevoker, auth.ServiceAuditor} {
+		nc := conn(name)
+		wg.Go(func() {
+			_, err := request(nc, subject("forged"), "", forged, nil)
+			assert.Error(t, err, "%s wrote a policy snapshot", name)
+			_, err = request(nc, get, "", nil, nil)
+			assert.Error(t, err, "%s read a policy snapshot", name)
+		})
+	}
+	wg.Wait()
+	_, err = kv.Get(t.Context(), "forged")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no other service's write is stored")
+}
