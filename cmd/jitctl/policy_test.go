@@ -104,7 +104,7 @@ func TestConfigCommands(t *testing.T) {
 
 	h.vars["JIT_TOKEN"] = "dev-alice"
 	r = h.run("config", "apply", bad)
-	require.Equal(t, 1, r.code)
+	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stderr, "refused: invalid configuration:\n"+bad+":"+exampleLine(t, "- name: repeat-offenders")+`: rule "repeat-offenders": condition: 1:6: undefined field 'guardrail_fires'`)
 
 	r = h.run("config", "apply", good)

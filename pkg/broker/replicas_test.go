@@ -11,6 +11,7 @@ import (
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,8 +49,12 @@ func TestSetReplicasMovesASingleReplicaDeploymentToThree(t *testing.T) {
 	require.NoError(t, err)
 	for i := range n {
 		id := fmt.Sprintf("g%03d", i)
-		_, _, err := pub.Emit(ctx, "ev-"+id, events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: id, FiredAt: time.Now()})
-		require.NoError(t, err)
+		// The stream was just made: its interest may not have reached
+		// every route yet, so the first writes may be retried.
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			_, _, err := pub.Emit(ctx, "ev-"+id, events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: id, FiredAt: time.Now()})
+			require.NoError(c, err)
+		}, 10*time.Second, 50*time.Millisecond)
 		_, err = kv.Grants.Create(ctx, broker.GrantKey("a1", id), []byte(`{"status":"active"}`), jetstream.KeyTTL(time.Hour))
 		require.NoError(t, err)
 		_, err = kv.Leases.Create(ctx, broker.GrantKey("a1", id), []byte(`{"state":"active"}`))
@@ -83,13 +88,17 @@ func TestSetReplicasMovesASingleReplicaDeploymentToThree(t *testing.T) {
 	c.WaitMetaLeader(t)
 	var st jetstream.Stream
 	require.Eventually(t, func() bool {
-		st, err = js.Stream(ctx, broker.AuditStream)
+		// One attempt may go to a node that is gone or to a stream with no
+		// leader yet and never be answered: each has its own deadline.
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		defer acancel()
+		st, err = js.Stream(actx, broker.AuditStream)
 		if err != nil {
 			t.Logf("audit stream: %v", err)
 			return false
 		}
 		return st.CachedInfo().State.Msgs == n
-	}, 20*time.Second, 50*time.Millisecond, "the audit stream answers with every event from the two nodes left")
+	}, 30*time.Second, 50*time.Millisecond, "the audit stream answers with every event from the two nodes left")
 	for i := range n {
 		id := fmt.Sprintf("g%03d", i)
 		m, err := st.GetMsg(ctx, uint64(i+1))

@@ -170,8 +170,23 @@ func Serve[In any](a *API, ep Endpoint[In]) error {
 	if err := a.svc.AddEndpoint(ep.Name, h, micro.WithEndpointSubject(ep.Subject)); err != nil {
 		return fmt.Errorf("endpoint %s: %w", ep.Subject, err)
 	}
+	a.flush(ep.Subject)
 	return nil
 }
+
+// flush waits until the server has the endpoint's subscription, so that a
+// call made on another connection once the service has started is
+// answered rather than refused with "no responders". A connection that is
+// reconnecting sends the subscription when it is back; that is logged, not
+// fatal.
+func (a *API) flush(subject string) {
+	if err := a.d.NC.FlushTimeout(flushTimeout); err != nil {
+		a.log.Warn().Err(err).Str("api", subject).Msg("endpoint registered while the connection is not ready; it answers once reconnected")
+	}
+}
+
+// flushTimeout bounds flush.
+const flushTimeout = 5 * time.Second
 
 // ServeRaw adds an endpoint whose handler reads the request and answers it
 // itself (for replies that are not the API's JSON, such as the JetStream
@@ -191,6 +206,7 @@ func ServeRaw(a *API, name, subject string, h func(ctx context.Context, req micr
 	if err != nil {
 		return fmt.Errorf("endpoint %s: %w", subject, err)
 	}
+	a.flush(subject)
 	return nil
 }
 
