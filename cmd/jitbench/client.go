@@ -29,7 +29,7 @@ type client struct {
 	nc *nats.Conn
 	js jetstream.JetStream
 	// creds is the credentials directory (jitd's <data-dir>/creds); empty
-	// without authentication, when every call goes out on nc.
+	// without authentication.
 	creds string
 	// agentURL is where agents connect: nc's server, or the URLs of every
 	// node of a cluster (each agent's connection picks one at random).
@@ -120,12 +120,11 @@ func (c *client) close() {
 	c.nc.Close()
 }
 
-// as returns the connection of principal p: its own, with its credential
-// (made once and kept), or nc without authentication.
+// as returns the connection of principal p: its own, made once and kept,
+// with its credential, or a plain one without authentication (so that
+// --no-auth differs from the default only in credentials and accounts,
+// not in how many connections carry the load).
 func (c *client) as(p auth.Principal) (*nats.Conn, error) {
-	if c.creds == "" {
-		return c.nc, nil
-	}
 	c.agentsMu.Lock()
 	defer c.agentsMu.Unlock()
 	if nc := c.agents[p.String()]; nc != nil {
@@ -135,8 +134,11 @@ func (c *client) as(p auth.Principal) (*nats.Conn, error) {
 	if url == "" {
 		url = c.nc.ConnectedUrl()
 	}
-	nc, err := nats.Connect(url, nats.Name("jitbench "+p.String()), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.UserCredentials(filepath.Join(c.creds, p.CredsFile())))
+	opts := []nats.Option{nats.Name("jitbench " + p.String()), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if c.creds != "" {
+		opts = append(opts, nats.UserCredentials(filepath.Join(c.creds, p.CredsFile())))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect as %s: %w", p, err)
 	}
