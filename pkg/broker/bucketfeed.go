@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -58,6 +59,17 @@ type BucketFollower struct {
 	known      map[string]uint64
 	dropped    int
 	reconnects uint64
+
+	// What Check learnt from the stream's leader (whole-bucket followers):
+	// lastSeen is its last sequence at the latest answer, safe the one
+	// before (every change up to safe has had a probe interval to arrive
+	// live), and unconfirmed is set while the leader does not answer.
+	lastSeen, safe uint64
+	unconfirmed    bool
+	// settling is set by the first answer after a time without one, and
+	// settleLeader is who gave it: see confirm.
+	settling     bool
+	settleLeader string
 }
 
 // FollowBucket reads bucket whole through the JetStream API under prefix
@@ -134,22 +146,150 @@ const DefaultAPITimeout = 5 * time.Second
 // last check (the subscription dropped messages, or the connection was
 // re-established). The owner calls it periodically, for example with its
 // freshness probe; an error means the view may be behind.
+//
+// A follower of a whole bucket also asks the bucket stream's leader for its
+// last sequence (STREAM.INFO, which in a cluster only the leader answers),
+// so that a server cut off from the rest of its cluster, which still
+// answers its clients but no longer hears of new changes, makes Check fail
+// rather than pass: a checker behind it fails closed after its staleness
+// bound. When the leader answers again, the follower reads every change
+// since the last sequence it was sure of, whatever the live feed lost
+// meanwhile (live changes of one key show a gap; changes of keys that were
+// not written again would not).
 func (f *BucketFollower) Check(ctx context.Context) error {
 	dropped, _ := f.sub.Dropped()
 	rc := f.nc.Stats().Reconnects
 	f.mu.Lock()
 	lost := dropped != f.dropped || rc != f.reconnects
 	f.mu.Unlock()
-	if !lost {
+	if lost {
+		if err := f.scan(ctx); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.dropped, f.reconnects = dropped, rc
+		f.mu.Unlock()
+	}
+	if len(f.keys) > 0 {
 		return nil
 	}
-	if err := f.scan(ctx); err != nil {
-		return err
+	return f.confirm(ctx)
+}
+
+// probeTimeout bounds confirm's question to the stream's leader.
+const probeTimeout = time.Second
+
+// confirm asks the stream's leader for its last sequence and, after a time
+// it did not answer, catches up from the last sequence known to be safe.
+func (f *BucketFollower) confirm(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	last, err := StreamState(pctx, f.nc, f.prefix, f.stream)
+	cancel()
+	f.mu.Lock()
+	if err != nil {
+		f.unconfirmed, f.settling = true, false
+		f.mu.Unlock()
+		return fmt.Errorf("confirm %s with the stream's leader: %w", f.bucket, err)
+	}
+	from, catchUp := f.safe+1, f.unconfirmed
+	if catchUp && (!f.settling || f.settleLeader != last.Leader) {
+		// A leader that was cut off still answers, with the quorum it
+		// heard from before, until a heartbeat of the new leader reaches
+		// it just after the partition heals: an answer counts only when
+		// the next one, a probe later, comes from the same leader.
+		f.settling, f.settleLeader = true, last.Leader
+		f.mu.Unlock()
+		return fmt.Errorf("confirm %s: %s answered as the stream's leader; waiting for the next answer", f.bucket, last.Leader)
+	}
+	f.settling = false
+	f.mu.Unlock()
+	safe := f.lastSeen
+	if catchUp {
+		read, err := f.scanFrom(ctx, from)
+		if err != nil {
+			return err
+		}
+		// The read may be answered by a replica that is still catching up
+		// (the server that was cut off): until it has what the leader had,
+		// the view is not confirmed.
+		if last.LastSeq >= from && read < last.LastSeq && last.Msgs > 0 {
+			return fmt.Errorf("confirm %s: read through %d, the stream's leader has %d", f.bucket, read, last.LastSeq)
+		}
+		safe = max(safe, read)
 	}
 	f.mu.Lock()
-	f.dropped, f.reconnects = dropped, rc
+	f.unconfirmed = false
+	f.safe, f.lastSeen = max(f.safe, safe), last.LastSeq
 	f.mu.Unlock()
 	return nil
+}
+
+// StreamPosition is where a stream is: its last sequence and how many
+// messages it holds.
+type StreamPosition struct {
+	LastSeq uint64 `json:"last_seq"`
+	Msgs    uint64 `json:"messages"`
+	// Leader is the server that answered as the stream's leader (empty
+	// for a stream that is not replicated).
+	Leader string `json:"-"`
+}
+
+// quorumSeen is how recently a replicated stream's leader must have heard
+// from enough followers to make a quorum for its answer to count: its
+// followers answer its heartbeats every second.
+const quorumSeen = 3 * time.Second
+
+// StreamState asks for stream's position through the JetStream API under
+// prefix. In a cluster only the stream's leader answers, and the answer
+// counts only if that leader heard from a quorum of the stream's replicas
+// within quorumSeen: a leader cut off from its followers keeps answering
+// for up to twenty seconds before it steps down, while the others have
+// elected a new leader and taken writes it does not know of. An answer is
+// therefore proof that the server the connection uses is in touch with the
+// stream's current state.
+func StreamState(ctx context.Context, nc *nats.Conn, prefix, stream string) (StreamPosition, error) {
+	m, err := nc.RequestWithContext(ctx, prefix+".STREAM.INFO."+stream, nil)
+	if err != nil {
+		return StreamPosition{}, err
+	}
+	var info struct {
+		State   StreamPosition `json:"state"`
+		Cluster *struct {
+			Leader   string `json:"leader"`
+			Replicas []struct {
+				Name    string        `json:"name"`
+				Offline bool          `json:"offline"`
+				Active  time.Duration `json:"active"`
+			} `json:"replicas"`
+		} `json:"cluster"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return StreamPosition{}, fmt.Errorf("stream info %s: %w", stream, err)
+	}
+	if info.Error != nil {
+		return StreamPosition{}, fmt.Errorf("stream info %s: %d %s", stream, info.Error.Code, info.Error.Description)
+	}
+	if c := info.Cluster; c != nil && len(c.Replicas) > 0 {
+		seen := 1 // the leader
+		for _, r := range c.Replicas {
+			if !r.Offline && r.Active < quorumSeen {
+				seen++
+			}
+		}
+		if n := len(c.Replicas) + 1; seen <= n/2 {
+			return StreamPosition{}, fmt.Errorf("stream info %s: its leader %s has heard from %d of %d replicas within %s",
+				stream, c.Leader, seen, n, quorumSeen)
+		}
+	}
+	pos := info.State
+	if info.Cluster != nil {
+		pos.Leader = info.Cluster.Leader
+	}
+	return pos, nil
 }
 
 // onLive applies one republished change, or returns its key when the change
@@ -187,9 +327,9 @@ func (f *BucketFollower) applyLocked(c KVChange) {
 
 // scan reads the whole stream in order, applying what is newer than known.
 func (f *BucketFollower) scan(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*DefaultAPITimeout)
-	defer cancel()
 	if len(f.keys) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, 10*DefaultAPITimeout)
+		defer cancel()
 		for _, k := range f.keys {
 			if err := f.fetchKey(ctx, k); err != nil {
 				return err
@@ -197,20 +337,35 @@ func (f *BucketFollower) scan(ctx context.Context) error {
 		}
 		return nil
 	}
-	var seq uint64 = 1
+	last, err := f.scanFrom(ctx, 1)
+	if err == nil {
+		f.mu.Lock()
+		f.safe = max(f.safe, last)
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// scanFrom reads the stream in order from sequence seq, applying what is
+// newer than known, and returns the last sequence it read (0 if none).
+func (f *BucketFollower) scanFrom(ctx context.Context, seq uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*DefaultAPITimeout)
+	defer cancel()
+	var last uint64
 	for {
 		page, err := DirectGet(ctx, f.nc, f.prefix, f.stream, DirectGetRequest{Seq: seq, Batch: 1024})
 		if err != nil {
-			return fmt.Errorf("read %s: %w", f.bucket, err)
+			return last, fmt.Errorf("read %s: %w", f.bucket, err)
 		}
 		f.mu.Lock()
 		for _, m := range page.Msgs {
 			key := strings.TrimPrefix(m.Subject, "$KV."+f.bucket+".")
 			f.applyLocked(KVChange{Key: key, Value: m.Data, Op: opOf(m.Header), Seq: m.Seq})
+			last = m.Seq
 		}
 		f.mu.Unlock()
 		if len(page.Msgs) == 0 || page.Pending == 0 {
-			return nil
+			return last, nil
 		}
 		seq = page.Msgs[len(page.Msgs)-1].Seq + 1
 	}

@@ -3,7 +3,10 @@ package natstest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +25,10 @@ const (
 // Cluster is n embedded servers joined in one NATS cluster, in process.
 type Cluster struct {
 	Servers []*server.Server
+	// links[i][j] carries the routes server i opens to server j
+	// (RunPartitionable); nowhere is an address that refuses connections.
+	links   [][]*link
+	nowhere string
 	// Dirs are the servers' stores, by index, for a restart on the same
 	// data.
 	Dirs []string
@@ -34,10 +41,36 @@ type Cluster struct {
 // JetStream has a meta leader. The servers are shut down at cleanup.
 func RunCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return runCluster(t, n, false)
+}
+
+// RunPartitionable is RunCluster with every route between two servers
+// carried by a link of the test's own (a TCP relay on loopback), so that
+// Isolate can cut one server off from the others while it keeps serving
+// its clients: a minority partition, as the servers see it.
+func RunPartitionable(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return runCluster(t, n, true)
+}
+
+func runCluster(t testing.TB, n int, partitionable bool) *Cluster {
+	t.Helper()
 	c := &Cluster{Servers: make([]*server.Server, n), Dirs: make([]string, n), RouteURLs: make([]string, n)}
 	for i := range n {
 		c.Dirs[i] = t.TempDir()
 		c.RouteURLs[i] = "nats-route://" + freeAddr(t)
+	}
+	if partitionable {
+		c.nowhere = freeAddr(t)
+		c.links = make([][]*link, n)
+		for i := range n {
+			c.links[i] = make([]*link, n)
+			for j := range n {
+				if i != j {
+					c.links[i][j] = newLink(t, c.RouteURLs[j][len("nats-route://"):])
+				}
+			}
+		}
 	}
 	// Every server must be starting before any can be ready: JetStream's
 	// meta group needs a quorum of them.
@@ -69,6 +102,25 @@ func (c *Cluster) start(i int) (*server.Server, error) {
 		Listen: "127.0.0.1:-1", StoreDir: c.Dirs[i], ServerName: fmt.Sprintf("n%d", i+1),
 		Cluster: &embedded.Cluster{Name: "test", Listen: c.RouteURLs[i][len("nats-route://"):], Routes: c.RouteURLs,
 			Username: RouteUser, Password: RoutePassword},
+		Configure: func(o *server.Options) error {
+			if c.links != nil {
+				// Every route goes through the links; a server that learns
+				// of another by gossip finds nothing at its advertised
+				// address, so none goes around them.
+				o.Routes = nil
+				for j := range c.Servers {
+					if j != i {
+						o.Routes = append(o.Routes, &url.URL{Scheme: "nats-route", Host: c.links[i][j].addr(),
+							User: url.UserPassword(RouteUser, RoutePassword)})
+					}
+				}
+				o.Cluster.Advertise = c.nowhere
+				// One connection a pair: a pool's further connections
+				// may be opened to the advertised address.
+				o.Cluster.PoolSize = -1
+			}
+			return nil
+		},
 	})
 }
 
@@ -172,4 +224,109 @@ func freeAddr(t testing.TB) string {
 	require.NoError(t, err)
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Isolate cuts server i off from the others: every route between it and
+// another server is closed, and none can open, until Heal. Server i keeps
+// serving its clients.
+func (c *Cluster) Isolate(t testing.TB, i int) {
+	t.Helper()
+	require.NotNil(t, c.links, "Isolate needs a cluster from RunPartitionable")
+	for j := range c.Servers {
+		if j != i {
+			c.links[i][j].set(true)
+			c.links[j][i].set(true)
+		}
+	}
+	require.Eventually(t, func() bool { return c.Servers[i].NumRoutes() == 0 }, 10*time.Second, 10*time.Millisecond,
+		"n%d still has a route", i+1)
+}
+
+// Heal lets server i's routes open again after Isolate.
+func (c *Cluster) Heal(i int) {
+	for j := range c.Servers {
+		if j != i {
+			c.links[i][j].set(false)
+			c.links[j][i].set(false)
+		}
+	}
+}
+
+// link relays TCP connections from its listener to target until it is cut:
+// cutting closes every connection it carries and refuses new ones.
+type link struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+}
+
+func newLink(t testing.TB, target string) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := &link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go l.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		l.set(true)
+	})
+	return l
+}
+
+func (l *link) addr() string { return l.ln.Addr().String() }
+
+func (l *link) serve() {
+	for {
+		in, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		go l.relay(in)
+	}
+}
+
+func (l *link) relay(in net.Conn) {
+	out, err := net.DialTimeout("tcp", l.target, 2*time.Second)
+	if err != nil {
+		_ = in.Close()
+		return
+	}
+	l.mu.Lock()
+	if l.cut {
+		l.mu.Unlock()
+		_ = in.Close()
+		_ = out.Close()
+		return
+	}
+	l.conns[in], l.conns[out] = struct{}{}, struct{}{}
+	l.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		done <- struct{}{}
+	}
+	go pipe(out, in)
+	go pipe(in, out)
+	<-done
+	_ = in.Close()
+	_ = out.Close()
+	<-done
+	l.mu.Lock()
+	delete(l.conns, in)
+	delete(l.conns, out)
+	l.mu.Unlock()
+}
+
+func (l *link) set(cut bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cut = cut
+	if cut {
+		for c := range l.conns {
+			_ = c.Close()
+		}
+	}
 }
