@@ -35,14 +35,16 @@ func init() { durablePoll.Store(int64(5 * time.Second)) }
 //     that it starts at the stream sequence after the last ack floor this
 //     process read from it (at its creation, then every durablePoll):
 //     nothing unacknowledged at the deletion is skipped, whichever
-//     instance held it, and what comes again is at most what was
-//     acknowledged in the last durablePoll, plus what was in flight. Every
-//     handler is idempotent for exactly this (the same as a reclaim at
-//     start); the messages up to the stream's last sequence at that moment
+//     instance held it, and what comes again is what was acknowledged
+//     after that floor (normally the last durablePoll's, plus what was in
+//     flight; more behind a message that kept failing, as a reclaim at
+//     start would deliver again). Every handler is idempotent for exactly
+//     this; the messages up to the stream's last sequence at that moment
 //     are marked Again. A replica that finds the consumer already created
 //     again by another instance consumes that one.
-//   - Each attempt that fails waits Backoff (100 ms doubling to 10 s) and
-//     tries again, until Stop: a consumer is never given up.
+//   - Every attempt, the first too, waits Backoff (100 ms, doubling to 10 s
+//     after each failure) and they go on until Stop: a consumer is never
+//     given up.
 //
 // Each re-creation is logged and counted in jit_consumer_recreated_total.
 // Messages fetched before the loss are still handled; their
