@@ -10,7 +10,9 @@ import (
 	"time"
 
 	jitaudit "github.com/agentjit/jit/pkg/audit"
+	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -127,6 +129,38 @@ func TestDistributed(t *testing.T) {
 		waitFor(t, "guardrail revocation", 10*time.Second, func() bool { return len(revocationsOf(t, url, grant)) == 1 })
 		require.Equal(t, events.RevokedGuardrail, revocationsOf(t, url, grant)[0].Reason)
 		require.Equal(t, 0, c.as("dev-alice").run("reinstate", "--agent", "svc-price-optimizer").Code)
+	})
+
+	t.Run("durable consumers deleted from under the services", func(t *testing.T) {
+		// The administrator removes every service's durable consumer
+		// (`nats consumer rm`); each service makes its own again with its
+		// own credential, and the work goes on: a request is decided and
+		// granted once, and its expiry revoked once.
+		c := cli{t: t, bin: bin, url: url}
+		js, err := jetstream.New(adminConnect(t, url))
+		require.NoError(t, err)
+		for stream, names := range auth.Durables {
+			for _, d := range names {
+				require.NoError(t, js.DeleteConsumer(t.Context(), stream, d), "%s on %s", d, stream)
+			}
+		}
+		waitFor(t, "every durable consumer made again by its service", 30*time.Second, func() bool {
+			for stream, names := range auth.Durables {
+				for _, d := range names {
+					if _, err := js.Consumer(t.Context(), stream, d); err != nil {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		r := c.run("request", "--agent", "market-intel", "--perm", "data:write", "--duration", "1s", "--reason", "consumers deleted", "--json")
+		require.Equal(t, 0, r.Code, r.Stderr)
+		grant := r.JSON(t)["grant_id"].(string)
+		require.Equal(t, 1, countDecided(t, url, "consumers deleted"))
+		require.Len(t, grantedOf(t, url, grant), 1, "one jit.granted")
+		waitFor(t, "revoked at its expiry", 20*time.Second, func() bool { return len(revocationsOf(t, url, grant)) == 1 })
+		require.Equal(t, events.RevokedExpired, revocationsOf(t, url, grant)[0].Reason)
 	})
 
 	// Every grant ever made has at most one revocation.

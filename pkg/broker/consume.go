@@ -30,8 +30,10 @@ type Delivery struct {
 	// Timestamp is when the broker stored the message.
 	Timestamp time.Time
 	// Again says an earlier delivery may have been handled, in part: it is
-	// a redelivery, or a message a dead instance had been given before this
-	// one reclaimed them (whose delivery count the reset started over).
+	// a redelivery, a message a dead instance had been given before this
+	// one reclaimed them (whose delivery count the reset started over), or
+	// one delivered before its consumer was deleted and created again
+	// (Durable).
 	Again  bool
 	Header nats.Header
 	// Op is the KV operation for messages of a bucket's stream: "" for a
@@ -88,7 +90,7 @@ type MalformedFunc func(ctx context.Context, d Delivery, err error) error
 
 // Consumer is a running consume loop.
 type Consumer struct {
-	cc  jetstream.ConsumeContext
+	d   *Durable // kept consumed: re-created if deleted from under it
 	nc  *nats.Conn
 	log zerolog.Logger
 
@@ -112,8 +114,7 @@ const pullExpiry = 5 * time.Second
 // the server sent after the fetching stopped is left unacknowledged: the
 // next instance takes it back at once (reclaim).
 func (c *Consumer) Stop() {
-	c.cc.Drain()
-	<-c.cc.Closed()
+	c.d.Stop()
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -175,7 +176,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 }
 
 // ConsumeRaw runs h for every message matching cfg (used for buckets'
-// streams, whose messages are not CloudEvents).
+// streams, whose messages are not CloudEvents). The durable consumer is
+// kept as Durable says: deleted from under the service, it is created again
+// after its last ack floor and consumed on.
 func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h RawHandler, log zerolog.Logger) (*Consumer, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = AuditStream
@@ -189,14 +192,15 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	if cfg.MaxAckPending == 0 {
 		cfg.MaxAckPending = 10_000
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+	jcfg := jetstream.ConsumerConfig{
 		Durable:        cfg.Durable,
 		FilterSubjects: cfg.FilterSubjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	cons, err := ensureDurable(ctx, js, cfg.Stream, jcfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
@@ -204,41 +208,56 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
 	}
+	base := log
 	log = log.With().Str("consumer", cfg.Durable).Logger()
 	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers), unwatch: watch(js, cons, cfg)}
 	for i := range c.queues {
-		q := make(chan jetstream.Msg, workerQueue)
-		c.queues[i] = q
-		c.wg.Go(func() {
-			for m := range q {
-				handle(ctx, m, cfg, h, reclaimed, log)
-			}
-		})
+		c.queues[i] = make(chan jetstream.Msg, workerQueue)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	// Messages wait in the queues until the workers below start.
+	c.d, err = keepConsuming(ctx, js, cons, jcfg, func(m jetstream.Msg) {
 		key := m.Subject()
 		if cfg.OrderKey != nil {
 			key = cfg.OrderKey(key)
 		}
 		c.dispatch(m, key)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			log.Warn().Err(err).Msg("consume")
-		}
-	}), jetstream.PullExpiry(pullExpiry))
+	}, reclaimed, base)
 	if err != nil {
 		c.mu.Lock()
 		c.closed = true
-		for _, q := range c.queues {
-			close(q)
-		}
 		c.mu.Unlock()
-		c.wg.Wait()
 		c.unwatch()
-		return nil, fmt.Errorf("consume %s: %w", cfg.Durable, err)
+		return nil, err
 	}
-	c.cc = cc
+	for _, q := range c.queues {
+		c.wg.Go(func() {
+			for m := range q {
+				handle(ctx, m, cfg, h, c.d, log)
+			}
+		})
+	}
 	return c, nil
+}
+
+// ensureDurable creates the durable consumer cfg on stream, or updates it
+// to cfg. A consumer created again after a deletion (Durable) starts at a
+// stream sequence, which the broker does not let an update change: such a
+// consumer keeps its start.
+func ensureDurable(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err == nil {
+		return cons, nil
+	}
+	cur, cerr := js.Consumer(ctx, stream, cfg.Durable)
+	if cerr != nil {
+		return nil, err
+	}
+	ci := cur.CachedInfo().Config
+	if ci.DeliverPolicy == cfg.DeliverPolicy && ci.OptStartSeq == cfg.OptStartSeq {
+		return nil, err
+	}
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = ci.DeliverPolicy, ci.OptStartSeq, ci.OptStartTime
+	return js.CreateOrUpdateConsumer(ctx, stream, cfg)
 }
 
 // reclaim makes the messages a dead instance had been given, and never
@@ -270,13 +289,13 @@ func reclaim(ctx context.Context, js jetstream.JetStream, cons jetstream.Consume
 	return info.Delivered.Stream
 }
 
-func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, reclaimed uint64, log zerolog.Logger) {
+func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandler, kept *Durable, log zerolog.Logger) {
 	d := Delivery{Subject: m.Subject(), Header: m.Headers()}
 	if md, err := m.Metadata(); err == nil {
 		d.StreamSeq = md.Sequence.Stream
 		d.NumDelivered = md.NumDelivered
 		d.Timestamp = md.Timestamp
-		d.Again = md.NumDelivered > 1 || md.Sequence.Stream <= reclaimed
+		d.Again = md.NumDelivered > 1 || kept.Again(md.Sequence.Stream)
 	}
 	if op := d.Header.Get("KV-Operation"); op != "" {
 		d.Op = op

@@ -140,6 +140,13 @@ var (
 		Help: "Messages terminated by a consume loop (permanent failure: bad input or a handler panic), by durable consumer.",
 	}, []string{"consumer"})
 
+	// ConsumerRecreated counts durable consumers created again after they
+	// were deleted from under a service (broker.Durable).
+	ConsumerRecreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jit_consumer_recreated_total",
+		Help: "Durable consumers created again by a service after they were deleted from under it, by durable consumer.",
+	}, []string{"consumer"})
+
 	// RevocationFailures counts failed revocation attempts (each is
 	// retried).
 	RevocationFailures = prometheus.NewCounter(prometheus.CounterOpts{
@@ -171,7 +178,7 @@ var (
 var static = []prometheus.Collector{
 	Requests, DecisionLatency, Grants, RequestToGrant, Revocations, RevocationLag,
 	GuardrailsFired, Suspensions, Reinstatements, Rejected, Published, PublishErrors,
-	HandlerPanics, HandlerFailures, Terminated, RevocationFailures, APICalls, APIDuration,
+	HandlerPanics, HandlerFailures, Terminated, ConsumerRecreated, RevocationFailures, APICalls, APIDuration,
 	BuildInfo, consumers,
 }
 

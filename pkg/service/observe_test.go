@@ -46,7 +46,8 @@ func get(t *testing.T, url string) (int, string) {
 // TestMetricsListen: a service binary's --metrics-listen serves /healthz
 // at once, /readyz once it is connected with its configuration and
 // consumers in place, and /metrics with its consumers' series; a consumer
-// deleted from under it makes /readyz fail, naming it.
+// deleted from under it is made again, and one that cannot be makes
+// /readyz fail, naming it.
 func TestMetricsListen(t *testing.T) {
 	env := natstest.Setup(t)
 	yml, err := os.ReadFile("../../examples/jit.yaml")
@@ -80,14 +81,30 @@ func TestMetricsListen(t *testing.T) {
 	_, ok = fam.Value("jit_build_info", "version", Version)
 	require.True(t, ok)
 
-	// Deleted from under the service: not ready, and the reason says which.
+	// Deleted from under the service: made again after a moment, and
+	// ready again.
+	recreated := func() float64 {
+		v, _ := metricstest.Scrape(t, base+"/metrics").Value("jit_consumer_recreated_total", "consumer", "requester-probe")
+		return v
+	}
+	before := recreated()
 	require.NoError(t, env.JS.DeleteConsumer(ctx, broker.AuditStream, "requester-probe"))
-	code, body := get(t, base+"/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Eventually(t, func() bool {
+		code, _ := get(t, base+"/readyz")
+		return recreated() == before+1 && code == http.StatusOK
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = env.JS.Consumer(ctx, broker.AuditStream, "requester-probe")
+	require.NoError(t, err)
+
+	// One that cannot be made again (its stream is gone): not ready, and
+	// the reason says which.
+	require.NoError(t, env.JS.DeleteStream(ctx, broker.AuditStream))
 	var r struct {
 		Ready   bool     `json:"ready"`
 		Reasons []string `json:"reasons"`
 	}
+	code, body := get(t, base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.NoError(t, json.Unmarshal([]byte(body), &r))
 	require.False(t, r.Ready)
 	require.Contains(t, r.Reasons[0], "requester-probe")

@@ -12,9 +12,11 @@ import (
 	"github.com/agentjit/jit/pkg/audit"
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -349,4 +351,48 @@ func TestRepublishedCheckpointIsStoredOnce(t *testing.T) {
 	require.Len(t, cps, 2)
 	require.Equal(t, uint64(3), cps[1].FirstSeq)
 	require.True(t, e.verify(pub(key)).OK())
+}
+
+// TestConsumerDeletedFromUnderTheAuditor: the auditor's durable consumer,
+// deleted while it runs, is made again (after its last ack floor: the last
+// checkpoint the broker saw acknowledged) and the chain goes on: the events
+// stored after the deletion are covered, every message exactly once, and
+// the trail verifies.
+func TestConsumerDeletedFromUnderTheAuditor(t *testing.T) {
+	e := setup(t)
+	key := newKey(t)
+	e.start(Options{Key: key, Interval: 50 * time.Millisecond})
+	coveredThrough := func() uint64 {
+		cps := e.checkpoints()
+		if len(cps) == 0 {
+			return 0
+		}
+		return cps[len(cps)-1].LastSeq
+	}
+	e.publish(4)
+	require.Eventually(t, func() bool { return coveredThrough() >= 4 }, 10*time.Second, 10*time.Millisecond)
+	before := testutil.ToFloat64(metrics.ConsumerRecreated.WithLabelValues(DefaultDurable))
+
+	require.NoError(t, e.JS.DeleteConsumer(t.Context(), broker.AuditStream, DefaultDurable))
+	e.publish(3)
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.ConsumerRecreated.WithLabelValues(DefaultDurable)) == before+1
+	}, 10*time.Second, 10*time.Millisecond, "made again")
+	e.publish(2)
+	// The last events, and the checkpoints between them, are covered.
+	last := lastSeq(t, e.JS)
+	require.Eventually(t, func() bool { return coveredThrough() >= last }, 10*time.Second, 10*time.Millisecond)
+	cps := e.checkpoints()
+	require.Equal(t, uint64(1), cps[0].FirstSeq)
+	for i, c := range cps {
+		require.Empty(t, c.Skipped)
+		if i > 0 {
+			require.Equal(t, cps[i-1].LastSeq+1, c.FirstSeq, "every message chained once, in order")
+			require.Equal(t, cps[i-1].Chain, c.PrevChain, "one chain")
+		}
+	}
+	res := e.verify(pub(key))
+	require.True(t, res.OK(), "%+v", res.Findings)
+	_, err := e.JS.Consumer(t.Context(), broker.AuditStream, DefaultDurable)
+	require.NoError(t, err)
 }

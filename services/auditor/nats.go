@@ -75,13 +75,13 @@ func (a *Auditor) trusted(m broker.StoredMsg) (audit.Checked, error) {
 	return audit.Check(c)
 }
 
-// bind returns the auditor's durable consumer, positioned at next. An
-// existing one is kept when its next delivery is next; otherwise (it ran
-// ahead of the last checkpoint before a crash, or it belongs to another
-// chain) it is made again at next: the checkpoint, not the consumer, is the
-// auditor's state. Messages are acknowledged with AckAll, only once a
-// stored checkpoint covers them.
-func (a *Auditor) bind(ctx context.Context, next uint64) (jetstream.Consumer, error) {
+// bind returns the auditor's durable consumer, positioned at next, and the
+// configuration it is made with. An existing one is kept when its next
+// delivery is next; otherwise (it ran ahead of the last checkpoint before a
+// crash, or it belongs to another chain) it is made again at next: the
+// checkpoint, not the consumer, is the auditor's state. Messages are
+// acknowledged with AckAll, only once a stored checkpoint covers them.
+func (a *Auditor) bind(ctx context.Context, next uint64) (jetstream.Consumer, jetstream.ConsumerConfig, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       a.o.Durable,
 		Description:   "jit auditor: hash chain and signed checkpoints over the audit stream",
@@ -96,18 +96,18 @@ func (a *Auditor) bind(ctx context.Context, next uint64) (jetstream.Consumer, er
 	case err == nil:
 		ci := cons.CachedInfo()
 		if ci.Delivered.Stream+1 == next && ci.Config.AckPolicy == jetstream.AckAllPolicy {
-			return cons, nil
+			return cons, cfg, nil
 		}
 		a.log.Info().Uint64("delivered", ci.Delivered.Stream).Uint64("next", next).Msg("repositioning the consumer at the last checkpoint")
 		if err := broker.MapError(a.d.JS.DeleteConsumer(ctx, broker.AuditStream, a.o.Durable)); err != nil && !errors.Is(err, broker.ErrNotFound) {
-			return nil, fmt.Errorf("auditor: reset consumer: %w", err)
+			return nil, cfg, fmt.Errorf("auditor: reset consumer: %w", err)
 		}
 	case !errors.Is(broker.MapError(err), broker.ErrNotFound):
-		return nil, fmt.Errorf("auditor: consumer %s: %w", a.o.Durable, err)
+		return nil, cfg, fmt.Errorf("auditor: consumer %s: %w", a.o.Durable, err)
 	}
 	cons, err = a.d.JS.CreateConsumer(ctx, broker.AuditStream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("auditor: create consumer %s: %w", a.o.Durable, err)
+		return nil, cfg, fmt.Errorf("auditor: create consumer %s: %w", a.o.Durable, err)
 	}
-	return cons, nil
+	return cons, cfg, nil
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -70,7 +69,7 @@ type Auditor struct {
 	msgs     chan jetstream.Msg
 	stop     chan struct{}
 	loopDone chan struct{}
-	cc       jetstream.ConsumeContext
+	consumer *broker.Durable
 	once     sync.Once
 	started  bool
 
@@ -108,22 +107,22 @@ func (a *Auditor) Start(ctx context.Context) error {
 	a.chain = audit.NewChain(broker.AuditStream, next, head)
 	a.log.Info().Str("public_key", audit.PublicKeyText(a.PublicKey())).Str("key_id", audit.KeyID(a.PublicKey())).
 		Uint64("next_seq", next).Str("resumed_from", from).Dur("interval", a.o.Interval).Msg("audit trail signer")
-	cons, err := a.bind(ctx, next)
+	cons, cfg, err := a.bind(ctx, next)
 	if err != nil {
 		return err
 	}
-	a.cc, err = cons.Consume(func(m jetstream.Msg) {
+	// Kept consumed: deleted from under the auditor, the consumer is made
+	// again after its last ack floor (the last checkpoint the broker saw
+	// acknowledged); take skips what the chain already holds and reads
+	// from the stream what it lacks.
+	a.consumer, err = broker.KeepConsuming(context.WithoutCancel(ctx), a.d.JS, cons, cfg, func(m jetstream.Msg) {
 		select {
 		case a.msgs <- m:
 		case <-a.stop:
 		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			a.log.Warn().Err(err).Msg("consume")
-		}
-	}))
+	}, a.log)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", a.o.Durable, err)
+		return err
 	}
 	a.started = true
 	a.observe(cons)
@@ -139,8 +138,7 @@ func (a *Auditor) Stop() {
 			return
 		}
 		a.unobserve()
-		a.cc.Stop()
-		<-a.cc.Closed()
+		a.consumer.Stop()
 		close(a.stop)
 		<-a.loopDone
 	})
