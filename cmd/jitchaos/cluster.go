@@ -25,9 +25,10 @@ const (
 // meta group's leader from a JetStream report of the system account, the
 // audit stream's from its stream info (as the administrator).
 type leaders struct {
-	sys   *nats.Conn
-	admin jetstream.JetStream
-	nodes []*jitdproc.Jitd
+	sys      *nats.Conn
+	sysCreds string
+	admin    jetstream.JetStream
+	nodes    []*jitdproc.Jitd
 }
 
 func newLeaders(url, keysDir string, admin *nats.Conn, nodes []*jitdproc.Jitd) (*leaders, error) {
@@ -49,7 +50,7 @@ func newLeaders(url, keysDir string, admin *nats.Conn, nodes []*jitdproc.Jitd) (
 		sys.Close()
 		return nil, err
 	}
-	return &leaders{sys: sys, admin: js, nodes: nodes}, nil
+	return &leaders{sys: sys, sysCreds: sysCreds, admin: js, nodes: nodes}, nil
 }
 
 func (l *leaders) close() { l.sys.Close() }
@@ -190,6 +191,13 @@ func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time
 				return done, err
 			}
 			time.Sleep(time.Until(f.at.Add(p.stopFor)))
+			dropped, err := l.routesDroppedTo(f.node)
+			if err != nil {
+				logf("could not ask the other nodes for their routes: %v", err)
+			} else {
+				f.routesDropped = &dropped
+				logf("before SIGCONT: the other nodes' routes to %s closed: %v", f.node, dropped)
+			}
 			if err := d.Signal(syscall.SIGCONT); err != nil {
 				return done, err
 			}
@@ -204,3 +212,51 @@ func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time
 // clusterHome is where a cluster round's keys and credentials are: node
 // 1's data directory.
 func clusterHome(dir string) string { return filepath.Join(dir, "n1") }
+
+// routesDroppedTo asks every other node, on a system connection of its
+// own (the round's may use the stopped node), for its routes (ROUTEZ), and
+// reports whether none of them still has one to node name.
+func (l *leaders) routesDroppedTo(name string) (bool, error) {
+	for _, n := range l.nodes {
+		if n.Name() == name {
+			continue
+		}
+		has, err := l.routesOf(n.NATSURL(), name)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", n.Name(), err)
+		}
+		if has {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// routesOf reports whether the server at url has a route to node name.
+func (l *leaders) routesOf(url, name string) (bool, error) {
+	nc, err := nats.Connect(url, nats.UserCredentials(l.sysCreds), nats.Name("jitchaos routez"), nats.Timeout(time.Second))
+	if err != nil {
+		return false, err
+	}
+	defer nc.Close()
+	m, err := nc.Request("$SYS.REQ.SERVER."+nc.ConnectedServerId()+".ROUTEZ", nil, 2*time.Second)
+	if err != nil {
+		return false, err
+	}
+	var r struct {
+		Data struct {
+			Routes []struct {
+				RemoteName string `json:"remote_name"`
+			} `json:"routes"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return false, err
+	}
+	for _, rt := range r.Data.Routes {
+		if rt.RemoteName == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}

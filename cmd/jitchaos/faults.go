@@ -27,6 +27,10 @@ type fault struct {
 	// starts is how many times a killed cluster node was started before it
 	// ran again (1: at once).
 	starts int
+	// routesDropped, for a stop in a cluster round: before the SIGCONT,
+	// no other node still had a route to the stopped one (it stayed
+	// stopped past the routes' ping time-out and had to rejoin).
+	routesDropped *bool
 }
 
 // plan orders the faults of a round: half the kills (rounded up), then the

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/agentjit/jit/pkg/embedded"
 )
 
 // params size a round.
@@ -135,6 +137,12 @@ func main() {
 	defer stop()
 	if *cluster && *kills < 0 && !*quick {
 		p.kills = 2 // the meta leader, then the audit stream's
+	}
+	if *cluster && *stopFor == 0 {
+		// Long enough that the other nodes close their routes to the
+		// stopped one (issue 11: longer than the routes' ping timeout),
+		// which must then rejoin.
+		p.stopFor = embedded.RouteStaleAfter + 4*time.Second
 	}
 	if *cluster && *outcome == 0 {
 		// A request a killed node held is redelivered after the 30 s ack

@@ -68,6 +68,9 @@ type faultReport struct {
 	// Starts is how many starts a killed cluster node took to run again
 	// (a supervisor's restarts after an exit at start).
 	Starts int `json:"starts,omitempty"`
+	// RoutesDropped, for a stop in a cluster round: whether, before the
+	// SIGCONT, every other node had closed its routes to the stopped one.
+	RoutesDropped *bool `json:"routes_dropped,omitempty"`
 	// AtS is when the signal was sent, in seconds after the load started.
 	AtS float64 `json:"at_s"`
 	// ReadyAfterMS is from the signal to jitd serving again ("jitd
@@ -325,7 +328,7 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 	// (sent before it, no outcome stored before it) and when the last of
 	// them got its outcome stored, counted from jitd serving again.
 	for _, f := range faults {
-		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, Starts: f.starts, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
+		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, Starts: f.starts, RoutesDropped: f.routesDropped, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
 		for id, r := range sent {
 			if !r.firstSent.Before(f.at) {
 				continue

@@ -150,6 +150,15 @@ func Start(o Options) (*server.Server, error) {
 	}
 }
 
+// The routes' liveness check: a ping every RoutePingInterval, and a route
+// with RouteMaxPingsOut pings unanswered is closed, so a node that stopped
+// answering is cut off within RouteStaleAfter.
+const (
+	RoutePingInterval = 2 * time.Second
+	RouteMaxPingsOut  = 3
+	RouteStaleAfter   = RoutePingInterval * (RouteMaxPingsOut + 1)
+)
+
 // clusterOptions sets opts' cluster block from c.
 func clusterOptions(opts *server.Options, c Cluster) error {
 	host, portStr, err := net.SplitHostPort(c.Listen)
@@ -165,6 +174,10 @@ func clusterOptions(opts *server.Options, c Cluster) error {
 	}
 	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port,
 		Username: c.Username, Password: c.Password}
+	// A node that stops answering (SIGSTOP, a hung machine, a partition
+	// that drops packets) loses its routes after RouteStaleAfter, not
+	// after NATS's default of two pings two minutes apart.
+	opts.Cluster.PingInterval, opts.Cluster.MaxPingsOut = RoutePingInterval, RouteMaxPingsOut
 	// Stop (lame-duck mode) hands the leaderships over, then closes the
 	// clients left within these, not NATS's default two minutes.
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = 3*time.Second, time.Second
