@@ -21,8 +21,9 @@ import (
 
 type tokenHandler func(ctx context.Context, rw http.ResponseWriter, r *http.Request, a *config.Approver, token string)
 
-// withToken authenticates the bearer token (401 and jit.rejected when
-// missing or unknown) and runs h under the service's call admission and
+// withToken authenticates the bearer token (the approvers' one check,
+// service.Approvers: 401 and jit.rejected when missing or unknown, 429 for
+// a locked-out address) and runs h under the service's call admission and
 // timeout.
 func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 	return func(rw http.ResponseWriter, r *http.Request) {
@@ -32,28 +33,17 @@ func (w *web) withToken(h tokenHandler) http.HandlerFunc {
 			return
 		}
 		defer done()
-		addr := clientAddr(r)
-		if w.refuseLocked(rw, addr) {
-			writeAPIError(rw, broker.Errorf(http.StatusTooManyRequests, events.CodeRateLimited,
-				"too many failed sign-ins from %s; retry after the Retry-After header's seconds", addr))
-			return
-		}
 		token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		anonymous := about(r, events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent})
-		if !found || token == "" {
-			writeAPIError(rw, w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-				"no approver token: send it as Authorization: Bearer <token>"), anonymous))
+		if !found {
+			token = ""
+		}
+		p := presented(r, token)
+		p.Missing = "no approver token: send it as Authorization: Bearer <token>"
+		a, err := w.s.Authenticate(ctx, p, about(r, anonymousApprover))
+		if err != nil {
+			writeAPIError(rw, w.refusedToken(ctx, rw, err))
 			return
 		}
-		a, ok := w.s.d.Config.Current().Authenticate(token)
-		if !ok {
-			err := w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated,
-				"the approver token is not recognised"), anonymous)
-			w.authFailed(ctx, addr)
-			writeAPIError(rw, err)
-			return
-		}
-		w.auth.Succeed(addr)
 		h(ctx, rw, r, a, token)
 	}
 }

@@ -2,22 +2,25 @@ package approval
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net"
 	"net/http"
 	"strconv"
 
-	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
 )
 
 // Approver tokens are bearer secrets, so the HTTP side (console sign-in and
-// the JSON API) slows down guessing with the lockout the NATS API uses
-// (service.Lockout), keyed by the client's address: behind a reverse proxy
-// every client shares the proxy's address (and its lockout).
+// the JSON API) checks them as the NATS API does (service.Approvers, one
+// lockout for both), counting failures by the client's address: behind a
+// reverse proxy every client shares the proxy's address (and its lockout).
 
-// clientAddr is the address the limiter counts r's failures against.
+// anonymousApprover is the actor of a refusal before the approver is known.
+var anonymousApprover = events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}
+
+// clientAddr is the address the lockout counts r's failures against.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -26,24 +29,25 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// refuseLocked answers a call from a locked-out address: 429 with
-// Retry-After. It returns false if addr is not locked out.
-func (w *web) refuseLocked(rw http.ResponseWriter, addr string) bool {
-	left, blocked := w.auth.Blocked(addr)
-	if !blocked {
-		return false
-	}
-	rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(left.Seconds()))))
-	return true
+// presented is token as HTTP request r presented it.
+func presented(r *http.Request, token string) service.Presented {
+	addr := clientAddr(r)
+	return service.Presented{Token: token, Key: "http:" + addr, Caller: addr}
 }
 
-// authFailed records a failed authentication from addr; the failure that
-// starts a lockout is audited as such (jit.rejected, code rate_limited).
-func (w *web) authFailed(ctx context.Context, addr string) {
-	if !w.auth.Fail(addr) {
-		return
+// refusedToken answers a refused token: a locked-out address gets
+// Retry-After and its 429 unrecorded (an anonymous address must not be able
+// to fill the audit stream; the wrong token that locked it out was
+// recorded); any other refusal is recorded. It returns the answer.
+func (w *web) refusedToken(ctx context.Context, rw http.ResponseWriter, err error) error {
+	var lo *service.LockedOut
+	if errors.As(err, &lo) {
+		rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(lo.RetryAfter.Seconds()))))
+		return lo.APIError
 	}
-	_ = w.s.refuse(ctx, broker.Errorf(http.StatusTooManyRequests, events.CodeRateLimited,
-		"%d failed approver sign-ins from %s within %s: refusing it for %s", service.MaxAuthFailures, addr, service.AuthWindow, service.AuthWindow),
-		events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}})
+	var rf *service.Refused
+	if errors.As(err, &rf) {
+		return w.s.refuse(ctx, rf.APIError, rf.Rejection)
+	}
+	return err
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/service"
 )
 
 // The approver console: server-rendered pages (html/template), one static
@@ -143,20 +144,19 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
 	defer cancel()
-	addr := clientAddr(r)
-	if w.refuseLocked(rw, addr) {
-		w.renderLogin(rw, r, http.StatusTooManyRequests, next, d, "Too many failed sign-ins from your address; try again in a minute.")
-		return
-	}
-	a, ok := w.s.d.Config.Current().Authenticate(r.PostFormValue("token"))
-	if !ok {
-		_ = w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated, "console sign-in with an unknown approver token"),
-			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}})
-		w.authFailed(ctx, addr)
+	p := presented(r, r.PostFormValue("token"))
+	p.Missing = "console sign-in with an unknown approver token"
+	p.Unknown = p.Missing
+	a, err := w.s.Authenticate(ctx, p, events.Rejection{Actor: anonymousApprover})
+	if err != nil {
+		_ = w.refusedToken(ctx, rw, err)
+		if errors.As(err, new(*service.LockedOut)) {
+			w.renderLogin(rw, r, http.StatusTooManyRequests, next, d, "Too many failed sign-ins from your address; try again in a minute.")
+			return
+		}
 		w.renderLogin(rw, r, http.StatusUnauthorized, next, d, "That token is not recognised.")
 		return
 	}
-	w.auth.Succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
 	if d != nil {
 		w.setDraft(sess, d)

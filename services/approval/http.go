@@ -21,7 +21,6 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/agentjit/jit/pkg/service"
 )
 
 //go:embed templates/*.html static/*
@@ -87,8 +86,7 @@ type web struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 
-	hub  *hub
-	auth *service.Lockout
+	hub *hub
 }
 
 func newWeb(s *Service) *web {
@@ -125,7 +123,7 @@ func newWeb(s *Service) *web {
 		"approveLabel": approveLabel,
 	}
 	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
-	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: service.NewLockout(s.now)}
+	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s)}
 }
 
 func (w *web) close() { w.hub.close() }

@@ -84,6 +84,7 @@ func (s *Service) start() error {
 		Description: "JIT access: human approval of pending requests, and the approvers' gateway",
 		Publisher:   s.pub,
 		Timeout:     apiTimeout,
+		Approvers:   s.approvers,
 	})
 	if err != nil {
 		return err
@@ -224,4 +225,12 @@ func (s *Service) leaseOf(ctx context.Context, grantID string) (events.Lease, bo
 		return events.Lease{}, false
 	}
 	return l, true
+}
+
+// Authenticate is the approvers' one token check (service.Approvers, the
+// one the NATS API uses, with the same lockout) for approvers who call
+// another way: the console and the HTTP API. about is what a refusal
+// records; the refusal is returned, not recorded (see Approvers).
+func (s *Service) Authenticate(ctx context.Context, p service.Presented, about events.Rejection) (*config.Approver, error) {
+	return s.approvers.Authenticate(ctx, p, nil, about)
 }

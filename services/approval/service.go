@@ -65,6 +65,9 @@ type Service struct {
 	// and waits for its handlers.
 	consumers []*broker.Consumer
 	api       *service.API
+	// approvers checks approver tokens for the NATS API and the HTTP side
+	// alike (one lockout).
+	approvers *service.Approvers
 
 	// HTTP calls' gate (the NATS API has its own, in service.API), and
 	// the start guard.
@@ -105,6 +108,7 @@ func New(d service.Deps, opts ...Option) *Service {
 		log: d.Log.With().Str("component", Name).Logger(),
 		pub: broker.NewPublisher(d.JS, Name),
 	}
+	s.approvers = service.NewApprovers(d, s.pub, events.StageApproval)
 	s.notifier = notify.New(notify.Options{Log: s.log, Publisher: s.pub, Now: s.now, Config: d.Config, ConsoleURL: s.consoleURL})
 	for _, o := range opts {
 		o(s)
