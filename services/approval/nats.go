@@ -39,12 +39,6 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
-	if s.httpListen != "" {
-		if err := s.serveHTTP(); err != nil {
-			s.Stop()
-			return err
-		}
-	}
 	s.log.Info().Msg("approval service running")
 	return nil
 }
@@ -137,7 +131,7 @@ func forward[In any](s *Service, subject string) func(context.Context, service.C
 	}
 }
 
-// enter admits an HTTP call unless Stop has begun; the caller calls
+// enter admits a call of Enter unless Stop has begun; the caller calls
 // s.inflight.Done when finished.
 func (s *Service) enter() bool {
 	s.mu.Lock()
@@ -149,21 +143,15 @@ func (s *Service) enter() bool {
 	return true
 }
 
-// Stop stops the API and the consumers and waits for the work in flight. It
-// is safe to call more than once.
+// Stop stops the API and the consumers and waits for the work in flight:
+// the NATS API's calls, the calls Enter admitted, every consumer's
+// handlers and the notifications. It is safe to call more than once.
+// Whatever serves the console (package web) closes first.
 func (s *Service) Stop() {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopping = true
 		s.mu.Unlock()
-		if s.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := s.httpSrv.Shutdown(ctx); err != nil {
-				s.log.Warn().Err(err).Msg("stop http")
-			}
-			cancel()
-		}
-		s.web.close()
 		if s.api != nil {
 			s.api.Close()
 		}
@@ -176,7 +164,6 @@ func (s *Service) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 		}
-		s.hist.wait()
 		s.notifier.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})
@@ -225,12 +212,4 @@ func (s *Service) leaseOf(ctx context.Context, grantID string) (events.Lease, bo
 		return events.Lease{}, false
 	}
 	return l, true
-}
-
-// Authenticate is the approvers' one token check (service.Approvers, the
-// one the NATS API uses, with the same lockout) for approvers who call
-// another way: the console and the HTTP API. about is what a refusal
-// records; the refusal is returned, not recorded (see Approvers).
-func (s *Service) Authenticate(ctx context.Context, p service.Presented, about events.Rejection) (*config.Approver, error) {
-	return s.approvers.Authenticate(ctx, p, nil, about)
 }

@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func presented(r *http.Request, token string) service.Presented {
 // Retry-After and its 429 unrecorded (an anonymous address must not be able
 // to fill the audit stream; the wrong token that locked it out was
 // recorded); any other refusal is recorded. It returns the answer.
-func (w *web) refusedToken(ctx context.Context, rw http.ResponseWriter, err error) error {
+func (w *Console) refusedToken(ctx context.Context, rw http.ResponseWriter, err error) error {
 	var lo *service.LockedOut
 	if errors.As(err, &lo) {
 		rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(lo.RetryAfter.Seconds()))))
@@ -47,7 +47,7 @@ func (w *web) refusedToken(ctx context.Context, rw http.ResponseWriter, err erro
 	}
 	var rf *service.Refused
 	if errors.As(err, &rf) {
-		return w.s.refuse(ctx, rf.APIError, rf.Rejection)
+		return w.core.Refuse(ctx, rf.APIError, rf.Rejection)
 	}
 	return err
 }
