@@ -13,6 +13,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
 )
@@ -40,10 +41,13 @@ type pageData struct {
 	Grants      []GrantView
 	Revocations []RevocationView
 	Suspensions []SuspensionView
-	Decisions   []DecisionView
-	Delivered   int64
-	Failed      int64
-	Dropped     int64
+	// Failing are the revocations that keep failing (the revokers'
+	// reports).
+	Failing   []metrics.FailingRevocation
+	Decisions []DecisionView
+	Delivered int64
+	Failed    int64
+	Dropped   int64
 }
 
 // loginData is what login.html renders.
@@ -197,6 +201,7 @@ func (w *Console) data(ctx context.Context, sess *session, a *config.Approver) (
 	if d.Suspensions, err = w.suspensions(ctx); err != nil {
 		return d, err
 	}
+	d.Failing = w.failing.current(ctx)
 	w.hist.ensure(ctx)
 	d.Decisions = w.hist.recent(w.now(), recentLimit)
 	return d, nil

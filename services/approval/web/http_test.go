@@ -124,6 +124,43 @@ func (c *consoleClient) post(path string, form url.Values, origin string) (*http
 	return resp, string(b)
 }
 
+// liveUpdates opens the console's live-update stream (as the page's
+// script does) and returns a function that waits for its next "changed"
+// event, failing the test with msg if none comes.
+func (c *consoleClient) liveUpdates() func(msg string) {
+	c.t.Helper()
+	req, err := http.NewRequest("GET", c.srv.URL+"/console/events", nil)
+	require.NoError(c.t, err)
+	sse, err := c.c.Do(req)
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { sse.Body.Close() })
+	require.Equal(c.t, "text/event-stream", sse.Header.Get("Content-Type"))
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(sse.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	require.Equal(c.t, "retry: 2000", <-lines)
+	return func(msg string) {
+		c.t.Helper()
+		require.Eventually(c.t, func() bool {
+			for {
+				select {
+				case l := <-lines:
+					if l == "event: changed" {
+						return true
+					}
+				default:
+					return false
+				}
+			}
+		}, waitFor, tick, msg)
+	}
+}
+
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 func (c *consoleClient) signIn(token string) string {
@@ -166,36 +203,10 @@ func TestConsole(t *testing.T) {
 	}
 
 	// Live updates: a new pending request is announced on the stream.
-	req, err := http.NewRequest("GET", srv.URL+"/console/events", nil)
-	require.NoError(t, err)
-	sse, err := c.c.Do(req)
-	require.NoError(t, err)
-	defer sse.Body.Close()
-	require.Equal(t, "text/event-stream", sse.Header.Get("Content-Type"))
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(sse.Body)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	require.Equal(t, "retry: 2000", <-lines)
-
+	changed := c.liveUpdates()
 	reqID := events.NewID("req")
 	h.EmitPolicy(pendingDecision(reqID, 10*time.Minute))
-	require.Eventually(t, func() bool {
-		for {
-			select {
-			case l := <-lines:
-				if l == "event: changed" {
-					return true
-				}
-			default:
-				return false
-			}
-		}
-	}, waitFor, tick, "no change announced")
+	changed("no change announced")
 	_, body = c.get("/console/live")
 	require.Contains(t, body, `data-request="`+reqID+`"`)
 	require.Contains(t, body, "reprice the catalogue")

@@ -7,10 +7,10 @@ import (
 )
 
 // hub tells the console's live streams that something they show changed.
-// It watches the pending, grants, leases and suspensions buckets (from the
-// first subscriber on, until close) and signals every subscriber; a
-// subscriber's channel holds one signal, so bursts coalesce and a slow
-// browser never holds the watch up.
+// It watches the pending, grants, leases and suspensions buckets and polls
+// the revokers' failing revocations (from the first subscriber on, until
+// close), and signals every subscriber; a subscriber's channel holds one
+// signal, so bursts coalesce and a slow browser never holds the watch up.
 type hub struct {
 	w *Console
 
@@ -49,6 +49,7 @@ func (h *hub) subscribe() (<-chan struct{}, func(), bool) {
 }
 
 func (h *hub) startLocked() {
+	h.w.failing.start(h.w.ctx)
 	b := h.w.d.Buckets
 	for _, kv := range []jetstream.KeyValue{b.Pending, b.Grants, b.Leases, b.Suspensions} {
 		w, err := kv.WatchAll(h.w.ctx, jetstream.UpdatesOnly())

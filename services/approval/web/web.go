@@ -126,8 +126,9 @@ type Console struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 
-	hub  *hub
-	hist *history
+	hub     *hub
+	hist    *history
+	failing *failing
 }
 
 // Option configures a Console.
@@ -186,6 +187,7 @@ func New(core Approvals, d service.Deps, opts ...Option) *Console {
 	w.hub = newHub(w)
 	w.hist = newHistory(w)
 	w.hist.notify = w.hub.signal
+	w.failing = newFailing(w)
 	return w
 }
 
@@ -206,6 +208,7 @@ func (w *Console) Close() {
 	w.hub.close()
 	w.cancel()
 	w.hist.wait()
+	w.failing.wait()
 }
 
 func (w *Console) routes() http.Handler {
