@@ -27,13 +27,9 @@ const apiTimeout = 10 * time.Second
 //
 // A Service starts once: Start again, or after Stop, returns ErrStarted.
 func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started {
-		s.mu.Unlock()
-		return ErrStarted
+	if err := s.guard.Begin(); err != nil {
+		return err
 	}
-	s.started = true
-	s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.start(); err != nil {
 		s.Stop()

@@ -72,11 +72,11 @@ type Service struct {
 	// alike (one lockout).
 	approvers *service.Approvers
 
+	guard service.StartGuard
 	// The gate of calls that come another way than the NATS API (Enter:
 	// the console and the HTTP API; the NATS API has its own, in
-	// service.API), and the start guard.
+	// service.API).
 	mu       sync.Mutex
-	started  bool
 	stopping bool
 	inflight sync.WaitGroup
 	stopOnce sync.Once
