@@ -7,7 +7,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/stretchr/testify/require"
 )
 
 // TestRefusalsNameTheirRequest: a refusal that comes before the caller is
@@ -21,21 +20,7 @@ func TestRefusalsNameTheirRequest(t *testing.T) {
 	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
 	h.waitPending(agentOptimizer, reqID)
 
-	// lastRejection is the newest jit.rejected event, decoded.
-	lastRejection := func() (events.Event, events.Rejection) {
-		t.Helper()
-		all := h.audit("jit.rejected.>")
-		require.NotEmpty(t, all)
-		e := all[len(all)-1]
-		return e, dataOf[events.Rejection](t, e)
-	}
-	requireAbout := func(what, requestID, grantID string) {
-		t.Helper()
-		e, r := lastRejection()
-		require.Equal(t, requestID, r.RequestID, what)
-		require.Equal(t, requestID, events.RequestID(e), "%s: requestid extension", what)
-		require.Equal(t, grantID, r.GrantID, what)
-	}
+	requireAbout := h.RequireLastRejectionAbout
 
 	// NATS API.
 	err := h.call(broker.APIApprove, "", broker.ApproveInput{RequestID: reqID}, &json.RawMessage{})

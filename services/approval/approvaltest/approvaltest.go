@@ -362,3 +362,17 @@ func (h *Harness) RequireRefused(err error, status int, code string) events.Reje
 	require.NotEmpty(h.T, found, "a jit.rejected event for %q", ae.Message)
 	return found[len(found)-1]
 }
+
+// RequireLastRejectionAbout checks that the newest jit.rejected event names
+// request requestID (in its data and its requestid extension) and grant
+// grantID ("" for none); what says which call it was.
+func (h *Harness) RequireLastRejectionAbout(what, requestID, grantID string) {
+	h.T.Helper()
+	all := h.Audit("jit.rejected.>")
+	require.NotEmpty(h.T, all)
+	e := all[len(all)-1]
+	r := DataOf[events.Rejection](h.T, e)
+	require.Equal(h.T, requestID, r.RequestID, what)
+	require.Equal(h.T, requestID, events.RequestID(e), "%s: requestid extension", what)
+	require.Equal(h.T, grantID, r.GrantID, what)
+}

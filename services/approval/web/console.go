@@ -82,6 +82,20 @@ const internalErrorPage = `<!doctype html><html lang="en"><head><meta charset="u
 	`<h1>JIT approver console</h1><p class="flash error" role="alert">Something went wrong on the server; nothing was changed. ` +
 	`<a href="/console/">Back to the console</a></p></main></body></html>`
 
+// enter admits a console call through the service's gate (Approvals.Enter);
+// if the service is not running it answers 503 with a page, saying for an
+// action that nothing was done, and ok is false.
+func (w *Console) enter(rw http.ResponseWriter, r *http.Request, action bool) (ctx context.Context, done func(), ok bool) {
+	if ctx, done, ok = w.core.Enter(r.Context()); !ok {
+		msg := "The approval service is not running; retry in a moment."
+		if action {
+			msg = "The approval service is not running; nothing was done. Retry in a moment."
+		}
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running", msg)
+	}
+	return ctx, done, ok
+}
+
 // safeNext keeps a post-login redirect inside the console.
 func safeNext(next string) string {
 	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
@@ -147,10 +161,8 @@ func (w *Console) login(rw http.ResponseWriter, r *http.Request) {
 		w.renderLogin(rw, r, http.StatusForbidden, next, d, "The sign-in form expired; try again.")
 		return
 	}
-	ctx, done, ok := w.core.Enter(r.Context())
+	ctx, done, ok := w.enter(rw, r, false)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; retry in a moment.")
 		return
 	}
 	defer done()
@@ -208,10 +220,8 @@ func (w *Console) data(ctx context.Context, sess *session, a *config.Approver) (
 }
 
 func (w *Console) show(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver, tmpl string, adjust func(context.Context, *pageData)) {
-	ctx, done, ok := w.core.Enter(r.Context())
+	ctx, done, ok := w.enter(rw, r, false)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; retry in a moment.")
 		return
 	}
 	defer done()
@@ -386,10 +396,8 @@ func answerMessage(kind string, res approval.Answered) flash {
 
 func (w *Console) formAnswer(kind string) sessionHandler {
 	return func(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-		ctx, done, ok := w.core.Enter(r.Context())
+		ctx, done, ok := w.enter(rw, r, true)
 		if !ok {
-			w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-				"The approval service is not running; nothing was done. Retry in a moment.")
 			return
 		}
 		defer done()
@@ -419,10 +427,8 @@ func (w *Console) formAnswer(kind string) sessionHandler {
 }
 
 func (w *Console) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	ctx, done, ok := w.core.Enter(r.Context())
+	ctx, done, ok := w.enter(rw, r, true)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()
@@ -446,10 +452,8 @@ func (w *Console) formRevoke(rw http.ResponseWriter, r *http.Request, sess *sess
 }
 
 func (w *Console) formReinstate(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	ctx, done, ok := w.core.Enter(r.Context())
+	ctx, done, ok := w.enter(rw, r, true)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()

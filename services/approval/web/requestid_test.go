@@ -21,21 +21,7 @@ func TestRefusalsNameTheirRequest(t *testing.T) {
 	h.EmitPolicy(pendingDecision(reqID, 10*time.Minute))
 	h.WaitPending(agentOptimizer, reqID)
 
-	// lastRejection is the newest jit.rejected event, decoded.
-	lastRejection := func() (events.Event, events.Rejection) {
-		t.Helper()
-		all := h.Audit("jit.rejected.>")
-		require.NotEmpty(t, all)
-		e := all[len(all)-1]
-		return e, dataOf[events.Rejection](t, e)
-	}
-	requireAbout := func(what, requestID, grantID string) {
-		t.Helper()
-		e, r := lastRejection()
-		require.Equal(t, requestID, r.RequestID, what)
-		require.Equal(t, requestID, events.RequestID(e), "%s: requestid extension", what)
-		require.Equal(t, grantID, r.GrantID, what)
-	}
+	requireAbout := h.RequireLastRejectionAbout
 
 	// HTTP JSON API.
 	st, _ := apiDo(t, srv, "POST", "/api/v1/requests/"+reqID+"/approve", "", "{}")
