@@ -13,7 +13,7 @@ import (
 	"github.com/agentjit/jit/cmd/internal/allinone"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
-	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/web"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 )
@@ -185,13 +185,13 @@ type console struct {
 	base string
 }
 
-// startConsole runs jitd on configFile with extra approval options.
-func startConsole(t *testing.T, configFile string, opts ...approval.Option) console {
+// startConsole runs jitd on configFile with extra console options.
+func startConsole(t *testing.T, configFile string, opts ...web.Option) console {
 	t.Helper()
 	bin := bins(t)
 	app := allinone.New(allinone.Options{
 		ConfigFile: configFile, DataDir: filepath.Join(t.TempDir(), "data"),
-		NATSListen: "127.0.0.1:-1", HTTPListen: "127.0.0.1:0", ApprovalOptions: opts,
+		NATSListen: "127.0.0.1:-1", HTTPListen: "127.0.0.1:0", ConsoleOptions: opts,
 	}, natstest.Logger(t))
 	require.NoError(t, app.Run(context.Background()))
 	t.Cleanup(app.Close)

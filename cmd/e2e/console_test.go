@@ -10,7 +10,7 @@ import (
 	"github.com/agentjit/jit/cmd/internal/allinone"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
-	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/web"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 )
@@ -333,7 +333,7 @@ func TestConsoleOnAPhone(t *testing.T) {
 func TestConsoleSessionExpiresMidApproval(t *testing.T) {
 	var clock sessionClock
 	b := newBrowser(t, 1280, 1000)
-	con := startConsole(t, consoleConfig(t), approval.WithSessionClock(clock.now))
+	con := startConsole(t, consoleConfig(t), web.WithSessionClock(clock.now))
 	c := con.c
 
 	b.do("open the console", chromedp.Navigate(con.base+"/console/"))

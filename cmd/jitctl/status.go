@@ -14,7 +14,6 @@ import (
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // statusServices are the services a healthy system runs (at least one
@@ -109,7 +108,8 @@ func (a *app) collectStatus(ctx context.Context, wait time.Duration, maxBacklog 
 		return rep
 	}
 	defer nc.Close()
-	stats, err := serviceStats(ctx, nc, wait)
+	// Answers come together; stop 250 ms after the last one.
+	stats, err := service.Stats(ctx, nc, "", wait, 250*time.Millisecond)
 	if err != nil {
 		rep.Health = "unreachable"
 		rep.Problems = append(rep.Problems, err.Error())
@@ -119,16 +119,7 @@ func (a *app) collectStatus(ctx context.Context, wait time.Duration, maxBacklog 
 	running := map[string]int{}
 	for _, s := range stats {
 		in := Instance{Service: strings.TrimPrefix(s.Name, "jit-"), ID: s.ID, Version: s.Version, Started: s.Started,
-			Uptime: events.FormatDuration(now.Sub(s.Started).Round(time.Second))}
-		for _, ep := range s.Endpoints {
-			if ep.Name != service.StatusEndpoint || len(ep.Data) == 0 {
-				continue
-			}
-			var st service.Status
-			if json.Unmarshal(ep.Data, &st) == nil {
-				in.Status = &st
-			}
-		}
+			Uptime: events.FormatDuration(now.Sub(s.Started).Round(time.Second)), Status: service.StatusIn(s)}
 		running[in.Service]++
 		rep.Instances = append(rep.Instances, in)
 	}
@@ -194,52 +185,6 @@ func (a *app) collectStatus(ctx context.Context, wait time.Duration, maxBacklog 
 		rep.Suspended = susp
 	}
 	return rep
-}
-
-// serviceStats asks every micro service instance for its stats and
-// collects the JIT services' answers for wait (less once answers stop
-// coming).
-func serviceStats(ctx context.Context, nc *nats.Conn, wait time.Duration) ([]micro.Stats, error) {
-	subj, err := micro.ControlSubject(micro.StatsVerb, "", "")
-	if err != nil {
-		return nil, err
-	}
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(wait)
-	var out []micro.Stats
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
-		if len(out) > 0 {
-			// Answers come together; stop 250 ms after the last one.
-			left = min(left, 250*time.Millisecond)
-		}
-		mctx, cancel := context.WithTimeout(ctx, left)
-		m, err := sub.NextMsgWithContext(mctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			break
-		}
-		var s micro.Stats
-		if json.Unmarshal(m.Data, &s) != nil || !strings.HasPrefix(s.Name, "jit-") {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // suspendedAgents reads the suspensions bucket by direct get (an operator

@@ -33,6 +33,12 @@ var (
 	allStreams        = []string{streamAudit, streamGrants, streamLeases, streamSuspensions, streamPending, streamConfig, streamSecrets, streamPolicyHist}
 )
 
+// SRVStatsRevoker is where every revoker instance answers with its
+// statistics on the NATS services API (micro.ControlSubject of the stats
+// verb and the micro service jit-revoker): the approval service asks it for
+// the console's failing revocations.
+const SRVStatsRevoker = "$SRV.STATS.jit-revoker"
+
 // Subjects that cross from client accounts into the services' account.
 const (
 	// IngressGuardrail is where a guardrail source's guardrail.fired.<agent>
@@ -192,7 +198,10 @@ var needs = map[string]serviceNeeds{
 		writes:    []string{broker.BucketPending, broker.BucketLeases, broker.BucketGrants},
 		reads:     []string{streamAudit, streamGrants, streamLeases, streamSuspensions, streamPending, streamConfig, streamSecrets},
 		serves:    []string{broker.APIPending, broker.APIApprove, broker.APIDeny, broker.APIReinstate, broker.APIRevoke, broker.APIConfigApply},
-		calls:     []string{broker.InternalPrefix + ".>"},
+		// The gateway's calls, and the revokers' statistics (their
+		// failing revocations, for the console), which every instance
+		// answers on the services API.
+		calls: []string{broker.InternalPrefix + ".>", SRVStatsRevoker},
 	},
 	ServiceRevoker: {
 		publishes: []string{"jit.revoked", "jit.suspended", "jit.reinstated", "jit.rejected", "guardrail.fired"},

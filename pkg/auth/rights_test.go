@@ -95,6 +95,8 @@ func TestServicePermissions(t *testing.T) {
 	require.True(t, contains(perms(ServiceRevoker).Pub.Allow, "jit.revoked.*"))
 	require.False(t, contains(perms(ServiceRequester).Pub.Allow, "jit.granted.*"))
 	require.False(t, contains(perms(ServiceApproval).Pub.Allow, "jit.revoked.*"))
+	require.True(t, contains(perms(ServiceApproval).Pub.Allow, SRVStatsRevoker), "the console asks the revokers for failing revocations")
+	require.False(t, contains(perms(ServiceRequester).Pub.Allow, SRVStatsRevoker))
 	_, ok := ServicePermissions("nobody")
 	require.False(t, ok)
 }

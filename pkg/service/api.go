@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -116,7 +115,7 @@ type API struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	timeout time.Duration
-	locks   *Lockout
+	appr    *Approvers
 
 	mu       sync.Mutex
 	ctx      context.Context
@@ -133,6 +132,11 @@ type APIConfig struct {
 	Publisher *broker.Publisher
 	// Timeout bounds each call (DefaultAPITimeout if zero).
 	Timeout time.Duration
+	// Approvers checks the approver tokens of endpoints that take one
+	// (Endpoint.Approver); nil makes one of the API's own. A service that
+	// also takes tokens another way (the approval service's HTTP side)
+	// passes the one it uses there, so both share a lockout.
+	Approvers *Approvers
 }
 
 // NewAPI starts the micro service of a service on d.NC. ctx bounds every
@@ -151,10 +155,13 @@ func NewAPI(ctx context.Context, d Deps, c APIConfig) (*API, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultAPITimeout
 	}
+	if c.Approvers == nil {
+		c.Approvers = NewApprovers(d, c.Publisher, "")
+	}
 	return &API{
 		svc: svc, d: d, pub: c.Publisher, now: d.Clock(), timeout: c.Timeout, ctx: ctx,
-		log:   d.Log,
-		locks: NewLockout(d.Clock()),
+		log:  d.Log,
+		appr: c.Approvers,
 	}, nil
 }
 
@@ -320,46 +327,16 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 	return ep.Handle(ctx, c, in)
 }
 
-// approver authenticates the approver token of a call: missing or unknown
-// is 401, a role outside roles 403. A caller that gave a wrong token
-// MaxAuthFailures times within AuthWindow is refused with 429 until the
-// window ends, valid token or not, so that guessing teaches nothing.
+// approver authenticates the approver token of a call (Approvers): the
+// lockout counts wrong tokens per NATS user; an internal call is not
+// counted.
 func (a *API) approver(ctx context.Context, c Call, token string, roles []string, anonymous events.Rejection) (*config.Approver, error) {
-	key := "user:" + c.Caller.User
-	track := !c.Caller.Internal
-	if track {
-		if left, blocked := a.locks.Blocked(key); blocked {
-			return nil, Refuse(broker.Errorf(429, events.CodeRateLimited,
-				"too many wrong approver tokens from %s: refused for another %s", c.Caller.Principal, left.Round(time.Second)), anonymous)
-		}
+	p := Presented{Token: token, Caller: c.Caller.Principal.String(),
+		Missing: fmt.Sprintf("no approver token: pass it in the %s header (jitctl: JIT_TOKEN)", broker.HeaderToken)}
+	if !c.Caller.Internal {
+		p.Key = "user:" + c.Caller.User
 	}
-	if token == "" {
-		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated,
-			"no approver token: pass it in the %s header (jitctl: JIT_TOKEN)", broker.HeaderToken), anonymous)
-	}
-	cfg := a.d.Config.Current()
-	var appr *config.Approver
-	ok := false
-	if cfg != nil {
-		appr, ok = cfg.Authenticate(token)
-	}
-	if !ok {
-		if track && a.locks.Fail(key) {
-			a.record(ctx, "", &Refused{APIError: broker.Errorf(429, events.CodeRateLimited,
-				"%d wrong approver tokens from %s within %s: refusing it for %s", MaxAuthFailures, c.Caller.Principal, AuthWindow, AuthWindow), Rejection: anonymous})
-		}
-		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated, "the approver token is not recognised"), anonymous)
-	}
-	if track {
-		a.locks.Succeed(key)
-	}
-	if len(roles) > 0 && !appr.HasRole(roles...) {
-		return nil, Refuse(broker.Errorf(403, events.CodeForbidden,
-			"approver %s (roles: %s) may not do this: it needs one of the roles %s",
-			appr.Name, strings.Join(appr.Roles, ", "), strings.Join(roles, ", ")),
-			withActor(anonymous, ApproverActor(appr)))
-	}
-	return appr, nil
+	return a.appr.Authenticate(ctx, p, roles, anonymous)
 }
 
 // record publishes a refusal as jit.rejected at stage (the endpoint's if

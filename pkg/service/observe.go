@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/metrics"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,70 @@ func statsHandler(name string, d *Deps) micro.StatsHandler {
 		defer cancel()
 		return StatusOf(ctx, name, *d)
 	}
+}
+
+// Stats asks the instances of micro service name ("jit-revoker"; "" for
+// every JIT service) for their stats on the services API ($SRV.STATS) and
+// collects the answers of JIT services ("jit-…") for at most wait, ending
+// quiet after the last answer (they come together). An instance that does
+// not answer in time is left out; only a failure to ask, or ctx ending, is
+// an error. jitctl status and the approver console read the instances'
+// Status this way (StatusIn).
+func Stats(ctx context.Context, nc *nats.Conn, name string, wait, quiet time.Duration) ([]micro.Stats, error) {
+	subj, err := micro.ControlSubject(micro.StatsVerb, name, "")
+	if err != nil {
+		return nil, err
+	}
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	var out []micro.Stats
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if len(out) > 0 {
+			left = min(left, quiet)
+		}
+		mctx, cancel := context.WithTimeout(ctx, left)
+		m, err := sub.NextMsgWithContext(mctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			break
+		}
+		var s micro.Stats
+		if json.Unmarshal(m.Data, &s) != nil || !strings.HasPrefix(s.Name, "jit-") {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// StatusIn is the Status an instance's stats carry (the data of its
+// "status" endpoint); nil if they carry none (an older version).
+func StatusIn(s micro.Stats) *Status {
+	for _, ep := range s.Endpoints {
+		if ep.Name != StatusEndpoint || len(ep.Data) == 0 {
+			continue
+		}
+		var st Status
+		if json.Unmarshal(ep.Data, &st) == nil {
+			return &st
+		}
+	}
+	return nil
 }
 
 // StatusService starts a micro service for a service that serves no API

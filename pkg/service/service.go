@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -21,6 +22,19 @@ import (
 // ErrStarted is returned by a service's Start when it was started before:
 // a stopped service is replaced by a new one (its New), not restarted.
 var ErrStarted = errors.New("service already started")
+
+// StartGuard is every service's start guard: a service starts once, and
+// Start again, after a failed Start or after Stop, returns ErrStarted. Its
+// zero value is ready; it is safe for concurrent use.
+type StartGuard struct{ started atomic.Bool }
+
+// Begin returns nil the first time it is called, ErrStarted after.
+func (g *StartGuard) Begin() error {
+	if !g.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	return nil
+}
 
 // Deps is what a service needs from its environment.
 type Deps struct {

@@ -2,7 +2,6 @@ package approval
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -71,14 +70,4 @@ func (s *Service) handleApprove(ctx context.Context, c service.Call, in broker.A
 
 func (s *Service) handleDeny(ctx context.Context, c service.Call, in broker.ApproveInput) (any, error) {
 	return s.answer(ctx, c.Approver, in, events.OutcomeDenied)
-}
-
-// refuseInput records a body that does not decode, as a refusal r (who
-// sent it, and the request or grant it was about, as far as known).
-func (s *Service) refuseInput(ctx context.Context, err error, r events.Rejection) error {
-	var ae *broker.APIError
-	if !errors.As(err, &ae) {
-		ae = broker.Errorf(400, events.CodeMalformed, "malformed request body: %v", err)
-	}
-	return s.refuse(ctx, ae, r)
 }

@@ -215,7 +215,7 @@ func TestSeparateOwnerByTeam(t *testing.T) {
 	cfg := h.cfg.Current()
 	alice, ok := cfg.Approver("alice")
 	require.True(t, ok)
-	views, err := s.pendingViews(ctxT(t), alice)
+	views, err := s.Pending(ctxT(t), alice)
 	require.NoError(t, err)
 	require.Len(t, views, 1)
 	require.False(t, views[0].CanAnswer)

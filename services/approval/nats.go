@@ -27,23 +27,13 @@ const apiTimeout = 10 * time.Second
 //
 // A Service starts once: Start again, or after Stop, returns ErrStarted.
 func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started {
-		s.mu.Unlock()
-		return ErrStarted
+	if err := s.guard.Begin(); err != nil {
+		return err
 	}
-	s.started = true
-	s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.start(); err != nil {
 		s.Stop()
 		return err
-	}
-	if s.httpListen != "" {
-		if err := s.serveHTTP(); err != nil {
-			s.Stop()
-			return err
-		}
 	}
 	s.log.Info().Msg("approval service running")
 	return nil
@@ -84,6 +74,7 @@ func (s *Service) start() error {
 		Description: "JIT access: human approval of pending requests, and the approvers' gateway",
 		Publisher:   s.pub,
 		Timeout:     apiTimeout,
+		Approvers:   s.approvers,
 	})
 	if err != nil {
 		return err
@@ -136,7 +127,7 @@ func forward[In any](s *Service, subject string) func(context.Context, service.C
 	}
 }
 
-// enter admits an HTTP call unless Stop has begun; the caller calls
+// enter admits a call of Enter unless Stop has begun; the caller calls
 // s.inflight.Done when finished.
 func (s *Service) enter() bool {
 	s.mu.Lock()
@@ -148,21 +139,15 @@ func (s *Service) enter() bool {
 	return true
 }
 
-// Stop stops the API and the consumers and waits for the work in flight. It
-// is safe to call more than once.
+// Stop stops the API and the consumers and waits for the work in flight:
+// the NATS API's calls, the calls Enter admitted, every consumer's
+// handlers and the notifications. It is safe to call more than once.
+// Whatever serves the console (package web) closes first.
 func (s *Service) Stop() {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopping = true
 		s.mu.Unlock()
-		if s.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := s.httpSrv.Shutdown(ctx); err != nil {
-				s.log.Warn().Err(err).Msg("stop http")
-			}
-			cancel()
-		}
-		s.web.close()
 		if s.api != nil {
 			s.api.Close()
 		}
@@ -175,7 +160,6 @@ func (s *Service) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 		}
-		s.hist.wait()
 		s.notifier.Wait()
 		s.log.Info().Msg("approval service stopped")
 	})

@@ -8,30 +8,9 @@ import (
 	"github.com/agentjit/jit/services/approval/notify"
 )
 
-// Notifications live in package notify; these names keep the approval
-// package's API as it was.
-
-// Headers of a webhook notification.
-const (
-	HeaderSignature = notify.HeaderSignature
-	HeaderDelivery  = notify.HeaderDelivery
-)
-
-// NotifyCounters count notification outcomes since start.
-type NotifyCounters = notify.Counters
-
-// WebhookPayload is the JSON body a "webhook" notifier receives.
-type WebhookPayload = notify.WebhookPayload
-
-// Sign returns the Jit-Signature header value for body sent at t
-// (notify.Sign).
-func Sign(secret string, t time.Time, body []byte) string { return notify.Sign(secret, t, body) }
-
-// VerifySignature checks a Jit-Signature header against body and secret,
-// accepting timestamps within maxAge of now (notify.VerifySignature).
-func VerifySignature(secret, header string, body []byte, now time.Time, maxAge time.Duration) bool {
-	return notify.VerifySignature(secret, header, body, now, maxAge)
-}
+// The service's own part of notifications (package notify delivers them):
+// it starts and waits for its Notifier, queues each request that goes
+// pending, and knows where the console is for the links.
 
 // WithNotifyBackoff sets the delay before retry attempt n (1-based) of a
 // failed notification; tests shorten it.
@@ -40,20 +19,25 @@ func WithNotifyBackoff(f func(attempt int) time.Duration) Option {
 }
 
 // Counters returns the service's notification counters.
-func (s *Service) Counters() *NotifyCounters { return s.notifier.Counters() }
+func (s *Service) Counters() *notify.Counters { return s.notifier.Counters() }
 
 // notifyPending queues rec for the notifiers named. It never blocks.
 func (s *Service) notifyPending(rec pendingRecord, names []string) {
 	s.notifier.Pending(notify.Request{Pending: rec.Pending, Required: rec.Required}, names)
 }
 
+// SetPublicAddr records the address the console is served on (package
+// web), for notification links when the configuration names no console
+// URL.
+func (s *Service) SetPublicAddr(addr string) { s.publicAddr.Store(&addr) }
+
 // consoleURL is the console's public base address: the configured one, or
-// the address the service's own HTTP listener serves.
+// the address it is served on (SetPublicAddr).
 func (s *Service) consoleURL(cfg *config.Config) string {
 	if cfg != nil && cfg.Console.URL != "" {
 		return strings.TrimRight(cfg.Console.URL, "/")
 	}
-	if a := s.httpAddr.Load(); a != nil && *a != "" {
+	if a := s.publicAddr.Load(); a != nil && *a != "" {
 		return "http://" + *a
 	}
 	return ""

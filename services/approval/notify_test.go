@@ -100,10 +100,10 @@ func TestNotifications(t *testing.T) {
 	// The webhook: signed JSON with what an approver needs and console links.
 	bodies, headers := hook.got()
 	require.Len(t, bodies, 1)
-	require.True(t, VerifySignature("s3cret", headers[0].Get(HeaderSignature), bodies[0], time.Now(), time.Minute))
-	require.False(t, VerifySignature("wrong", headers[0].Get(HeaderSignature), bodies[0], time.Now(), time.Minute))
-	require.Equal(t, reqID+"/hook", headers[0].Get(HeaderDelivery))
-	var p WebhookPayload
+	require.True(t, notify.VerifySignature("s3cret", headers[0].Get(notify.HeaderSignature), bodies[0], time.Now(), time.Minute))
+	require.False(t, notify.VerifySignature("wrong", headers[0].Get(notify.HeaderSignature), bodies[0], time.Now(), time.Minute))
+	require.Equal(t, reqID+"/hook", headers[0].Get(notify.HeaderDelivery))
+	var p notify.WebhookPayload
 	require.NoError(t, json.Unmarshal(bodies[0], &p))
 	require.Equal(t, reqID, p.RequestID)
 	require.Equal(t, agentOptimizer, p.Agent)

@@ -2,41 +2,25 @@ package approval
 
 import (
 	"encoding/json"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
-	"github.com/stretchr/testify/require"
 )
 
 // TestRefusalsNameTheirRequest: a refusal that comes before the caller is
-// known (no token, a wrong one, a bad CSRF token) or before the body is
-// decoded still names the request the call was about, in the jit.rejected
-// data and its requestid extension; one about a grant names the grant.
+// known (no token, a wrong one) or before the body is decoded still names
+// the request the call was about, in the jit.rejected data and its
+// requestid extension. (The console's and the HTTP API's: package web.)
 func TestRefusalsNameTheirRequest(t *testing.T) {
 	h := newHarness(t)
-	_, srv := h.startHTTP()
+	h.start()
 	reqID := events.NewID("req")
 	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
 	h.waitPending(agentOptimizer, reqID)
 
-	// lastRejection is the newest jit.rejected event, decoded.
-	lastRejection := func() (events.Event, events.Rejection) {
-		t.Helper()
-		all := h.audit("jit.rejected.>")
-		require.NotEmpty(t, all)
-		e := all[len(all)-1]
-		return e, dataOf[events.Rejection](t, e)
-	}
-	requireAbout := func(what, requestID, grantID string) {
-		t.Helper()
-		e, r := lastRejection()
-		require.Equal(t, requestID, r.RequestID, what)
-		require.Equal(t, requestID, events.RequestID(e), "%s: requestid extension", what)
-		require.Equal(t, grantID, r.GrantID, what)
-	}
+	requireAbout := h.RequireLastRejectionAbout
 
 	// NATS API.
 	err := h.call(broker.APIApprove, "", broker.ApproveInput{RequestID: reqID}, &json.RawMessage{})
@@ -48,25 +32,4 @@ func TestRefusalsNameTheirRequest(t *testing.T) {
 	err = h.call(broker.APIApprove, "dev-alice", map[string]string{"request_id": reqID, "approver": "alice"}, &json.RawMessage{})
 	h.requireRefused(err, 400, events.CodeMalformed)
 	requireAbout("a body with an unknown field", reqID, "")
-
-	// HTTP JSON API.
-	st, _ := apiDo(t, srv, "POST", "/api/v1/requests/"+reqID+"/approve", "", "{}")
-	require.Equal(t, 401, st)
-	requireAbout("HTTP approve without token", reqID, "")
-	st, _ = apiDo(t, srv, "POST", "/api/v1/requests/"+reqID+"/deny", "dev-alice", `{"colour":"red"}`)
-	require.Equal(t, 400, st)
-	requireAbout("HTTP deny with an unknown field", reqID, "")
-	st, _ = apiDo(t, srv, "POST", "/api/v1/grants/grt_x1/revoke", "dev-nobody", "{}")
-	require.Equal(t, 401, st)
-	requireAbout("HTTP revoke with a wrong token", "", "grt_x1")
-
-	// Console forms.
-	c := newConsoleClient(t, srv)
-	c.signIn("dev-alice")
-	resp, _ := c.post("/console/requests/"+reqID+"/approve", url.Values{"csrf": {"stale"}}, srv.URL)
-	require.Equal(t, 403, resp.StatusCode)
-	requireAbout("console approve with a stale CSRF token", reqID, "")
-	resp, _ = c.post("/console/grants/grt_x2/revoke", url.Values{"csrf": {"stale"}}, srv.URL)
-	require.Equal(t, 403, resp.StatusCode)
-	requireAbout("console revoke with a stale CSRF token", "", "grt_x2")
 }

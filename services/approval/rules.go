@@ -150,8 +150,9 @@ func ApprovedEventID(requestID, approver string) string {
 	return requestID + "/approved/" + approver
 }
 
-// orList writes xs as a reader would: "a", "a or b", "a, b or c".
-func orList(xs []string) string {
+// OrList writes xs as a reader would: "a", "a or b", "a, b or c" (the
+// console words roles with it too).
+func OrList(xs []string) string {
 	switch len(xs) {
 	case 0:
 		return ""
@@ -170,12 +171,12 @@ func rolesNeeded(roles []string) string {
 	case 1:
 		return "the role " + roles[0]
 	}
-	return "one of the roles " + orList(roles)
+	return "one of the roles " + OrList(roles)
 }
 
-// rolesList names the roles an approver holds: "operator", "org-admin and
-// operator", "no role".
-func rolesList(roles []string) string {
+// RolesList names the roles an approver holds: "operator", "org-admin and
+// operator", "no role" (the console words roles with it too).
+func RolesList(roles []string) string {
 	switch len(roles) {
 	case 0:
 		return "no role"

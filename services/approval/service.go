@@ -8,6 +8,10 @@
 // endpoints; their answer is a jit.decided event that flows back through the
 // same consumer. A request nobody answers times out when its pending key's
 // TTL marker arrives (durable "approval-timeouts").
+//
+// This package is grant creation and human decisions. The approver console
+// and the HTTP JSON API are package web (which asks this one through the
+// exported methods of approvers.go), notifications are package notify.
 package approval
 
 import (
@@ -15,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -65,37 +68,27 @@ type Service struct {
 	// and waits for its handlers.
 	consumers []*broker.Consumer
 	api       *service.API
+	// approvers checks approver tokens for the NATS API and the HTTP side
+	// alike (one lockout).
+	approvers *service.Approvers
 
-	// HTTP calls' gate (the NATS API has its own, in service.API), and
-	// the start guard.
+	guard service.StartGuard
+	// The gate of calls that come another way than the NATS API (Enter:
+	// the console and the HTTP API; the NATS API has its own, in
+	// service.API).
 	mu       sync.Mutex
-	started  bool
 	stopping bool
 	inflight sync.WaitGroup
 	stopOnce sync.Once
 
 	notifier *notify.Notifier
-
-	// HTTP: the console and the JSON API.
-	httpListen string
-	httpSrv    *http.Server
-	httpAddr   atomic.Pointer[string]
-	web        *web
-	hist       *history
-	// sessionNow is the console sessions' clock (WithSessionClock).
-	sessionNow func() time.Time
+	// publicAddr is where the console is served (SetPublicAddr), for
+	// notification links when the configuration names no console URL.
+	publicAddr atomic.Pointer[string]
 }
 
 // Option configures a Service.
 type Option func(*Service)
-
-// WithHTTP makes Start serve the approver console and the HTTP JSON API
-// (Handler) on addr ("127.0.0.1:8080"; port 0 picks one, see HTTPAddr).
-func WithHTTP(addr string) Option { return func(s *Service) { s.httpListen = addr } }
-
-// WithSessionClock gives the console's sessions their own clock, so that a
-// test can make them expire without moving the service's time.
-func WithSessionClock(now func() time.Time) Option { return func(s *Service) { s.sessionNow = now } }
 
 // New returns the approval service on d. It does nothing until Start.
 func New(d service.Deps, opts ...Option) *Service {
@@ -105,16 +98,11 @@ func New(d service.Deps, opts ...Option) *Service {
 		log: d.Log.With().Str("component", Name).Logger(),
 		pub: broker.NewPublisher(d.JS, Name),
 	}
+	s.approvers = service.NewApprovers(d, s.pub, events.StageApproval)
 	s.notifier = notify.New(notify.Options{Log: s.log, Publisher: s.pub, Now: s.now, Config: d.Config, ConsoleURL: s.consoleURL})
 	for _, o := range opts {
 		o(s)
 	}
-	if s.sessionNow == nil {
-		s.sessionNow = s.now
-	}
-	s.web = newWeb(s)
-	s.hist = newHistory(s)
-	s.hist.notify = s.web.hub.signal
 	return s
 }
 
@@ -468,13 +456,13 @@ func (s *Service) listPending(ctx context.Context) (broker.PendingList, error) {
 // returned *broker.APIError values are also put on the audit stream as
 // jit.rejected.
 func (s *Service) answer(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (broker.ActionResult, error) {
-	a, err := s.answerDetail(ctx, approver, in, outcome)
+	a, err := s.Answer(ctx, approver, in, outcome)
 	return a.ActionResult, err
 }
 
-// answered is what an answer did: the result the APIs return and, for the
+// Answered is what an answer did: the result the APIs return and, for the
 // console's message, what it approves.
-type answered struct {
+type Answered struct {
 	broker.ActionResult
 	// Permissions and DurationMS are what the request's grant gets (a final
 	// approval), what this approver approved (a vote that waits for more),
@@ -485,22 +473,23 @@ type answered struct {
 	Votes, Required int
 }
 
-// answerDetail is answer, saying what the answer did. It runs the steps
-// of an answer in order, each of which may end it: validate the input,
-// find the pending request, authorize the approver for it, vote (an
-// approval that waits for more approvers ends there), settle (record the
-// decision, then publish it).
-func (s *Service) answerDetail(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (answered, error) {
-	a := &answering{approver: approver, actor: approverActor(approver), in: in, outcome: outcome, verb: "approve"}
+// Answer is answer, saying what the answer did (the console words its
+// message from it). It runs the steps of an answer in order, each of which
+// may end it: validate the input, find the pending request, authorize the
+// approver for it, vote (an approval that waits for more approvers ends
+// there), settle (record the decision, then publish it). A refusal is an
+// *broker.APIError, already recorded as jit.rejected.
+func (s *Service) Answer(ctx context.Context, approver *config.Approver, in broker.ApproveInput, outcome string) (Answered, error) {
+	a := &answering{approver: approver, actor: service.ApproverActor(approver), in: in, outcome: outcome, verb: "approve"}
 	if outcome == events.OutcomeDenied {
 		a.verb = "deny"
 	}
 	a.rej = events.Rejection{Actor: a.actor}
 	if err := s.validateAnswer(ctx, a); err != nil {
-		return answered{}, err
+		return Answered{}, err
 	}
 	if err := s.findPending(ctx, a); err != nil {
-		return answered{}, err
+		return Answered{}, err
 	}
 	if out, done, err := s.authorizeAnswer(ctx, a); done || err != nil {
 		return out, err
@@ -569,7 +558,7 @@ func (s *Service) findPending(ctx context.Context, a *answering) error {
 	if len(entries) == 0 {
 		if !s.mayAnswerAny(a.approver) {
 			return s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
-				"%s holds %s, and no rule asks an approver with any of these roles", a.approver.Name, rolesList(a.approver.Roles)), a.rej)
+				"%s holds %s, and no rule asks an approver with any of these roles", a.approver.Name, RolesList(a.approver.Roles)), a.rej)
 		}
 		return s.refuse(ctx, s.gone(ctx, a.in.RequestID), withCode(a.rej, events.CodeStale))
 	}
@@ -586,48 +575,48 @@ func (s *Service) findPending(ctx context.Context, a *answering) error {
 // approver's retry of its own answer finishes it instead: done), the
 // deadline, that the approver is neither the agent nor any agent, and the
 // rule's separation of duties. It sets the approvals required.
-func (s *Service) authorizeAnswer(ctx context.Context, a *answering) (answered, bool, error) {
+func (s *Service) authorizeAnswer(ctx context.Context, a *answering) (Answered, bool, error) {
 	p, approver := a.p, a.approver
 	if len(p.ApproverRoles) == 0 || !approver.HasRole(p.ApproverRoles...) {
-		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"to %s request %s an approver needs %s; %s holds %s",
-			a.verb, p.RequestID, rolesNeeded(p.ApproverRoles), approver.Name, rolesList(approver.Roles)), a.rej)
+			a.verb, p.RequestID, rolesNeeded(p.ApproverRoles), approver.Name, RolesList(approver.Roles)), a.rej)
 	}
 	if prior := a.e.rec.Answer; prior != nil {
 		// Already answered; the answer may not be published yet (a failed
 		// publish or a crash). The same approver's retry finishes it.
 		if prior.Mode == events.ModeHuman && prior.DecidedBy.ID == approver.Name && prior.Outcome == a.outcome {
 			if err := s.finish(ctx, a.e); err != nil {
-				return answered{}, true, err
+				return Answered{}, true, err
 			}
-			return answered{ActionResult: a.result, Permissions: prior.Permissions, DurationMS: prior.DurationMS}, true, nil
+			return Answered{ActionResult: a.result, Permissions: prior.Permissions, DurationMS: prior.DurationMS}, true, nil
 		}
-		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeConflict,
 			"request %s was already decided (%s by %s); nothing changed", p.RequestID, prior.Outcome, prior.DecidedBy.ID), a.rej)
 	}
 	if now := s.now(); !now.Before(a.e.rec.Deadline) {
-		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeStale,
 			"approval window closed at %s: the request timed out unanswered", a.e.rec.Deadline.UTC().Format(time.RFC3339)), a.rej)
 	}
 	cfg := s.d.Config.Current()
 	if approver.Name == p.Agent {
-		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"%s may not answer its own request", approver.Name), a.rej)
 	}
 	if _, isAgent := cfg.Agent(approver.Name); isAgent {
-		return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 			"%s is an agent's identity; an agent can never approve", approver.Name), a.rej)
 	}
 	ar := ruleOf(cfg, p.Rule)
 	if ar.separateOwner {
 		if ag, ok := cfg.Agent(p.Agent); ok && approver.Owns(ag.Owner) {
-			return answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
+			return Answered{}, true, s.refuse(ctx, broker.Errorf(403, events.CodeForbidden,
 				"rule %s separates duties: %s owns agent %s (owner %s) and may not answer its requests; another approver must",
 				p.Rule, approver.Name, p.Agent, ag.Owner), a.rej)
 		}
 	}
 	a.required = max(a.e.rec.Required, ar.required)
-	return answered{}, false, nil
+	return Answered{}, false, nil
 }
 
 // vote handles an approval before it can settle the request: the
@@ -635,59 +624,59 @@ func (s *Service) authorizeAnswer(ctx context.Context, a *answering) (answered, 
 // again: done), an agent suspended meanwhile (the request is denied:
 // done), and a vote that leaves the request waiting for more approvers
 // (recorded and announced: done). A denial passes through.
-func (s *Service) vote(ctx context.Context, a *answering) (answered, bool, error) {
+func (s *Service) vote(ctx context.Context, a *answering) (Answered, bool, error) {
 	if a.outcome != events.OutcomeApproved {
-		return answered{}, false, nil
+		return Answered{}, false, nil
 	}
 	p, e := a.p, &a.e
 	var ae *broker.APIError
 	if a.perms, a.ms, ae = narrow(p, a.in); ae != nil {
-		return answered{}, true, s.refuse(ctx, ae, a.rej)
+		return Answered{}, true, s.refuse(ctx, ae, a.rej)
 	}
 	if v, ok := e.rec.votedBy(a.approver.Name); ok {
 		// A retry of a recorded vote: publish its event again (same id).
 		if err := s.publishVote(ctx, p, v, len(e.rec.Votes), a.required); err != nil {
-			return answered{}, true, err
+			return Answered{}, true, err
 		}
 		a.result.Outcome = events.OutcomePending
 		a.result.Message = fmt.Sprintf("%s already approved; %d of %d approvals, waiting for %d more distinct approvers",
 			a.approver.Name, len(e.rec.Votes), a.required, a.required-len(e.rec.Votes))
-		return answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+		return Answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
 			Votes: len(e.rec.Votes), Required: a.required}, true, nil
 	}
 	susp, err := s.suspension(ctx, p.Agent)
 	if err != nil {
-		return answered{}, true, err
+		return Answered{}, true, err
 	}
 	if susp != nil {
 		reason := suspendedReason(p.Agent, susp)
 		d := s.denial(p, events.ModeSuspended, reason)
 		if err := s.record(ctx, e, d, events.DecisionEventID(p.RequestID, "suspended")); err != nil {
-			return answered{}, true, s.lostRace(ctx, a, err)
+			return Answered{}, true, s.lostRace(ctx, a, err)
 		}
 		if err := s.finish(ctx, *e); err != nil {
-			return answered{}, true, err
+			return Answered{}, true, err
 		}
-		return answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
+		return Answered{}, true, s.refuse(ctx, broker.Errorf(409, events.CodeSuspended,
 			"cannot approve request %s: %s; the request is denied", p.RequestID, reason), a.rej)
 	}
 	v := vote{Approver: a.actor, Comment: a.comment, Permissions: a.perms, DurationMS: a.ms, At: s.now().UTC()}
 	if len(e.rec.Votes)+1 < a.required {
 		if err := s.recordVote(ctx, e, v); err != nil {
-			return answered{}, true, s.lostRace(ctx, a, err)
+			return Answered{}, true, s.lostRace(ctx, a, err)
 		}
 		if err := s.publishVote(ctx, p, v, len(e.rec.Votes), a.required); err != nil {
-			return answered{}, true, err
+			return Answered{}, true, err
 		}
 		a.result.Outcome = events.OutcomePending
 		a.result.Message = fmt.Sprintf("approval %d of %d recorded; waiting for %d more distinct approvers",
 			len(e.rec.Votes), a.required, a.required-len(e.rec.Votes))
 		zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Int("votes", len(e.rec.Votes)).Int("required", a.required).Msg("approval recorded")
-		return answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
+		return Answered{ActionResult: a.result, Permissions: v.Permissions, DurationMS: v.DurationMS,
 			Votes: len(e.rec.Votes), Required: a.required}, true, nil
 	}
 	e.rec.Votes = append(e.rec.Votes, v)
-	return answered{}, false, nil
+	return Answered{}, false, nil
 }
 
 // settle decides the request: the decision (a denial, or the approval of
@@ -696,7 +685,7 @@ func (s *Service) vote(ctx context.Context, a *answering) (answered, bool, error
 // decision are published and the record deleted. A crash between the
 // record and the publication is finished at the next start
 // (recoverAnswers).
-func (s *Service) settle(ctx context.Context, a *answering) (answered, error) {
+func (s *Service) settle(ctx context.Context, a *answering) (Answered, error) {
 	p, e := a.p, &a.e
 	d := events.Decision{
 		RequestID:     p.RequestID,
@@ -731,23 +720,23 @@ func (s *Service) settle(ctx context.Context, a *answering) (answered, error) {
 		}
 	}
 	if err := s.record(ctx, e, d, events.DecisionEventID(p.RequestID, "human")); err != nil {
-		return answered{}, s.lostRace(ctx, a, err)
+		return Answered{}, s.lostRace(ctx, a, err)
 	}
 	failpoint.Hit(failpoint.ApprovalAfterAnswer)
 	if a.outcome == events.OutcomeApproved {
 		if err := s.publishVote(ctx, p, e.rec.Votes[len(e.rec.Votes)-1], len(e.rec.Votes), a.required); err != nil {
-			return answered{}, err
+			return Answered{}, err
 		}
 	}
 	if err := s.finish(ctx, *e); err != nil {
-		return answered{}, err
+		return Answered{}, err
 	}
 	if d.Outcome == events.OutcomeApproved {
 		a.result.Message = fmt.Sprintf("%s for %s, as grant %s", strings.Join(d.Permissions, ", "),
 			events.FormatDuration(events.MSDuration(d.DurationMS)), events.GrantIDFor(p.RequestID))
 	}
 	zerolog.Ctx(ctx).Info().Str("request_id", p.RequestID).Str("outcome", d.Outcome).Msg("answered")
-	return answered{ActionResult: a.result, Permissions: d.Permissions, DurationMS: d.DurationMS,
+	return Answered{ActionResult: a.result, Permissions: d.Permissions, DurationMS: d.DurationMS,
 		Votes: len(e.rec.Votes), Required: a.required}, nil
 }
 
@@ -880,10 +869,6 @@ func (s *Service) refuse(ctx context.Context, ae *broker.APIError, r events.Reje
 func withCode(r events.Rejection, code string) events.Rejection {
 	r.Code = code
 	return r
-}
-
-func approverActor(a *config.Approver) events.Actor {
-	return events.Actor{Kind: events.ActorApprover, ID: a.Name, Roles: slices.Clone(a.Roles)}
 }
 
 func truncate(s string, n int) string {

@@ -70,8 +70,9 @@ type Auditor struct {
 	stop     chan struct{}
 	loopDone chan struct{}
 	consumer *broker.Durable
+	guard    service.StartGuard
 	once     sync.Once
-	started  bool
+	started  bool // Start succeeded: Stop has a consumer and a loop to end
 
 	status  micro.Service // observe.go
 	unwatch func()
@@ -93,10 +94,18 @@ func New(d service.Deps, o Options) *Auditor {
 // PublicKey is the signing key's public half, once started.
 func (a *Auditor) PublicKey() ed25519.PublicKey { return a.key.Public().(ed25519.PublicKey) }
 
+// ErrStarted is returned by Start on an Auditor that was started before.
+var ErrStarted = service.ErrStarted
+
 // Start loads the key, resumes the chain from the last checkpoint it
 // trusts (or starts one at the stream's first message), binds its consumer
-// at the next sequence, and returns once it runs.
+// at the next sequence, and returns once it runs. An Auditor starts once:
+// Start again, or after Stop, returns ErrStarted (a stopped auditor is
+// replaced by a new one, which resumes the chain).
 func (a *Auditor) Start(ctx context.Context) error {
+	if err := a.guard.Begin(); err != nil {
+		return err
+	}
 	if err := a.loadKeys(); err != nil {
 		return err
 	}

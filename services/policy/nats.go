@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/agentjit/jit/pkg/broker"
@@ -10,17 +9,21 @@ import (
 	"github.com/agentjit/jit/pkg/service"
 )
 
+// ErrStarted is returned by Start on a Service that was started before.
+var ErrStarted = service.ErrStarted
+
 // Start follows the audit stream into the history window, registers the
 // jit-policy micro service (APIConfigApply) and binds the durable consumer
 // Durable on jit.requested.>, and returns once all run. It resumes where
-// the last instance left off: every request is decided, once. Calling Start
-// twice without Stop is an error.
+// the last instance left off: every request is decided, once. A Service
+// starts once: Start again, or after Stop, returns ErrStarted (a stopped
+// service is replaced, not restarted).
 func (s *Service) Start(ctx context.Context) error {
+	if err := s.guard.Begin(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.consumer != nil {
-		return errors.New("policy already started")
-	}
 	if kv, err := s.d.JS.KeyValue(ctx, broker.BucketPolicyHistory); err != nil {
 		// Works without, only slower to start: the whole window is read.
 		s.log.Warn().Err(err).Msg("no history snapshots")

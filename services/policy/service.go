@@ -33,6 +33,7 @@ type Service struct {
 
 	hist *History
 
+	guard    service.StartGuard
 	mu       sync.Mutex
 	consumer *broker.Consumer
 	api      *service.API

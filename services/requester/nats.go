@@ -19,15 +19,19 @@ const handlerTimeout = 10 * time.Second
 // (each waits on a KV read and a publish acknowledgement).
 const requestConcurrency = 64
 
+// ErrStarted is returned by Start on a Service that was started before.
+var ErrStarted = service.ErrStarted
+
 // Start registers the jit-requester micro service with its endpoints
 // (jitapi.request, jitapi.withdraw, jitapi.events, jitapi.grants) and
-// returns once they answer. Calling Start twice without Stop is an error.
+// returns once they answer. A Service starts once: Start again, or after
+// Stop, returns ErrStarted (a stopped service is replaced, not restarted).
 func (s *Service) Start(ctx context.Context) error {
+	if err := s.guard.Begin(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.api != nil {
-		return errors.New("requester already started")
-	}
 	sctx, cancel := context.WithCancel(ctx)
 	api, err := service.NewAPI(sctx, s.d, service.APIConfig{
 		Name:        "jit-requester",

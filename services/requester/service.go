@@ -51,6 +51,7 @@ type Service struct {
 	now func() time.Time
 	log zerolog.Logger
 
+	guard  service.StartGuard
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -26,11 +26,10 @@ var ErrStarted = service.ErrStarted
 // work outlives ctx's cancellation until Stop, so that Stop can let work in
 // flight finish.
 func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	if s.ctx != nil {
-		s.mu.Unlock()
-		return ErrStarted
+	if err := s.guard.Begin(); err != nil {
+		return err
 	}
+	s.mu.Lock()
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.quit = make(chan struct{})
 	s.mu.Unlock()

@@ -85,6 +85,7 @@ type Service struct {
 	cancel context.CancelFunc
 	quit   chan struct{} // closed when Stop begins
 
+	guard     service.StartGuard
 	mu        sync.Mutex // guards the running parts below
 	leases    *broker.BucketWatch
 	consumers []*broker.Consumer

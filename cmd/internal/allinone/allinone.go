@@ -25,6 +25,7 @@ import (
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/web"
 	"github.com/agentjit/jit/services/auditor"
 	"github.com/agentjit/jit/services/policy"
 	"github.com/agentjit/jit/services/requester"
@@ -66,9 +67,11 @@ type Options struct {
 	// everything and every caller is trusted to say who it is. Only for
 	// measuring what isolation costs (BENCH.md) and for development.
 	NoAuth bool
-	// ApprovalOptions are passed to the approval service (tests: e.g.
-	// approval.WithSessionClock to end console sessions).
+	// ApprovalOptions are passed to the approval service.
 	ApprovalOptions []approval.Option
+	// ConsoleOptions are passed to its console (tests: e.g.
+	// web.WithSessionClock to end console sessions).
+	ConsoleOptions []web.Option
 	// AuditKeyFile is the auditor's Ed25519 signing key; empty means
 	// <DataDir>/keys/audit-ed25519.key (made on first start and kept).
 	AuditKeyFile string
@@ -125,6 +128,7 @@ type App struct {
 	services []service.Service
 	http     *http.Server
 	httpAddr string
+	console  *web.Console
 	cancel   context.CancelFunc
 	auditor  *auditor.Auditor
 	observed func() // ends the gauges observe.go provides
@@ -239,6 +243,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		keyFile = filepath.Join(a.keysDir(), "audit-ed25519.key")
 	}
 	var appr *approval.Service
+	var apprDeps service.Deps
 	names := []string{auth.ServiceAuditor, auth.ServiceRevoker, auth.ServiceApproval, auth.ServicePolicy, auth.ServiceRequester}
 	if a.opts.NoAuditor {
 		names = names[1:]
@@ -256,7 +261,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		case auth.ServiceRevoker:
 			svc = revoker.New(d)
 		case auth.ServiceApproval:
-			appr = approval.New(d, a.opts.ApprovalOptions...)
+			appr, apprDeps = approval.New(d, a.opts.ApprovalOptions...), d
 			svc = appr
 		case auth.ServicePolicy:
 			svc = policy.New(d)
@@ -276,12 +281,13 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		a.httpAddr = ln.Addr().String()
 		// The approver console and the HTTP JSON API are served under "/"
-		// next to /healthz.
+		// next to /healthz, on the approval service's own connection.
 		appr.SetPublicAddr(a.httpAddr)
+		a.console = web.New(appr, apprDeps, a.opts.ConsoleOptions...)
 		hd := deps
 		hd.Config = public
-		srv := &http.Server{Handler: a.routes(hd, appr.Handler()), ReadHeaderTimeout: 5 * time.Second}
-		srv.RegisterOnShutdown(appr.CloseStreams)
+		srv := &http.Server{Handler: a.routes(hd, a.console.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		srv.RegisterOnShutdown(a.console.CloseStreams)
 		a.http = srv
 		go func() {
 			// srv, not a.http: Close clears a.http, maybe before Serve runs.
@@ -436,14 +442,18 @@ func (a *App) NATSURL() string { return a.server.ClientURL() }
 // HTTPAddr is the address HTTP listens on, once running.
 func (a *App) HTTPAddr() string { return a.httpAddr }
 
-// Close stops HTTP, the services in reverse order, the connection and the
-// broker. It is safe to call more than once.
+// Close stops HTTP and the console, the services in reverse order, the
+// connection and the broker. It is safe to call more than once.
 func (a *App) Close() {
 	if a.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = a.http.Shutdown(ctx)
 		cancel()
 		a.http = nil
+	}
+	if a.console != nil {
+		a.console.Close()
+		a.console = nil
 	}
 	for i := len(a.services) - 1; i >= 0; i-- {
 		a.services[i].Stop()

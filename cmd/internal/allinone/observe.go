@@ -8,6 +8,7 @@ import (
 	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/notify"
 )
 
 // observe provides the process-wide gauges (configuration, suspensions,
@@ -15,8 +16,8 @@ import (
 // /metrics; the services provide their own as they start.
 func (a *App) observe(d service.Deps, appr *approval.Service) func() {
 	gauges := service.ProvideGauges(d, true)
-	notify := approval.ProvideNotificationMetrics(appr.Counters())
-	return func() { gauges(); notify() }
+	notifications := notify.ProvideMetrics(appr.Counters())
+	return func() { gauges(); notifications() }
 }
 
 // observeRoutes adds GET /metrics (every jit_* series of the five services,

@@ -8,17 +8,19 @@ import (
 
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/notify"
+	"github.com/agentjit/jit/services/approval/web"
 )
 
 func main() {
-	var opts []approval.Option
-	if addr := os.Getenv("JIT_HTTP_LISTEN"); addr != "" {
-		opts = append(opts, approval.WithHTTP(addr))
-	}
+	addr := os.Getenv("JIT_HTTP_LISTEN")
 	service.Main("approval", func(d service.Deps) service.Service {
-		s := approval.New(d, opts...)
+		s := approval.New(d)
 		// For --metrics-listen; the process ends with the service.
-		approval.ProvideNotificationMetrics(s.Counters())
+		notify.ProvideMetrics(s.Counters())
+		if addr != "" {
+			return web.Serve(s, d, addr)
+		}
 		return s
 	}, service.WithSecrets())
 }

@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"net/http"
@@ -39,7 +39,7 @@ func TestSignInLockout(t *testing.T) {
 	require.Equal(t, events.CodeRateLimited, out["code"])
 
 	var unauth, limited int
-	for _, e := range h.audit("jit.rejected.>") {
+	for _, e := range h.Audit("jit.rejected.>") {
 		switch dataOf[events.Rejection](t, e).Code {
 		case events.CodeUnauthenticated:
 			unauth++

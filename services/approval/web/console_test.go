@@ -1,12 +1,10 @@
-package approval
+package web
 
 import (
-	"context"
 	"encoding/json"
 	"html"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -16,19 +14,9 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/services/approval"
 	"github.com/stretchr/testify/require"
 )
-
-// startHTTPWith is startHTTP with options for the service.
-func (h *harness) startHTTPWith(opts ...Option) (*Service, *httptest.Server) {
-	h.t.Helper()
-	s := New(h.deps(), opts...)
-	require.NoError(h.t, s.Start(context.Background()))
-	h.t.Cleanup(s.Stop)
-	srv := httptest.NewServer(s.Handler())
-	h.t.Cleanup(func() { s.CloseStreams(); srv.Close() })
-	return s, srv
-}
 
 // twoPermissions is a pending request for integrations:write and
 // integrations:read for 10m that needs a security-admin.
@@ -78,8 +66,8 @@ func TestConsoleAnswersAreWordedForPeople(t *testing.T) {
 	h := newHarness(t)
 	_, srv := h.startHTTP()
 	reqID := events.NewID("req")
-	h.emitPolicy(twoPermissions(reqID))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(twoPermissions(reqID))
+	h.WaitPending(agentOptimizer, reqID)
 	action := "/console/requests/" + reqID + "/approve"
 
 	carol := newConsoleClient(t, srv)
@@ -116,7 +104,7 @@ func TestConsoleAnswersAreWordedForPeople(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &j))
 	require.Equal(t, "success", j["kind"])
 	require.Equal(t, "Approved: svc-price-optimizer gets integrations:read for 4m.", j["message"])
-	d := h.waitDecision(reqID, "human")
+	d := h.WaitDecision(reqID, "human")
 	require.Equal(t, []string{"integrations:read"}, d.Permissions)
 	require.Equal(t, int64(4*60_000), d.DurationMS)
 	require.Equal(t, "approved by alice; permissions narrowed to integrations:read; duration shortened to 4m", d.Reason)
@@ -129,8 +117,8 @@ func TestConsoleSendsTheFormExactly(t *testing.T) {
 	h := newHarness(t)
 	_, srv := h.startHTTP()
 	reqID := events.NewID("req")
-	h.emitPolicy(twoPermissions(reqID))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(twoPermissions(reqID))
+	h.WaitPending(agentOptimizer, reqID)
 	alice := newConsoleClient(t, srv)
 	csrf := alice.signIn("dev-alice")
 	action := "/console/requests/" + reqID + "/approve"
@@ -138,12 +126,12 @@ func TestConsoleSendsTheFormExactly(t *testing.T) {
 	resp, body := alice.postAccept(action, url.Values{"csrf": {csrf}, "narrow": {"1"}, "duration": {"10m"}}, "application/json")
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
 	require.Contains(t, body, "tick at least one permission")
-	require.Empty(t, h.decisionsBy(reqID, "human"))
+	require.Empty(t, h.DecisionsBy(reqID, "human"))
 
 	resp, body = alice.postAccept(action, url.Values{"csrf": {csrf}, "narrow": {"1"}, "perm": {"integrations:write", "integrations:read"},
 		"duration": {"10m"}}, "application/json")
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
-	d := h.waitDecision(reqID, "human")
+	d := h.WaitDecision(reqID, "human")
 	require.Equal(t, []string{"integrations:write", "integrations:read"}, d.Permissions)
 	require.Equal(t, int64(10*60_000), d.DurationMS)
 	require.Equal(t, "approved by alice", d.Reason, "nothing narrowed")
@@ -156,8 +144,8 @@ func TestConsoleErrorsArePages(t *testing.T) {
 	h := newHarness(t)
 	_, srv := h.startHTTP()
 	reqID := events.NewID("req")
-	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(pendingDecision(reqID, 10*time.Minute))
+	h.WaitPending(agentOptimizer, reqID)
 	c := newConsoleClient(t, srv)
 	c.signIn("dev-alice")
 
@@ -168,7 +156,7 @@ func TestConsoleErrorsArePages(t *testing.T) {
 	require.Contains(t, body, `<p class="flash error" id="error-message" role="alert">This page was out of date`)
 	require.Contains(t, body, `href="/console/requests/`+reqID+`"`, "leads back to the request")
 	require.NotContains(t, body, `"code"`)
-	h.requireRefused(&broker.APIError{Status: 403, Code: events.CodeForbidden,
+	h.RequireRefused(&broker.APIError{Status: 403, Code: events.CodeForbidden,
 		Message: "this page was out of date (its security token is from an earlier session): reload the console and try again"}, 403, events.CodeForbidden)
 	_, page := c.get("/console/requests/" + reqID)
 	require.Contains(t, page, `value="ok"`, "what was typed is kept for the page the error links to")
@@ -210,8 +198,8 @@ func TestConsoleEndedSessionKeepsWhatWasTyped(t *testing.T) {
 	var offset atomic.Int64
 	_, srv := h.startHTTPWith(WithSessionClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }))
 	reqID := events.NewID("req")
-	h.emitPolicy(twoPermissions(reqID))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(twoPermissions(reqID))
+	h.WaitPending(agentOptimizer, reqID)
 	c := newConsoleClient(t, srv)
 	csrf := c.signIn("dev-alice")
 	offset.Store(int64(sessionTTL + time.Minute))
@@ -230,7 +218,7 @@ func TestConsoleEndedSessionKeepsWhatWasTyped(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Contains(t, body, "Your session has ended, so nothing was done.")
 	require.Contains(t, body, "After signing in you return to request "+reqID+", with what you had typed.")
-	require.Empty(t, h.decisionsBy(reqID, "human"))
+	require.Empty(t, h.DecisionsBy(reqID, "human"))
 	fields := url.Values{}
 	for _, m := range hiddenRE.FindAllStringSubmatch(body, -1) {
 		fields.Add(m[1], html.UnescapeString(m[2]))
@@ -264,8 +252,8 @@ func TestConsoleRequestPageSaysHowItEnded(t *testing.T) {
 	h := newHarness(t)
 	_, srv := h.startHTTP()
 	reqID := events.NewID("req")
-	h.emitPolicy(twoPermissions(reqID))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(twoPermissions(reqID))
+	h.WaitPending(agentOptimizer, reqID)
 
 	carol := newConsoleClient(t, srv)
 	carol.signIn("dev-carol")
@@ -279,7 +267,7 @@ func TestConsoleRequestPageSaysHowItEnded(t *testing.T) {
 	_, page = alice.get("/console/requests/" + reqID + "?action=approve")
 	require.Contains(t, page, "is waiting for your answer: check it and approve it below.")
 
-	_, err := h.deny("dev-alice", reqID, "not during the freeze")
+	_, err := h.Deny("dev-alice", reqID, "not during the freeze")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		_, page = carol.get("/console/requests/" + reqID)
@@ -312,7 +300,7 @@ func TestConsoleHistoryNamesHowEachRequestEnded(t *testing.T) {
 		d := twoPermissions(id)
 		d.DecidedAt = time.Now().UTC()
 		mutate(&d)
-		h.emit(events.DecisionEventID(id, how), d)
+		h.Emit(events.DecisionEventID(id, how), d)
 		return id
 	}
 	narrowed := end("human", func(d *events.Decision) {
@@ -324,7 +312,7 @@ func TestConsoleHistoryNamesHowEachRequestEnded(t *testing.T) {
 		{RequestID: narrowed, Agent: agentOptimizer, Approver: alice, Permissions: []string{"integrations:read"}, DurationMS: 10 * 60_000, Approvals: 1, Required: 2, ApprovedAt: time.Now().UTC()},
 		{RequestID: narrowed, Agent: agentOptimizer, Approver: bob, Permissions: []string{"integrations:read"}, DurationMS: 5 * 60_000, Approvals: 2, Required: 2, ApprovedAt: time.Now().UTC()},
 	} {
-		_, _, err := h.policy.Emit(ctxT(t), ApprovedEventID(v.RequestID, v.Approver.ID), events.TypeApproved, v.Agent, v, events.WithRequestID(v.RequestID))
+		_, _, err := h.Policy.Emit(ctxT(t), approval.ApprovedEventID(v.RequestID, v.Approver.ID), events.TypeApproved, v.Agent, v, events.WithRequestID(v.RequestID))
 		require.NoError(t, err)
 	}
 	denied := end("human", func(d *events.Decision) {

@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/services/approval"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,28 +20,6 @@ const (
 	recentWindow = 24 * time.Hour
 	recentLimit  = 20
 )
-
-// PendingView is one request waiting for a human, as the console and the
-// HTTP API show it.
-type PendingView struct {
-	RequestID     string            `json:"request_id"`
-	Agent         string            `json:"agent"`
-	Rule          string            `json:"rule,omitempty"`
-	Permissions   []string          `json:"permissions"`
-	Duration      string            `json:"duration"`
-	DurationMS    int64             `json:"duration_ms"`
-	Reason        string            `json:"reason"`
-	Context       map[string]string `json:"context,omitempty"`
-	Risk          *events.Risk      `json:"risk,omitempty"`
-	ApproverRoles []string          `json:"approver_roles"`
-	Deadline      time.Time         `json:"deadline"`
-	Required      int               `json:"approvals_required"`
-	ApprovedBy    []string          `json:"approved_by"`
-	// CanAnswer says whether the approver asking may answer it; if not,
-	// WhyNot says why.
-	CanAnswer bool   `json:"can_answer"`
-	WhyNot    string `json:"why_not,omitempty"`
-}
 
 // GrantView is an active grant.
 type GrantView struct {
@@ -75,64 +54,6 @@ type SuspensionView struct {
 	SuspendedAt time.Time `json:"suspended_at"`
 }
 
-// pendingViews lists the live pending requests, soonest deadline first, as
-// approver a sees them.
-func (s *Service) pendingViews(ctx context.Context, a *config.Approver) ([]PendingView, error) {
-	entries, err := s.pendingEntries(ctx, ">")
-	if err != nil {
-		return nil, err
-	}
-	cfg := s.d.Config.Current()
-	now := s.now()
-	out := []PendingView{}
-	for _, e := range entries {
-		if e.rec.Answer != nil || !now.Before(e.rec.Deadline) {
-			continue
-		}
-		d := e.rec.Decision
-		ar := ruleOf(cfg, d.Rule)
-		v := PendingView{
-			RequestID: d.RequestID, Agent: d.Agent, Rule: d.Rule, Permissions: d.Permissions,
-			Duration: events.MSDuration(d.DurationMS).String(), DurationMS: d.DurationMS,
-			Reason: d.Request.Reason, Context: d.Request.Context, Risk: d.Risk, ApproverRoles: d.ApproverRoles,
-			Deadline: e.rec.Deadline, Required: max(e.rec.Required, ar.required), ApprovedBy: []string{},
-		}
-		if v.Reason == "" {
-			v.Reason = d.Reason
-		}
-		for _, vt := range e.rec.Votes {
-			v.ApprovedBy = append(v.ApprovedBy, vt.Approver.ID)
-		}
-		v.WhyNot = whyNot(cfg, a, d, ar, e.rec)
-		v.CanAnswer = v.WhyNot == ""
-		out = append(out, v)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
-	return out, nil
-}
-
-// whyNot says why approver a may not answer the pending decision d, or ""
-// if it may. It mirrors the checks of answer, which remains the authority.
-func whyNot(cfg *config.Config, a *config.Approver, d events.Decision, ar approvalRule, rec pendingRecord) string {
-	switch {
-	case a == nil:
-		return "not signed in"
-	case len(d.ApproverRoles) == 0 || !a.HasRole(d.ApproverRoles...):
-		return "it needs " + rolesNeeded(d.ApproverRoles) + "; you hold " + rolesList(a.Roles)
-	case a.Name == d.Agent:
-		return "an agent cannot answer its own request"
-	}
-	if ar.separateOwner {
-		if ag, ok := cfg.Agent(d.Agent); ok && a.Owns(ag.Owner) {
-			return "you own this agent (owner " + ag.Owner + "); the rule needs another approver"
-		}
-	}
-	if _, ok := rec.votedBy(a.Name); ok {
-		return "you approved already; waiting for other approvers"
-	}
-	return ""
-}
-
 // kvValues reads every live value of kv in one pass.
 func kvValues(ctx context.Context, kv jetstream.KeyValue) ([][]byte, error) {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
@@ -158,12 +79,12 @@ func kvValues(ctx context.Context, kv jetstream.KeyValue) ([][]byte, error) {
 }
 
 // activeGrants lists the grants that count now, soonest expiry first.
-func (s *Service) activeGrants(ctx context.Context) ([]GrantView, error) {
-	vals, err := kvValues(ctx, s.d.Buckets.Grants)
+func (w *Console) activeGrants(ctx context.Context) ([]GrantView, error) {
+	vals, err := kvValues(ctx, w.d.Buckets.Grants)
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
+	now := w.now()
 	out := []GrantView{}
 	for _, b := range vals {
 		var g events.Grant
@@ -179,12 +100,12 @@ func (s *Service) activeGrants(ctx context.Context) ([]GrantView, error) {
 
 // recentRevocations lists the revocations of the last day from the
 // revoker's ledger, newest first, at most recentLimit.
-func (s *Service) recentRevocations(ctx context.Context) ([]RevocationView, error) {
-	vals, err := kvValues(ctx, s.d.Buckets.Leases)
+func (w *Console) recentRevocations(ctx context.Context) ([]RevocationView, error) {
+	vals, err := kvValues(ctx, w.d.Buckets.Leases)
 	if err != nil {
 		return nil, err
 	}
-	since := s.now().Add(-recentWindow)
+	since := w.now().Add(-recentWindow)
 	out := []RevocationView{}
 	for _, b := range vals {
 		var l events.Lease
@@ -203,8 +124,8 @@ func (s *Service) recentRevocations(ctx context.Context) ([]RevocationView, erro
 }
 
 // suspensions lists the suspended agents, newest first.
-func (s *Service) suspensions(ctx context.Context) ([]SuspensionView, error) {
-	vals, err := kvValues(ctx, s.d.Buckets.Suspensions)
+func (w *Console) suspensions(ctx context.Context) ([]SuspensionView, error) {
+	vals, err := kvValues(ctx, w.d.Buckets.Suspensions)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +150,7 @@ func isAdmin(a *config.Approver) bool {
 // approveLabel is the text of a request's approve button: what the grant
 // will be, given what the form holds (the console's script updates it as
 // the approver edits).
-func approveLabel(p PendingView, d *draft) string {
+func approveLabel(p approval.PendingView, d *draft) string {
 	perms, dur := p.Permissions, duration(p.DurationMS)
 	if d != nil && d.RequestID == p.RequestID && d.Action == "approve" {
 		if d.Perms != nil {

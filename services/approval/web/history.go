@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"context"
@@ -78,7 +78,7 @@ const (
 // history is the in-memory record the console shows. Its zero value is
 // not usable; see newHistory.
 type history struct {
-	s *Service
+	w *Console
 
 	once    sync.Once
 	started atomic.Bool
@@ -93,13 +93,13 @@ type history struct {
 	voteOrder []string
 }
 
-func newHistory(s *Service) *history {
-	return &history{s: s, ready: make(chan struct{}), done: make(chan struct{}),
+func newHistory(w *Console) *history {
+	return &history{w: w, ready: make(chan struct{}), done: make(chan struct{}),
 		decisions: map[string]*DecisionView{}, votes: map[string][]VoteView{}}
 }
 
 // wait returns once the reading started by ensure has stopped (the
-// service's context ended); at once if it never started.
+// console closed); at once if it never started.
 func (h *history) wait() {
 	if h.started.Load() {
 		<-h.done
@@ -122,17 +122,17 @@ func (h *history) ensure(ctx context.Context) {
 	}
 }
 
-// run follows the stream until the service stops.
+// run follows the stream until the console closes.
 func (h *history) run() {
 	defer close(h.done)
-	s := h.s
-	ctx := s.ctx
+	w := h.w
+	ctx := w.ctx
 	readyOnce := sync.OnceFunc(func() { close(h.ready) })
 	defer readyOnce()
 	it, stop, pending, err := h.follow(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error().Err(err).Msg("console: read the decision history; the console shows none")
+			w.log.Error().Err(err).Msg("console: read the decision history; the console shows none")
 		}
 		return
 	}
@@ -144,7 +144,7 @@ func (h *history) run() {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
-				s.log.Error().Err(err).Msg("console: the decision history stopped")
+				w.log.Error().Err(err).Msg("console: the decision history stopped")
 			}
 			return
 		}
@@ -161,7 +161,7 @@ func (h *history) run() {
 // audit stream, from historyScan messages before its end, and says how
 // many messages it has to catch up on.
 func (h *history) follow(ctx context.Context) (jetstream.MessagesContext, func(), uint64, error) {
-	js := h.s.d.JS
+	js := h.w.d.JS
 	st, err := js.Stream(ctx, broker.AuditStream)
 	if err != nil {
 		return nil, nil, 0, err

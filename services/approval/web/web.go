@@ -1,15 +1,21 @@
-package approval
+// Package web is the approval service's approver console (server-rendered
+// pages under /console/) and its HTTP JSON API (/api/v1/, api/openapi.yaml).
+// It changes for other reasons than granting and deciding (pages, sessions,
+// forms, live updates), so it lives apart from the service
+// (services/approval), which it asks for everything that decides through
+// the small Approvals interface. What it only shows (grants, revocations,
+// suspensions, the history of decisions, failing revocations) it reads
+// from the broker itself.
+package web
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
-	"errors"
-	"fmt"
 	"html/template"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -22,6 +28,9 @@ import (
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/service"
+	"github.com/agentjit/jit/services/approval"
+	"github.com/agentjit/jit/services/approval/notify"
+	"github.com/rs/zerolog"
 )
 
 //go:embed templates/*.html static/*
@@ -79,34 +88,84 @@ type draft struct {
 	Duration  string
 }
 
-// web is the console and the HTTP JSON API.
-type web struct {
-	s    *Service
-	tmpl *template.Template
+// Approvals is what the console and the HTTP API ask of the approval
+// service (*approval.Service): its gate for calls, its approver check and
+// refusal record, the pending requests and their answers, and the
+// gateway's forwarding of revocations and reinstatements to the revoker.
+// Everything else they show they read from the broker themselves.
+type Approvals interface {
+	// Enter admits one call: ok is false before the service starts and
+	// once it stops; done ends the call.
+	Enter(parent context.Context) (ctx context.Context, done func(), ok bool)
+	Authenticate(ctx context.Context, p service.Presented, about events.Rejection) (*config.Approver, error)
+	Refuse(ctx context.Context, ae *broker.APIError, r events.Rejection) error
+	Pending(ctx context.Context, a *config.Approver) ([]approval.PendingView, error)
+	Answer(ctx context.Context, a *config.Approver, in broker.ApproveInput, outcome string) (approval.Answered, error)
+	Gone(ctx context.Context, requestID string) *broker.APIError
+	Revoke(ctx context.Context, a *config.Approver, grantID, comment string) (broker.ActionResult, error)
+	Reinstate(ctx context.Context, a *config.Approver, agent, comment string) (broker.ActionResult, error)
+	Counters() *notify.Counters
+}
+
+// Console is the approver console and the HTTP JSON API of one approval
+// service. Build it with New, serve Handler, end it with Close.
+type Console struct {
+	core Approvals
+	d    service.Deps
+	now  func() time.Time
+	// sessionNow is the sessions' clock (WithSessionClock).
+	sessionNow func() time.Time
+	log        zerolog.Logger
+	tmpl       *template.Template
+
+	// ctx bounds the console's own reading (history, bucket watches,
+	// revokers' reports) until Close.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	sessions map[string]*session
 
-	hub  *hub
-	auth *service.Lockout
+	hub     *hub
+	hist    *history
+	failing *failing
 }
 
-func newWeb(s *Service) *web {
+// Option configures a Console.
+type Option func(*Console)
+
+// WithSessionClock gives the console's sessions their own clock, so that a
+// test can make them expire without moving the service's time.
+func WithSessionClock(now func() time.Time) Option { return func(w *Console) { w.sessionNow = now } }
+
+// New returns the console of core, reading the broker through d (the
+// approval service's own dependencies: its connection, buckets and
+// configuration). It reads nothing until its first use.
+func New(core Approvals, d service.Deps, opts ...Option) *Console {
+	w := &Console{core: core, d: d, now: d.Clock(), log: d.Log.With().Str("component", "console").Logger(),
+		sessions: map[string]*session{}}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	for _, o := range opts {
+		o(w)
+	}
+	if w.sessionNow == nil {
+		w.sessionNow = w.now
+	}
 	funcs := template.FuncMap{
 		"join":     strings.Join,
-		"orList":   orList,
+		"orList":   approval.OrList,
 		"dict":     dict,
 		"howText":  howText,
 		"howClass": func(how string) string { return strings.ReplaceAll(how, " ", "-") },
 		"byText":   byText,
-		"roles":    rolesList,
+		"roles":    approval.RolesList,
 		"rfc3339": func(t time.Time) string {
 			return t.UTC().Format(time.RFC3339)
 		},
 		"clock": func(t time.Time) string { return t.UTC().Format("15:04:05 UTC") },
 		// when is a time of today as a clock, another day with its date.
 		"when": func(t time.Time) string {
-			t, now := t.UTC(), s.now().UTC()
+			t, now := t.UTC(), w.now().UTC()
 			if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
 				return t.Format("15:04:05 UTC")
 			}
@@ -124,54 +183,35 @@ func newWeb(s *Service) *web {
 		},
 		"approveLabel": approveLabel,
 	}
-	t := template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
-	return &web{s: s, tmpl: t, sessions: map[string]*session{}, hub: newHub(s), auth: service.NewLockout(s.now)}
+	w.tmpl = template.Must(template.New("").Funcs(funcs).ParseFS(webFS, "templates/*.html"))
+	w.hub = newHub(w)
+	w.hist = newHistory(w)
+	w.hist.notify = w.hub.signal
+	w.failing = newFailing(w)
+	return w
 }
-
-func (w *web) close() { w.hub.close() }
 
 // Handler returns the approver console (under /console/) and the HTTP JSON
 // API (under /api/v1/), plus GET /metrics. Mount it at "/" of a server
 // whose WriteTimeout is 0 (the console's live updates are a long-lived
-// response); Start serves it itself given WithHTTP.
-func (s *Service) Handler() http.Handler { return s.web.routes() }
+// response), and register CloseStreams to run on its shutdown.
+func (w *Console) Handler() http.Handler { return w.routes() }
 
 // CloseStreams ends the console's live-update streams, so an http.Server
-// that serves Handler can shut down without waiting for them. Stop calls it.
-func (s *Service) CloseStreams() { s.web.hub.close() }
+// that serves Handler can shut down without waiting for them.
+func (w *Console) CloseStreams() { w.hub.close() }
 
-// HTTPAddr is the address the service's own HTTP listener serves (WithHTTP),
-// once started; "" otherwise.
-func (s *Service) HTTPAddr() string {
-	if a := s.httpAddr.Load(); a != nil {
-		return *a
-	}
-	return ""
+// Close ends the live-update streams and the console's reading of the
+// broker, and waits for it. The server that serves Handler is shut down
+// first, and the approval service stopped after.
+func (w *Console) Close() {
+	w.hub.close()
+	w.cancel()
+	w.hist.wait()
+	w.failing.wait()
 }
 
-// SetPublicAddr records the address a server that mounts Handler listens
-// on, for notification links when the configuration names no console URL.
-func (s *Service) SetPublicAddr(addr string) { s.httpAddr.Store(&addr) }
-
-func (s *Service) serveHTTP() error {
-	ln, err := net.Listen("tcp", s.httpListen)
-	if err != nil {
-		return fmt.Errorf("http listen %s: %w", s.httpListen, err)
-	}
-	addr := ln.Addr().String()
-	s.httpAddr.Store(&addr)
-	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	s.httpSrv.RegisterOnShutdown(s.CloseStreams)
-	go func() {
-		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error().Err(err).Msg("http")
-		}
-	}()
-	s.log.Info().Str("http", addr).Msg("approver console and HTTP API listening")
-	return nil
-}
-
-func (w *web) routes() http.Handler {
+func (w *Console) routes() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "static")
 	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
@@ -244,12 +284,12 @@ func setCookie(rw http.ResponseWriter, name, value, path string, maxAge int) {
 }
 
 // newSession signs approver in and returns the session.
-func (w *web) newSession(a *config.Approver, token string) *session {
+func (w *Console) newSession(a *config.Approver, token string) *session {
 	sess := &session{id: randomToken(), approver: a.Name, token: token, tokenHash: a.TokenSHA256,
-		csrf: randomToken(), expires: w.s.sessionNow().Add(sessionTTL)}
+		csrf: randomToken(), expires: w.sessionNow().Add(sessionTTL)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.s.sessionNow()
+	now := w.sessionNow()
 	for id, old := range w.sessions {
 		if !now.Before(old.expires) {
 			delete(w.sessions, id)
@@ -268,14 +308,14 @@ func (w *web) newSession(a *config.Approver, token string) *session {
 // sessionOf returns the request's live session and its approver. A session
 // ends when it expires, or when its approver's entry in the configuration
 // is gone or its token changed.
-func (w *web) sessionOf(r *http.Request) (*session, *config.Approver) {
+func (w *Console) sessionOf(r *http.Request) (*session, *config.Approver) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || c.Value == "" {
 		return nil, nil
 	}
 	w.mu.Lock()
 	sess := w.sessions[c.Value]
-	if sess != nil && !w.s.sessionNow().Before(sess.expires) {
+	if sess != nil && !w.sessionNow().Before(sess.expires) {
 		delete(w.sessions, c.Value)
 		sess = nil
 	}
@@ -283,7 +323,7 @@ func (w *web) sessionOf(r *http.Request) (*session, *config.Approver) {
 	if sess == nil {
 		return nil, nil
 	}
-	a, ok := w.s.d.Config.Current().Approver(sess.approver)
+	a, ok := w.d.Config.Current().Approver(sess.approver)
 	if !ok || subtle.ConstantTimeCompare([]byte(a.TokenSHA256), []byte(sess.tokenHash)) != 1 {
 		w.dropSession(sess.id)
 		return nil, nil
@@ -291,19 +331,19 @@ func (w *web) sessionOf(r *http.Request) (*session, *config.Approver) {
 	return sess, a
 }
 
-func (w *web) dropSession(id string) {
+func (w *Console) dropSession(id string) {
 	w.mu.Lock()
 	delete(w.sessions, id)
 	w.mu.Unlock()
 }
 
-func (w *web) setFlash(sess *session, f flash) {
+func (w *Console) setFlash(sess *session, f flash) {
 	w.mu.Lock()
 	sess.flash = &f
 	w.mu.Unlock()
 }
 
-func (w *web) takeFlash(sess *session) *flash {
+func (w *Console) takeFlash(sess *session) *flash {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := sess.flash
@@ -311,14 +351,14 @@ func (w *web) takeFlash(sess *session) *flash {
 	return f
 }
 
-func (w *web) setDraft(sess *session, d *draft) {
+func (w *Console) setDraft(sess *session, d *draft) {
 	w.mu.Lock()
 	sess.draft = d
 	w.mu.Unlock()
 }
 
 // takeDraft returns and forgets the session's draft for request id.
-func (w *web) takeDraft(sess *session, id string) *draft {
+func (w *Console) takeDraft(sess *session, id string) *draft {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	d := sess.draft
@@ -339,7 +379,7 @@ type sessionHandler func(rw http.ResponseWriter, r *http.Request, sess *session,
 // carrying what was typed (a draft), which the request's page shows again
 // after sign-in; the console's script gets 401 with where to sign in.
 // Refusals are pages in the console's style, or JSON for the script.
-func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
+func (w *Console) withSession(post bool, h sessionHandler) http.HandlerFunc {
 	return func(rw http.ResponseWriter, r *http.Request) {
 		sess, a := w.sessionOf(r)
 		if sess == nil {
@@ -349,7 +389,7 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 		if post {
 			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
 			if !sameOrigin(r) {
-				w.refuseHTTP(rw, r, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", about(r, approverActor(a)))
+				w.refuseHTTP(rw, r, http.StatusForbidden, events.CodeForbidden, "cross-origin request refused", about(r, service.ApproverActor(a)))
 				return
 			}
 			if err := r.ParseForm(); err != nil {
@@ -366,7 +406,7 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 				}
 				w.refuseHTTP(rw, r, http.StatusForbidden, events.CodeForbidden,
 					"this page was out of date (its security token is from an earlier session): reload the console and try again",
-					about(r, approverActor(a)))
+					about(r, service.ApproverActor(a)))
 				return
 			}
 		}
@@ -375,7 +415,7 @@ func (w *web) withSession(post bool, h sessionHandler) http.HandlerFunc {
 }
 
 // signInFirst answers a request that needs a session and has none.
-func (w *web) signInFirst(rw http.ResponseWriter, r *http.Request, post bool) {
+func (w *Console) signInFirst(rw http.ResponseWriter, r *http.Request, post bool) {
 	next := nextFor(r)
 	if !post {
 		next = safeNext(r.URL.RequestURI())
@@ -423,7 +463,7 @@ func draftOf(r *http.Request) *draft {
 	if !events.ValidID(id) || r.PostForm == nil {
 		return nil
 	}
-	d := &draft{RequestID: id, Action: path.Base(r.URL.Path), Comment: truncate(r.PostFormValue("comment"), MaxCommentLength),
+	d := &draft{RequestID: id, Action: path.Base(r.URL.Path), Comment: truncate(r.PostFormValue("comment"), approval.MaxCommentLength),
 		Duration: truncate(strings.TrimSpace(r.PostFormValue("duration")), 32)}
 	if d.Action == "approve" && r.PostFormValue("narrow") == "1" {
 		d.Perms = append([]string{}, r.PostForm["perm"]...)
@@ -460,14 +500,14 @@ func sameOrigin(r *http.Request) bool {
 
 // refuseHTTP answers a refusal of a console request, as a page or JSON for
 // the script, and records it as jit.rejected.
-func (w *web) refuseHTTP(rw http.ResponseWriter, r *http.Request, status int, code, msg string, rej events.Rejection) {
-	_ = w.s.refuse(r.Context(), broker.Errorf(status, code, "%s", msg), rej)
+func (w *Console) refuseHTTP(rw http.ResponseWriter, r *http.Request, status int, code, msg string, rej events.Rejection) {
+	_ = w.core.Refuse(r.Context(), broker.Errorf(status, code, "%s", msg), rej)
 	w.errorPage(rw, r, status, code, "Refused", capitalize(msg)+".")
 }
 
 // errorPage answers an error of a console request: a page in the console's
 // style, or, for the console's script, JSON ({"status","code","message"}).
-func (w *web) errorPage(rw http.ResponseWriter, r *http.Request, status int, code, title, msg string) {
+func (w *Console) errorPage(rw http.ResponseWriter, r *http.Request, status int, code, title, msg string) {
 	if wantsJSON(r) {
 		writeJSON(rw, status, map[string]any{"status": status, "code": code, "message": msg})
 		return
@@ -493,4 +533,11 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"sync"
@@ -7,12 +7,12 @@ import (
 )
 
 // hub tells the console's live streams that something they show changed.
-// It watches the pending, grants, leases and suspensions buckets (from the
-// first subscriber on, until close) and signals every subscriber; a
-// subscriber's channel holds one signal, so bursts coalesce and a slow
-// browser never holds the watch up.
+// It watches the pending, grants, leases and suspensions buckets and polls
+// the revokers' failing revocations (from the first subscriber on, until
+// close), and signals every subscriber; a subscriber's channel holds one
+// signal, so bursts coalesce and a slow browser never holds the watch up.
 type hub struct {
-	s *Service
+	w *Console
 
 	mu       sync.Mutex
 	subs     map[chan struct{}]struct{}
@@ -21,15 +21,15 @@ type hub struct {
 	watchers []jetstream.KeyWatcher
 }
 
-func newHub(s *Service) *hub { return &hub{s: s, subs: map[chan struct{}]struct{}{}} }
+func newHub(w *Console) *hub { return &hub{w: w, subs: map[chan struct{}]struct{}{}} }
 
 // subscribe returns a channel that receives a signal after each change, and
-// the function that ends the subscription. It fails once the hub is closed
-// or before the service started.
+// the function that ends the subscription. It fails once the hub is
+// closed.
 func (h *hub) subscribe() (<-chan struct{}, func(), bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.s.ctx == nil {
+	if h.closed {
 		return nil, nil, false
 	}
 	if !h.started {
@@ -49,11 +49,12 @@ func (h *hub) subscribe() (<-chan struct{}, func(), bool) {
 }
 
 func (h *hub) startLocked() {
-	b := h.s.d.Buckets
+	h.w.failing.start(h.w.ctx)
+	b := h.w.d.Buckets
 	for _, kv := range []jetstream.KeyValue{b.Pending, b.Grants, b.Leases, b.Suspensions} {
-		w, err := kv.WatchAll(h.s.ctx, jetstream.UpdatesOnly())
+		w, err := kv.WatchAll(h.w.ctx, jetstream.UpdatesOnly())
 		if err != nil {
-			h.s.log.Error().Err(err).Str("bucket", kv.Bucket()).Msg("console: watch bucket; live updates miss its changes")
+			h.w.log.Error().Err(err).Str("bucket", kv.Bucket()).Msg("console: watch bucket; live updates miss its changes")
 			continue
 		}
 		h.watchers = append(h.watchers, w)

@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"bytes"
@@ -13,6 +13,9 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/metrics"
+	"github.com/agentjit/jit/pkg/service"
+	"github.com/agentjit/jit/services/approval"
 )
 
 // The approver console: server-rendered pages (html/template), one static
@@ -34,14 +37,17 @@ type pageData struct {
 	Draft       *draft // what the approver had typed, shown again
 	Decided     *DecisionView
 	Gone        string // why the single request is not waiting, if not decided
-	Pending     []PendingView
+	Pending     []approval.PendingView
 	Grants      []GrantView
 	Revocations []RevocationView
 	Suspensions []SuspensionView
-	Decisions   []DecisionView
-	Delivered   int64
-	Failed      int64
-	Dropped     int64
+	// Failing are the revocations that keep failing (the revokers'
+	// reports).
+	Failing   []metrics.FailingRevocation
+	Decisions []DecisionView
+	Delivered int64
+	Failed    int64
+	Dropped   int64
 }
 
 // loginData is what login.html renders.
@@ -54,10 +60,10 @@ type loginData struct {
 	Draft  *draft
 }
 
-func (w *web) render(rw http.ResponseWriter, status int, name string, data any) {
+func (w *Console) render(rw http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
 	if err := w.tmpl.ExecuteTemplate(&buf, name, data); err != nil {
-		w.s.log.Error().Err(err).Str("template", name).Msg("render")
+		w.log.Error().Err(err).Str("template", name).Msg("render")
 		rw.Header().Set("Content-Type", "text/html; charset=utf-8")
 		rw.WriteHeader(http.StatusInternalServerError)
 		_, _ = rw.Write([]byte(internalErrorPage))
@@ -76,6 +82,20 @@ const internalErrorPage = `<!doctype html><html lang="en"><head><meta charset="u
 	`<h1>JIT approver console</h1><p class="flash error" role="alert">Something went wrong on the server; nothing was changed. ` +
 	`<a href="/console/">Back to the console</a></p></main></body></html>`
 
+// enter admits a console call through the service's gate (Approvals.Enter);
+// if the service is not running it answers 503 with a page, saying for an
+// action that nothing was done, and ok is false.
+func (w *Console) enter(rw http.ResponseWriter, r *http.Request, action bool) (ctx context.Context, done func(), ok bool) {
+	if ctx, done, ok = w.core.Enter(r.Context()); !ok {
+		msg := "The approval service is not running; retry in a moment."
+		if action {
+			msg = "The approval service is not running; nothing was done. Retry in a moment."
+		}
+		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running", msg)
+	}
+	return ctx, done, ok
+}
+
 // safeNext keeps a post-login redirect inside the console.
 func safeNext(next string) string {
 	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
@@ -84,7 +104,7 @@ func safeNext(next string) string {
 	return next
 }
 
-func (w *web) loginPage(rw http.ResponseWriter, r *http.Request) {
+func (w *Console) loginPage(rw http.ResponseWriter, r *http.Request) {
 	if sess, _ := w.sessionOf(r); sess != nil {
 		http.Redirect(rw, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
@@ -95,7 +115,7 @@ func (w *web) loginPage(rw http.ResponseWriter, r *http.Request) {
 // renderLogin shows the sign-in form with a fresh login CSRF token, set
 // both in a cookie and in the form (double submit), carrying next and a
 // draft through the sign-in.
-func (w *web) renderLogin(rw http.ResponseWriter, r *http.Request, status int, next string, d *draft, msg string) {
+func (w *Console) renderLogin(rw http.ResponseWriter, r *http.Request, status int, next string, d *draft, msg string) {
 	tok := randomToken()
 	setCookie(rw, loginCookie, tok, "/console/login", 600)
 	data := loginData{CSRF: tok, Error: msg, Kind: flashError, Next: safeNext(next), Draft: d}
@@ -118,7 +138,7 @@ func loginDraft(r *http.Request) *draft {
 		return nil
 	}
 	d := &draft{RequestID: id, Action: r.PostFormValue("draft_action"),
-		Comment:  truncate(r.PostFormValue("draft_comment"), MaxCommentLength),
+		Comment:  truncate(r.PostFormValue("draft_comment"), approval.MaxCommentLength),
 		Duration: truncate(r.PostFormValue("draft_duration"), 32)}
 	if d.Action != "approve" && d.Action != "deny" {
 		return nil
@@ -129,7 +149,7 @@ func loginDraft(r *http.Request) *draft {
 	return d
 }
 
-func (w *web) login(rw http.ResponseWriter, r *http.Request) {
+func (w *Console) login(rw http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(rw, r.Body, maxFormBody)
 	if err := r.ParseForm(); err != nil {
 		w.renderLogin(rw, r, http.StatusBadRequest, "", nil, "The sign-in form could not be read; try again.")
@@ -141,71 +161,73 @@ func (w *web) login(rw http.ResponseWriter, r *http.Request) {
 		w.renderLogin(rw, r, http.StatusForbidden, next, d, "The sign-in form expired; try again.")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
-	defer cancel()
-	addr := clientAddr(r)
-	if w.refuseLocked(rw, addr) {
-		w.renderLogin(rw, r, http.StatusTooManyRequests, next, d, "Too many failed sign-ins from your address; try again in a minute.")
+	ctx, done, ok := w.enter(rw, r, false)
+	if !ok {
 		return
 	}
-	a, ok := w.s.d.Config.Current().Authenticate(r.PostFormValue("token"))
-	if !ok {
-		_ = w.s.refuse(ctx, broker.Errorf(401, events.CodeUnauthenticated, "console sign-in with an unknown approver token"),
-			events.Rejection{Actor: events.Actor{Kind: events.ActorApprover, ID: events.UnknownAgent}})
-		w.authFailed(ctx, addr)
+	defer done()
+	p := presented(r, r.PostFormValue("token"))
+	p.Missing = "console sign-in with an unknown approver token"
+	p.Unknown = p.Missing
+	a, err := w.core.Authenticate(ctx, p, events.Rejection{Actor: anonymousApprover})
+	if err != nil {
+		_ = w.refusedToken(ctx, rw, err)
+		if errors.As(err, new(*service.LockedOut)) {
+			w.renderLogin(rw, r, http.StatusTooManyRequests, next, d, "Too many failed sign-ins from your address; try again in a minute.")
+			return
+		}
 		w.renderLogin(rw, r, http.StatusUnauthorized, next, d, "That token is not recognised.")
 		return
 	}
-	w.auth.Succeed(addr)
 	sess := w.newSession(a, r.PostFormValue("token"))
 	if d != nil {
 		w.setDraft(sess, d)
 	}
 	setCookie(rw, loginCookie, "", "/console/login", -1)
 	setCookie(rw, sessionCookie, sess.id, "/", int(sessionTTL/time.Second))
-	w.s.log.Info().Str("approver", a.Name).Msg("console sign-in")
+	w.log.Info().Str("approver", a.Name).Msg("console sign-in")
 	http.Redirect(rw, r, safeNext(next), http.StatusSeeOther)
 }
 
-func (w *web) logout(rw http.ResponseWriter, r *http.Request, sess *session, _ *config.Approver) {
+func (w *Console) logout(rw http.ResponseWriter, r *http.Request, sess *session, _ *config.Approver) {
 	w.dropSession(sess.id)
 	setCookie(rw, sessionCookie, "", "/", -1)
 	http.Redirect(rw, r, "/console/login", http.StatusSeeOther)
 }
 
 // data loads everything the console shows for approver a.
-func (w *web) data(ctx context.Context, sess *session, a *config.Approver) (pageData, error) {
-	d := pageData{Approver: a, Admin: isAdmin(a), CSRF: sess.csrf, Now: w.s.now().UTC(),
-		Delivered: w.s.Counters().Delivered.Load(), Failed: w.s.Counters().Failed.Load(), Dropped: w.s.Counters().Dropped.Load()}
+func (w *Console) data(ctx context.Context, sess *session, a *config.Approver) (pageData, error) {
+	c := w.core.Counters()
+	d := pageData{Approver: a, Admin: isAdmin(a), CSRF: sess.csrf, Now: w.now().UTC(),
+		Delivered: c.Delivered.Load(), Failed: c.Failed.Load(), Dropped: c.Dropped.Load()}
 	var err error
-	if d.Pending, err = w.s.pendingViews(ctx, a); err != nil {
+	if d.Pending, err = w.core.Pending(ctx, a); err != nil {
 		return d, err
 	}
-	if d.Grants, err = w.s.activeGrants(ctx); err != nil {
+	if d.Grants, err = w.activeGrants(ctx); err != nil {
 		return d, err
 	}
-	if d.Revocations, err = w.s.recentRevocations(ctx); err != nil {
+	if d.Revocations, err = w.recentRevocations(ctx); err != nil {
 		return d, err
 	}
-	if d.Suspensions, err = w.s.suspensions(ctx); err != nil {
+	if d.Suspensions, err = w.suspensions(ctx); err != nil {
 		return d, err
 	}
-	w.s.hist.ensure(ctx)
-	d.Decisions = w.s.hist.recent(w.s.now(), recentLimit)
+	d.Failing = w.failing.current(ctx)
+	w.hist.ensure(ctx)
+	d.Decisions = w.hist.recent(w.now(), recentLimit)
 	return d, nil
 }
 
-func (w *web) show(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver, tmpl string, adjust func(context.Context, *pageData)) {
-	ctx, done, ok := w.s.enterHTTP(r.Context())
+func (w *Console) show(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver, tmpl string, adjust func(context.Context, *pageData)) {
+	ctx, done, ok := w.enter(rw, r, false)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; retry in a moment.")
 		return
 	}
 	defer done()
 	d, err := w.data(ctx, sess, a)
 	if err != nil {
-		w.s.log.Error().Err(err).Msg("console data")
+		w.log.Error().Err(err).Msg("console data")
 		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Could not read the current state",
 			"The console could not read the current state from the broker; retry in a moment.")
 		return
@@ -218,7 +240,7 @@ func (w *web) show(rw http.ResponseWriter, r *http.Request, sess *session, a *co
 	w.render(rw, http.StatusOK, tmpl, d)
 }
 
-func (w *web) page(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
+func (w *Console) page(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	w.show(rw, r, sess, a, "page.html", func(_ context.Context, d *pageData) {
 		d.Flash = w.takeFlash(sess)
 		w.keepDraft(sess, d)
@@ -226,13 +248,13 @@ func (w *web) page(rw http.ResponseWriter, r *http.Request, sess *session, a *co
 }
 
 // keepDraft puts the session's draft on the page if its request is shown.
-func (w *web) keepDraft(sess *session, d *pageData) {
+func (w *Console) keepDraft(sess *session, d *pageData) {
 	w.mu.Lock()
 	dr := sess.draft
 	w.mu.Unlock()
 	switch {
 	case dr == nil:
-	case slices.ContainsFunc(d.Pending, func(p PendingView) bool { return p.RequestID == dr.RequestID }):
+	case slices.ContainsFunc(d.Pending, func(p approval.PendingView) bool { return p.RequestID == dr.RequestID }):
 		d.Draft = w.takeDraft(sess, dr.RequestID)
 		if d.Flash == nil {
 			d.Flash = &flash{Kind: flashInfo, Text: "What you had typed is back; nothing was sent yet. Check it and answer again."}
@@ -245,7 +267,7 @@ func (w *web) keepDraft(sess *session, d *pageData) {
 
 // live renders the live part of the page alone; the script swaps it in
 // when the server says something changed.
-func (w *web) live(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
+func (w *Console) live(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	only, act := r.URL.Query().Get("only"), r.URL.Query().Get("action")
 	w.show(rw, r, sess, a, "live", func(ctx context.Context, d *pageData) {
 		if only != "" {
@@ -257,13 +279,13 @@ func (w *web) live(rw http.ResponseWriter, r *http.Request, sess *session, a *co
 
 // single narrows d to request id: the request if it waits, else how it
 // ended.
-func (w *web) single(ctx context.Context, d *pageData, id string) {
+func (w *Console) single(ctx context.Context, d *pageData, id string) {
 	d.Only = id
-	d.Pending = slices.DeleteFunc(d.Pending, func(p PendingView) bool { return p.RequestID != id })
+	d.Pending = slices.DeleteFunc(d.Pending, func(p approval.PendingView) bool { return p.RequestID != id })
 	if len(d.Pending) > 0 {
 		return
 	}
-	if dv, ok := w.s.hist.decision(id); ok {
+	if dv, ok := w.hist.decision(id); ok {
 		d.Decided = &dv
 		return
 	}
@@ -271,12 +293,12 @@ func (w *web) single(ctx context.Context, d *pageData, id string) {
 		d.Gone = "There is no request " + id + "."
 		return
 	}
-	d.Gone = capitalize(w.s.gone(ctx, id).Message) + "."
+	d.Gone = capitalize(w.core.Gone(ctx, id).Message) + "."
 }
 
 // requestPage shows one request: where a notification's approve and deny
 // links lead, and where a sign-in from a request's form returns.
-func (w *web) requestPage(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
+func (w *Console) requestPage(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
 	id := r.PathValue("id")
 	w.show(rw, r, sess, a, "page.html", func(ctx context.Context, d *pageData) {
 		d.Flash = w.takeFlash(sess)
@@ -297,7 +319,7 @@ func actionFor(d *pageData, act string) string {
 
 // actionLink sends a GET of an action's URL (a link copied from a form) to
 // the request's page.
-func (w *web) actionLink(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
+func (w *Console) actionLink(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
 	id, act := r.PathValue("id"), r.PathValue("action")
 	if !events.ValidID(id) || (act != "approve" && act != "deny") {
 		w.notFound(rw, r)
@@ -307,7 +329,7 @@ func (w *web) actionLink(rw http.ResponseWriter, r *http.Request, _ *session, _ 
 }
 
 // notFound is the console's page for a path it does not serve.
-func (w *web) notFound(rw http.ResponseWriter, r *http.Request) {
+func (w *Console) notFound(rw http.ResponseWriter, r *http.Request) {
 	w.errorPage(rw, r, http.StatusNotFound, events.CodeNotFound, "Not found", "The console has no page at "+r.URL.Path+".")
 }
 
@@ -331,7 +353,7 @@ func refusalOf(err error) outcome {
 
 // respond answers an action: JSON for the script, else the message on the
 // next page (and, for a refused answer, what was typed) and a redirect.
-func (w *web) respond(rw http.ResponseWriter, r *http.Request, sess *session, o outcome) {
+func (w *Console) respond(rw http.ResponseWriter, r *http.Request, sess *session, o outcome) {
 	if wantsJSON(r) {
 		status := http.StatusOK
 		if o.Kind == flashError {
@@ -354,7 +376,7 @@ func (w *web) respond(rw http.ResponseWriter, r *http.Request, sess *session, o 
 func duration(ms int64) string { return events.ShortDuration(events.MSDuration(ms)) }
 
 // answerMessage says what an answer did, in the approver's words.
-func answerMessage(kind string, res answered) flash {
+func answerMessage(kind string, res approval.Answered) flash {
 	perms := strings.Join(res.Permissions, ", ")
 	switch {
 	case kind == events.OutcomeDenied:
@@ -372,12 +394,10 @@ func answerMessage(kind string, res answered) flash {
 	return flash{Kind: flashSuccess, Text: fmt.Sprintf("Approved: %s gets %s for %s.", res.Agent, perms, duration(res.DurationMS))}
 }
 
-func (w *web) formAnswer(kind string) sessionHandler {
+func (w *Console) formAnswer(kind string) sessionHandler {
 	return func(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-		ctx, done, ok := w.s.enterHTTP(r.Context())
+		ctx, done, ok := w.enter(rw, r, true)
 		if !ok {
-			w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-				"The approval service is not running; nothing was done. Retry in a moment.")
 			return
 		}
 		defer done()
@@ -393,11 +413,11 @@ func (w *web) formAnswer(kind string) sessionHandler {
 			// as typed, even when it equals the request's.
 			in.Duration = strings.TrimSpace(r.PostFormValue("duration"))
 		}
-		res, err := w.s.answerDetail(ctx, a, in, kind)
+		res, err := w.core.Answer(ctx, a, in, kind)
 		if err != nil {
 			var ae *broker.APIError
 			if !errors.As(err, &ae) {
-				w.s.log.Error().Err(err).Msg("console answer")
+				w.log.Error().Err(err).Msg("console answer")
 			}
 			w.respond(rw, r, sess, refusalOf(err))
 			return
@@ -406,22 +426,20 @@ func (w *web) formAnswer(kind string) sessionHandler {
 	}
 }
 
-func (w *web) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	ctx, done, ok := w.s.enterHTTP(r.Context())
+func (w *Console) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
+	ctx, done, ok := w.enter(rw, r, true)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()
 	id := r.PathValue("id")
 	var g *GrantView
-	if grants, err := w.s.activeGrants(ctx); err == nil {
+	if grants, err := w.activeGrants(ctx); err == nil {
 		if i := slices.IndexFunc(grants, func(v GrantView) bool { return v.GrantID == id }); i >= 0 {
 			g = &grants[i]
 		}
 	}
-	res, err := w.s.revokeGrant(ctx, a, id, r.PostFormValue("comment"))
+	res, err := w.core.Revoke(ctx, a, id, r.PostFormValue("comment"))
 	if err != nil {
 		w.respond(rw, r, sess, refusalOf(err))
 		return
@@ -433,16 +451,14 @@ func (w *web) formRevoke(rw http.ResponseWriter, r *http.Request, sess *session,
 	w.respond(rw, r, sess, outcome{flash: flash{Kind: flashSuccess, Text: msg}})
 }
 
-func (w *web) formReinstate(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
-	ctx, done, ok := w.s.enterHTTP(r.Context())
+func (w *Console) formReinstate(rw http.ResponseWriter, r *http.Request, sess *session, a *config.Approver) {
+	ctx, done, ok := w.enter(rw, r, true)
 	if !ok {
-		w.errorPage(rw, r, http.StatusServiceUnavailable, events.CodeUnavailable, "Not running",
-			"The approval service is not running; nothing was done. Retry in a moment.")
 		return
 	}
 	defer done()
 	agent := r.PathValue("agent")
-	if _, err := w.s.reinstateAgent(ctx, a, agent, r.PostFormValue("comment")); err != nil {
+	if _, err := w.core.Reinstate(ctx, a, agent, r.PostFormValue("comment")); err != nil {
 		w.respond(rw, r, sess, refusalOf(err))
 		return
 	}
@@ -454,7 +470,7 @@ func (w *web) formReinstate(rw http.ResponseWriter, r *http.Request, sess *sessi
 // grant, lease or suspension changes, or a decision is added to the
 // history, so the page fetches its live part again. Comments keep idle
 // connections open.
-func (w *web) events(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
+func (w *Console) events(rw http.ResponseWriter, r *http.Request, _ *session, _ *config.Approver) {
 	fl, ok := rw.(http.Flusher)
 	if !ok {
 		w.errorPage(rw, r, http.StatusInternalServerError, "internal", "Live updates unavailable",

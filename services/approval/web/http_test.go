@@ -1,4 +1,4 @@
-package approval
+package web
 
 import (
 	"bufio"
@@ -19,15 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// startHTTP runs the service and its Handler on a test server.
-func (h *harness) startHTTP() (*Service, *httptest.Server) {
-	h.t.Helper()
-	s := h.start()
-	srv := httptest.NewServer(s.Handler())
-	h.t.Cleanup(func() { s.CloseStreams(); srv.Close() })
-	return s, srv
-}
-
 func apiDo(t *testing.T, srv *httptest.Server, method, path, token, body string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
@@ -47,8 +38,8 @@ func TestHTTPAPI(t *testing.T) {
 	h := newHarness(t)
 	_, srv := h.startHTTP()
 	reqID := events.NewID("req")
-	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
-	h.waitPending(agentOptimizer, reqID)
+	h.EmitPolicy(pendingDecision(reqID, 10*time.Minute))
+	h.WaitPending(agentOptimizer, reqID)
 
 	st, out := apiDo(t, srv, "GET", "/api/v1/pending", "", "")
 	require.Equal(t, 401, st)
@@ -76,8 +67,8 @@ func TestHTTPAPI(t *testing.T) {
 	st, out = apiDo(t, srv, "POST", "/api/v1/requests/"+reqID+"/approve", "dev-alice", `{"comment":"ok","duration":"2m"}`)
 	require.Equal(t, 200, st, out)
 	require.Equal(t, events.OutcomeApproved, out["outcome"])
-	g := h.waitGranted(reqID)
-	require.Equal(t, int64(2*60_000), g.ExpiresAt.Sub(h.waitDecision(reqID, "human").DecidedAt).Milliseconds())
+	g := h.WaitGranted(reqID)
+	require.Equal(t, int64(2*60_000), g.ExpiresAt.Sub(h.WaitDecision(reqID, "human").DecidedAt).Milliseconds())
 
 	st, out = apiDo(t, srv, "POST", "/api/v1/requests/"+reqID+"/deny", "dev-alice", `{"comment":"late"}`)
 	require.Equal(t, 409, st)
@@ -133,6 +124,43 @@ func (c *consoleClient) post(path string, form url.Values, origin string) (*http
 	return resp, string(b)
 }
 
+// liveUpdates opens the console's live-update stream (as the page's
+// script does) and returns a function that waits for its next "changed"
+// event, failing the test with msg if none comes.
+func (c *consoleClient) liveUpdates() func(msg string) {
+	c.t.Helper()
+	req, err := http.NewRequest("GET", c.srv.URL+"/console/events", nil)
+	require.NoError(c.t, err)
+	sse, err := c.c.Do(req)
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { sse.Body.Close() })
+	require.Equal(c.t, "text/event-stream", sse.Header.Get("Content-Type"))
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(sse.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	require.Equal(c.t, "retry: 2000", <-lines)
+	return func(msg string) {
+		c.t.Helper()
+		require.Eventually(c.t, func() bool {
+			for {
+				select {
+				case l := <-lines:
+					if l == "event: changed" {
+						return true
+					}
+				default:
+					return false
+				}
+			}
+		}, waitFor, tick, msg)
+	}
+}
+
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 func (c *consoleClient) signIn(token string) string {
@@ -166,7 +194,7 @@ func TestConsole(t *testing.T) {
 	m := csrfField.FindStringSubmatch(body)
 	resp, _ = c.post("/console/login", url.Values{"csrf": {m[1]}, "token": {"dev-mallory"}}, srv.URL)
 	require.Equal(t, 401, resp.StatusCode)
-	h.requireRefused(&broker.APIError{Status: 401, Code: events.CodeUnauthenticated, Message: "console sign-in with an unknown approver token"}, 401, events.CodeUnauthenticated)
+	h.RequireRefused(&broker.APIError{Status: 401, Code: events.CodeUnauthenticated, Message: "console sign-in with an unknown approver token"}, 401, events.CodeUnauthenticated)
 
 	csrf := c.signIn("dev-alice")
 	u, _ := url.Parse(srv.URL)
@@ -175,36 +203,10 @@ func TestConsole(t *testing.T) {
 	}
 
 	// Live updates: a new pending request is announced on the stream.
-	req, err := http.NewRequest("GET", srv.URL+"/console/events", nil)
-	require.NoError(t, err)
-	sse, err := c.c.Do(req)
-	require.NoError(t, err)
-	defer sse.Body.Close()
-	require.Equal(t, "text/event-stream", sse.Header.Get("Content-Type"))
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(sse.Body)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	require.Equal(t, "retry: 2000", <-lines)
-
+	changed := c.liveUpdates()
 	reqID := events.NewID("req")
-	h.emitPolicy(pendingDecision(reqID, 10*time.Minute))
-	require.Eventually(t, func() bool {
-		for {
-			select {
-			case l := <-lines:
-				if l == "event: changed" {
-					return true
-				}
-			default:
-				return false
-			}
-		}
-	}, waitFor, tick, "no change announced")
+	h.EmitPolicy(pendingDecision(reqID, 10*time.Minute))
+	changed("no change announced")
 	_, body = c.get("/console/live")
 	require.Contains(t, body, `data-request="`+reqID+`"`)
 	require.Contains(t, body, "reprice the catalogue")
@@ -218,11 +220,11 @@ func TestConsole(t *testing.T) {
 	form.Set("csrf", csrf)
 	resp, _ = c.post(action, form, "http://evil.example")
 	require.Equal(t, 403, resp.StatusCode, "cross-origin")
-	require.Empty(t, h.decisionsBy(reqID, "human"))
+	require.Empty(t, h.DecisionsBy(reqID, "human"))
 
 	resp, _ = c.post(action, form, srv.URL)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
-	d := h.waitDecision(reqID, "human")
+	d := h.WaitDecision(reqID, "human")
 	require.Equal(t, int64(60_000), d.DurationMS, "narrowed in the console")
 	_, body = c.get("/console/")
 	require.Contains(t, body, `<p class="flash success" id="flash" role="status">Approved: svc-price-optimizer gets integrations:write for 1m.</p>`,
@@ -248,7 +250,7 @@ func TestSafeNext(t *testing.T) {
 
 // TestOpenAPIDescribesEveryRoute keeps api/openapi.yaml true to the routes.
 func TestOpenAPIDescribesEveryRoute(t *testing.T) {
-	b, err := os.ReadFile("../../api/openapi.yaml")
+	b, err := os.ReadFile("../../../api/openapi.yaml")
 	require.NoError(t, err)
 	doc := string(b)
 	for _, p := range []string{"/api/v1/pending:", "/api/v1/requests/{id}/approve:", "/api/v1/requests/{id}/deny:",
@@ -256,7 +258,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		"/api/v1/agents/{agent}/reinstate:", "/metrics:"} {
 		require.Contains(t, doc, "  "+p)
 	}
-	src, err := os.ReadFile("http.go")
+	src, err := os.ReadFile("web.go")
 	require.NoError(t, err)
 	for _, m := range regexp.MustCompile(`"(?:GET|POST) (/api/v1/[^"]+)"`).FindAllStringSubmatch(string(src), -1) {
 		require.Contains(t, doc, "  "+m[1]+":", "route %s is not in api/openapi.yaml", m[1])
