@@ -201,9 +201,8 @@ func (f *BucketFollower) confirm(ctx context.Context) error {
 		f.mu.Unlock()
 		return fmt.Errorf("confirm %s: %s answered as the stream's leader; waiting for the next answer", f.bucket, last.Leader)
 	}
-	f.settling = false
-	f.mu.Unlock()
 	safe := f.lastSeen
+	f.mu.Unlock()
 	if catchUp {
 		read, err := f.scanFrom(ctx, from)
 		if err != nil {
@@ -211,14 +210,17 @@ func (f *BucketFollower) confirm(ctx context.Context) error {
 		}
 		// The read may be answered by a replica that is still catching up
 		// (the server that was cut off): until it has what the leader had,
-		// the view is not confirmed.
+		// the view is not confirmed. (Should the stream's last message
+		// itself have been removed, with nothing written after it, this
+		// holds until the next write: the checker stays stale meanwhile,
+		// which fails closed.)
 		if last.LastSeq >= from && read < last.LastSeq && last.Msgs > 0 {
 			return fmt.Errorf("confirm %s: read through %d, the stream's leader has %d", f.bucket, read, last.LastSeq)
 		}
 		safe = max(safe, read)
 	}
 	f.mu.Lock()
-	f.unconfirmed = false
+	f.unconfirmed, f.settling = false, false
 	f.safe, f.lastSeen = max(f.safe, safe), last.LastSeq
 	f.mu.Unlock()
 	return nil
