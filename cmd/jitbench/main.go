@@ -77,6 +77,7 @@ func main() {
 	keep := fs.Bool("keep", false, "keep the temporary data directory")
 	memLimit := fs.String("jitd-memory-limit", "256MiB", "jitd's --memory-limit (Go's soft memory limit; empty: jitd's default, none)")
 	noAuth := fs.Bool("no-auth", false, "run jitd with --insecure-no-auth and every client without credentials: the A/B of what isolation costs (BENCH.md)")
+	noMetrics := fs.Bool("no-metrics", false, "run jitd with --no-metrics: the A/B of what the instrumentation costs (BENCH.md)")
 	single := fs.Bool("single", true, "run the single-node figures (false: only the runs below)")
 	cluster := fs.Bool("cluster", true, "then run the cluster figures (cluster_*): three jitd nodes at three replicas")
 	syncAlways := fs.Bool("sync-always", true, "then run the single-node figures with jitd --sync-always (sync_always_*)")
@@ -94,7 +95,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, noAuth: *noAuth, log: os.Stderr}
+	o := options{jitd: *jitdBin, params: p, quick: *quick, profileDir: *profile, keep: *keep, memLimit: *memLimit, noAuth: *noAuth, noMetrics: *noMetrics, log: os.Stderr}
 	var rep *report
 	var err error
 	if *single {
@@ -147,6 +148,7 @@ type options struct {
 	keep       bool
 	memLimit   string // jitd's --memory-limit
 	noAuth     bool   // jitd --insecure-no-auth: measure what isolation costs
+	noMetrics  bool   // jitd --no-metrics: measure what the instrumentation costs
 	log        io.Writer
 }
 
@@ -178,6 +180,9 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	d.NoAuth = o.noAuth
+	if o.noMetrics {
+		d.Args = append(d.Args, "--no-metrics")
+	}
 	if err := d.Start(30 * time.Second); err != nil {
 		return rep, err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/allinone"
+	"github.com/agentjit/jit/pkg/metrics"
 	"github.com/agentjit/jit/pkg/service"
 	"github.com/agentjit/jit/pkg/tracing"
 )
@@ -33,6 +34,7 @@ func main() {
 	fs.StringVar(&o.TLSKey, "tls-key", os.Getenv("JIT_TLS_KEY"), "TLS key (PEM) of the NATS listener (env JIT_TLS_KEY)")
 	fs.BoolVar(&o.AllowPlaintext, "allow-plaintext", false, "allow a NATS listener beyond loopback without TLS (credentials and approver tokens then cross the network in clear)")
 	fs.BoolVar(&o.NoAuth, "insecure-no-auth", false, "run WITHOUT authentication or isolation: every client may do anything (only to measure what isolation costs)")
+	noMetrics := fs.Bool("no-metrics", false, "record no metrics on the request path (only to measure what the instrumentation costs; /metrics still answers)")
 	level := fs.String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	memLimit := fs.String("memory-limit", os.Getenv("JIT_MEMORY_LIMIT"), "soft memory limit of the Go runtime, e.g. 256MiB or off (env JIT_MEMORY_LIMIT; empty: GOMEMLIMIT or none)")
 	maxAge := fs.String("audit-max-age", os.Getenv("JIT_AUDIT_MAX_AGE"), service.AuditMaxAgeUsage)
@@ -69,6 +71,10 @@ func main() {
 	}
 	if limit > 0 {
 		log.Info().Int64("memory_limit_bytes", limit).Msg("soft memory limit set")
+	}
+	if *noMetrics {
+		metrics.Disable()
+		log.Warn().Msg("recording no metrics on the request path (--no-metrics)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

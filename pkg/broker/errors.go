@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -73,6 +76,36 @@ func MapKV(kv jetstream.KeyValue) jetstream.KeyValue {
 	return mappedKV{kv}
 }
 
+// trace starts the span of a write of key (traceWrite).
+func (k mappedKV) trace(ctx context.Context, op, key string, value []byte) func(error) {
+	if !tracing.Enabled() {
+		return func(error) {}
+	}
+	return traceWrite(ctx, k.Bucket(), op, key, value)
+}
+
+// traceWrite starts the span of a write of key in bucket
+// (tracing.StartWrite), about the request value names (a grant's
+// request_id, a lease's grant's, a pending record's decision's), read only
+// when tracing is on.
+func traceWrite(ctx context.Context, bucket, op, key string, value []byte) func(error) {
+	if !tracing.Enabled() {
+		return func(error) {}
+	}
+	type about struct {
+		RequestID string `json:"request_id"`
+	}
+	var v struct {
+		about
+		Grant    about `json:"grant"`    // a lease
+		Decision about `json:"decision"` // a pending record
+	}
+	if len(value) > 0 && value[0] == '{' {
+		_ = json.Unmarshal(value, &v)
+	}
+	return tracing.StartWrite(ctx, bucket, op, key, cmp.Or(v.RequestID, v.Grant.RequestID, v.Decision.RequestID))
+}
+
 func (k mappedKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	e, err := k.KeyValue.Get(ctx, key)
 	return e, MapError(err)
@@ -84,31 +117,45 @@ func (k mappedKV) GetRevision(ctx context.Context, key string, revision uint64) 
 }
 
 func (k mappedKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	end := k.trace(ctx, "put", key, value)
 	rev, err := k.KeyValue.Put(ctx, key, value)
+	end(err)
 	return rev, MapError(err)
 }
 
 func (k mappedKV) PutString(ctx context.Context, key string, value string) (uint64, error) {
+	end := k.trace(ctx, "put", key, []byte(value))
 	rev, err := k.KeyValue.PutString(ctx, key, value)
+	end(err)
 	return rev, MapError(err)
 }
 
 func (k mappedKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	end := k.trace(ctx, "create", key, value)
 	rev, err := k.KeyValue.Create(ctx, key, value, opts...)
+	end(err)
 	return rev, MapError(err)
 }
 
 func (k mappedKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	end := k.trace(ctx, "update", key, value)
 	rev, err := k.KeyValue.Update(ctx, key, value, revision)
+	end(err)
 	return rev, MapError(err)
 }
 
 func (k mappedKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	return MapError(k.KeyValue.Delete(ctx, key, opts...))
+	end := k.trace(ctx, "delete", key, nil)
+	err := k.KeyValue.Delete(ctx, key, opts...)
+	end(err)
+	return MapError(err)
 }
 
 func (k mappedKV) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	return MapError(k.KeyValue.Purge(ctx, key, opts...))
+	end := k.trace(ctx, "purge", key, nil)
+	err := k.KeyValue.Purge(ctx, key, opts...)
+	end(err)
+	return MapError(err)
 }
 
 func (k mappedKV) Keys(ctx context.Context, opts ...jetstream.WatchOpt) ([]string, error) {

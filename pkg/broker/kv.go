@@ -22,7 +22,13 @@ import (
 func PutKeepTTL(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
 	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = value
+	op := "update"
+	if rev == 0 {
+		op = "create"
+	}
+	end := traceWrite(ctx, bucket, op, key, value)
 	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	end(err)
 	if err != nil {
 		if isWrongLastSequence(err) {
 			return 0, ErrConflict

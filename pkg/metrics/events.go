@@ -3,16 +3,33 @@ package metrics
 import (
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
 )
+
+// off is set by Disable.
+var off atomic.Bool
+
+// Disable stops recording what happens on the request path (Observe,
+// GrantAnnounced, GuardrailHandled, and the API calls the service entry
+// counts; Enabled reports it) for the rest of the process. /metrics still
+// answers, with what is read at scrape time. Only to measure what the
+// instrumentation costs (jitd --no-metrics, BENCH.md).
+func Disable() { off.Store(true) }
+
+// Enabled reports whether the request path is recorded (see Disable).
+func Enabled() bool { return !off.Load() }
 
 // Observe counts e, an event this process has just stored on the audit
 // stream for the first time (a duplicate acknowledgement is not a new
 // event). It decodes the data only of the types it measures; an event
 // whose data does not decode is counted by type only. It never fails.
 func Observe(e events.Event) {
+	if off.Load() {
+		return
+	}
 	typ := e.Type()
 	Published.WithLabelValues(typ).Inc()
 	switch typ {
@@ -100,6 +117,9 @@ func decode(e events.Event, v any) bool {
 // the request's requested_at, granted the grant's granted_at. The approval
 // service calls it once it stored jit.granted for the first time.
 func GrantAnnounced(mode string, requested, granted time.Time) {
+	if off.Load() {
+		return
+	}
 	if s, ok := since(requested, granted); ok {
 		RequestToGrant.WithLabelValues(mode).Observe(s)
 	}
@@ -108,7 +128,11 @@ func GrantAnnounced(mode string, requested, granted time.Time) {
 // GuardrailHandled tells the revocation-lag histogram when the guardrail
 // that is about to revoke agent's grants fired (the revoker calls it before
 // it revokes them).
-func GuardrailHandled(agent string, firedAt time.Time) { guardrails.set(agent, firedAt) }
+func GuardrailHandled(agent string, firedAt time.Time) {
+	if !off.Load() {
+		guardrails.set(agent, firedAt)
+	}
+}
 
 // guardrails remembers the latest guardrail fire per agent: bounded by the
 // number of agents the configuration names.

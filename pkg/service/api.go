@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
+	"github.com/agentjit/jit/pkg/tracing"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
@@ -110,6 +112,7 @@ func Refuse(ae *broker.APIError, r events.Rejection) error {
 // with 503 and waits for the calls in flight.
 type API struct {
 	svc     micro.Service
+	name    string // the service's ("requester"), for its spans
 	d       Deps
 	pub     *broker.Publisher
 	log     zerolog.Logger
@@ -159,7 +162,7 @@ func NewAPI(ctx context.Context, d Deps, c APIConfig) (*API, error) {
 		c.Approvers = NewApprovers(d, c.Publisher, "")
 	}
 	return &API{
-		svc: svc, d: d, pub: c.Publisher, now: d.Clock(), timeout: c.Timeout, ctx: ctx,
+		svc: svc, name: serviceName(c.Name), d: d, pub: c.Publisher, now: d.Clock(), timeout: c.Timeout, ctx: ctx,
 		log:  d.Log,
 		appr: c.Approvers,
 	}, nil
@@ -258,7 +261,9 @@ func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
 	ctx = log.WithContext(ctx)
 
 	start := time.Now()
+	ctx, end := traceCall(ctx, a, ep.Subject, req.Data())
 	out, err := call(ctx, a, ep, req)
+	end(err)
 	observeCall(ep.Subject, start, err)
 	var rf *Refused
 	var ae *broker.APIError
@@ -273,6 +278,20 @@ func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
 		log.Error().Err(err).Msg("request failed")
 	}
 	broker.Respond(req, out, err)
+}
+
+// traceCall starts the span of a call (tracing.StartCall), in the trace of
+// the request its body names by "request_id", read only when tracing is
+// on: the events the call writes then join the request's trace.
+func traceCall(ctx context.Context, a *API, subject string, body []byte) (context.Context, func(error)) {
+	if !tracing.Enabled() {
+		return ctx, func(error) {}
+	}
+	var v struct {
+		RequestID string `json:"request_id"`
+	}
+	_ = json.Unmarshal(body, &v)
+	return tracing.StartCall(ctx, a.name, subject, v.RequestID)
 }
 
 func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Request) (any, error) {

@@ -1,9 +1,10 @@
 // Package tracing carries one OpenTelemetry trace per access request across
 // the services, in the events themselves: the CloudEvents distributed-tracing
 // extension (`traceparent`, W3C Trace Context) on every event a service
-// stores. The broker adapter makes the spans (a span per broker write in
-// broker.Publisher, a span per handled event in the consume loop), so the
-// services' logic has none of it.
+// stores. The broker adapter and the API entry make the spans (a span per
+// event written in broker.Publisher, per bucket write in the buckets'
+// handles, per handled event in the consume loop, per API call in
+// service.Serve), so the services' logic has none of it.
 //
 // It is off unless Setup found OTEL_EXPORTER_OTLP_ENDPOINT (or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, or a test called Use: then no
@@ -136,23 +137,36 @@ func StartPublish(ctx context.Context, service, subject string, e *events.Event)
 	if st == nil {
 		return func(error) {}
 	}
-	var opts []trace.SpanStartOption
-	if id := events.RequestID(*e); id != "" {
-		req := RequestParent(id)
-		switch parent := trace.SpanContextFromContext(ctx); {
-		case !parent.IsValid():
-			ctx = trace.ContextWithRemoteSpanContext(ctx, req)
-		case parent.TraceID() != req.TraceID():
-			// Written in another trace (a revocation by a guardrail, an
-			// agent's done): linked to the request's.
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: req}))
-		}
-	}
+	ctx, opts := underRequest(ctx, events.RequestID(*e))
 	opts = append(opts, trace.WithSpanKind(trace.SpanKindProducer))
 	ctx, span := st.tracer.Start(ctx, "publish "+e.Type(), append(opts,
 		trace.WithAttributes(ServiceAttr.String(service), attribute.String("messaging.destination.name", subject),
 			attribute.String("cloudevents.event_id", e.ID()), attribute.String("cloudevents.event_type", e.Type())))...)
 	propagator.Inject(ctx, ceCarrier{e})
+	return ender(span)
+}
+
+// underRequest places a span about request requestID (none if empty): under
+// ctx's span if it has one, else under the request's (RequestParent); a
+// span in another trace than the request's links to it.
+func underRequest(ctx context.Context, requestID string) (context.Context, []trace.SpanStartOption) {
+	if requestID == "" {
+		return ctx, nil
+	}
+	req := RequestParent(requestID)
+	switch parent := trace.SpanContextFromContext(ctx); {
+	case !parent.IsValid():
+		return trace.ContextWithRemoteSpanContext(ctx, req), nil
+	case parent.TraceID() != req.TraceID():
+		// Written in another trace (a revocation by a guardrail, an
+		// agent's done): linked to the request's.
+		return ctx, []trace.SpanStartOption{trace.WithLinks(trace.Link{SpanContext: req})}
+	}
+	return ctx, nil
+}
+
+// ender ends span with an error, if any.
+func ender(span trace.Span) func(error) {
 	return func(err error) {
 		if err != nil {
 			span.RecordError(err)
@@ -160,6 +174,43 @@ func StartPublish(ctx context.Context, service, subject string, e *events.Event)
 		}
 		span.End()
 	}
+}
+
+// RequestIDAttr names the request a span of an API call or a bucket write
+// is about.
+const RequestIDAttr = attribute.Key("jit.request_id")
+
+// StartCall starts the span of one API call (subject) served by service,
+// about request requestID if the call names one (a request's id, or the
+// request a grant was made for): under the request's trace then, so that
+// the events the call writes are in it. Without tracing it returns ctx and
+// does nothing.
+func StartCall(ctx context.Context, service, subject, requestID string) (context.Context, func(error)) {
+	st := current.Load()
+	if st == nil {
+		return ctx, func(error) {}
+	}
+	ctx, opts := underRequest(ctx, requestID)
+	ctx, span := st.tracer.Start(ctx, "call "+subject, append(opts, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(ServiceAttr.String(service), attribute.String("rpc.method", subject), RequestIDAttr.String(requestID)))...)
+	return ctx, ender(span)
+}
+
+// StartWrite starts the span of one write (op: create, put, update,
+// delete, purge) of key in bucket, a child of ctx's span, or, with none,
+// of the request requestID the key belongs to. A write with neither (a
+// configuration, a suspension written outside any traced work) makes no
+// span. Without tracing it does nothing.
+func StartWrite(ctx context.Context, bucket, op, key, requestID string) func(error) {
+	st := current.Load()
+	if st == nil || (requestID == "" && !trace.SpanContextFromContext(ctx).IsValid()) {
+		return func(error) {}
+	}
+	ctx, opts := underRequest(ctx, requestID)
+	_, span := st.tracer.Start(ctx, "kv "+op+" "+bucket, append(opts, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", "nats-kv"), attribute.String("db.collection.name", bucket),
+			attribute.String("db.operation.name", op), attribute.String("jit.kv.key", key), RequestIDAttr.String(requestID)))...)
+	return ender(span)
 }
 
 // StartHandle starts the span of one event handled by consumer durable,
@@ -180,13 +231,7 @@ func StartHandle(ctx context.Context, durable, subject string, e events.Event) (
 		trace.WithAttributes(ServiceAttr.String(serviceOf(durable)), attribute.String("messaging.consumer.group.name", durable),
 			attribute.String("messaging.destination.name", subject), attribute.String("cloudevents.event_id", e.ID()),
 			attribute.String("cloudevents.event_type", e.Type())))
-	return ctx, func(err error) {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
-	}
+	return ctx, ender(span)
 }
 
 // serviceOf is the service a durable consumer belongs to ("approval-timeouts"

@@ -85,3 +85,32 @@ func TestOtherTraceLinksToTheRequest(t *testing.T) {
 	require.Len(t, pub.Links, 1)
 	require.Equal(t, tracing.RequestParent("req_abc").TraceID(), pub.Links[0].SpanContext.TraceID(), "linked to the request's trace")
 }
+
+// TestCallsAndWrites: a call naming a request is in the request's trace; a
+// bucket write is a child of the span in its context, or of the request it
+// names, and a write with neither makes no span.
+func TestCallsAndWrites(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tracing.Use(tp)
+	t.Cleanup(func() { tracing.Use(nil) })
+	req := tracing.RequestParent("req_abc")
+
+	ctx, end := tracing.StartCall(context.Background(), "requester", "jitapi.request", "req_abc")
+	tracing.StartWrite(ctx, "jit_pending", "create", "a1.req_abc", "")(nil)
+	end(nil)
+	tracing.StartWrite(context.Background(), "jit_leases", "update", "a1.grt_abc", "req_abc")(nil)
+	tracing.StartWrite(context.Background(), "jit_config", "put", "active", "")(nil)
+
+	spans := exp.GetSpans()
+	require.Len(t, spans, 3, "the configuration write, with no span and no request, makes none")
+	byName := map[string]tracetest.SpanStub{}
+	for _, s := range spans {
+		require.Equal(t, req.TraceID(), s.SpanContext.TraceID(), s.Name)
+		byName[s.Name] = s
+	}
+	call := byName["call jitapi.request"]
+	require.Equal(t, req.SpanID(), call.Parent.SpanID())
+	require.Equal(t, call.SpanContext.SpanID(), byName["kv create jit_pending"].Parent.SpanID())
+	require.Equal(t, req.SpanID(), byName["kv update jit_leases"].Parent.SpanID())
+}

@@ -48,8 +48,10 @@ func TestOneTracePerRequest(t *testing.T) {
 		var out tracetest.SpanStubs
 		for _, s := range exp.GetSpans() {
 			for _, a := range s.Attributes {
-				if a.Key == "cloudevents.event_id" && strings.Contains(a.Value.AsString(), suffix) {
+				if (a.Key == "cloudevents.event_id" && strings.Contains(a.Value.AsString(), suffix)) ||
+					(a.Key == tracing.RequestIDAttr && a.Value.AsString() == g.RequestID()) {
 					out = append(out, s)
+					break
 				}
 			}
 		}
@@ -94,5 +96,22 @@ func TestOneTracePerRequest(t *testing.T) {
 	}
 	granted := byName(spans, "publish jit.granted")
 	require.NotNil(t, granted)
-	require.Equal(t, byName(spans, "handle jit.decided").SpanContext.SpanID(), granted.Parent.SpanID(), "the grant is written while handling the decision")
+	decided := byName(spans, "handle jit.decided").SpanContext.SpanID()
+	require.Equal(t, decided, granted.Parent.SpanID(), "the grant is written while handling the decision")
+	// The API call that asked, and each bucket write, are spans too.
+	call := byName(spans, "call jitapi.request")
+	require.NotNil(t, call, "the agent's call")
+	require.Equal(t, call.SpanContext.SpanID(), byName(spans, "publish jit.requested").Parent.SpanID(), "the request is written in its call")
+	for _, w := range []string{"kv create jit_leases", "kv create jit_grants"} {
+		s := byName(spans, w)
+		require.NotNil(t, s, w)
+		require.Equal(t, decided, s.Parent.SpanID(), "%s is written while handling the decision", w)
+	}
+	var revokerWrites int
+	for _, s := range spans {
+		if strings.HasPrefix(s.Name, "kv ") && s.Parent.SpanID() != decided {
+			revokerWrites++
+		}
+	}
+	require.Positive(t, revokerWrites, "the revocation's writes of the lease and the grant key join the trace")
 }
