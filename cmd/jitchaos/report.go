@@ -35,6 +35,7 @@ var counted = []struct {
 	{"duplicate_revocations", "grants with more than one jit.revoked", func(s *singleNode) int { return s.DuplicateRevocations }},
 	{"usable_after_end", "checker checks allowed by a grant after its expires_at or jit.revoked", func(s *singleNode) int { return s.UsableAfterEnd }},
 	{"granted_after_end", "jit.granted stored at or after its own expires_at", func(s *singleNode) int { return s.GrantedAfterEnd }},
+	{"audit_events_lost", "a client was told stored (request accepted, grant seen); not on the stream", func(s *singleNode) int { return s.AuditEventsLost }},
 }
 
 // failures names the counts that are not 0.
@@ -78,6 +79,7 @@ func (s *singleNode) print(w io.Writer) {
 	row("probed_grants", float64(s.ProbedGrants), "", fmt.Sprintf("%d checks", s.ProbeChecks))
 	row("expiry_lag_p99_ms", s.ExpiryLagP99MS, "ms", "jit.revoked (expired) stored − expires_at")
 	row("expiry_lag_max_ms", s.ExpiryLagMaxMS, "ms", "")
+	row("takeover_ms_max", s.TakeoverMSMax, "ms", "grants expired between a SIGKILL and the node running again: latest jit.revoked − expires_at")
 	if len(s.DeniedReasons) > 0 {
 		var rs []string
 		for _, k := range sortedKeys(s.DeniedReasons) {

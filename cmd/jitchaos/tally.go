@@ -21,6 +21,10 @@ type singleNode struct {
 	DuplicateRevocations     int            `json:"duplicate_revocations"`
 	UsableAfterEnd           int            `json:"usable_after_end"`
 	GrantedAfterEnd          int            `json:"granted_after_end"`
+	// AuditEventsLost are events a client was told were stored that the
+	// stream does not hold: a request answered "accepted" with no
+	// jit.requested, a grant the agent saw with no jit.granted.
+	AuditEventsLost int `json:"audit_events_lost"`
 	ResumeAfterRestartMSMax  float64        `json:"resume_after_restart_ms_max"`
 	RequestsUnansweredClient int            `json:"requests_unanswered_client"`
 	RequestsWithTwoOutcomes  int            `json:"requests_with_two_outcomes"`
@@ -51,6 +55,8 @@ type singleNode struct {
 	// expired, the broker's stored time less the grant's expires_at.
 	ExpiryLagP99MS float64             `json:"expiry_lag_p99_ms"`
 	ExpiryLagMaxMS float64             `json:"expiry_lag_max_ms"`
+	// TakeoverMSMax is the largest faults[].takeover_ms of a kill.
+	TakeoverMSMax float64 `json:"takeover_ms_max"`
 	Faults         []faultReport       `json:"faults"`
 	Examples       map[string][]string `json:"examples,omitempty"`
 	Config         roundConfig         `json:"config"`
@@ -89,6 +95,11 @@ type faultReport struct {
 	// retries (a request sent to a dying jitd waits for its call timeout,
 	// then is sent again).
 	SentInFlight int `json:"sent_in_flight"`
+	// TakeoverMS, for a kill: of the grants whose expires_at fell between
+	// the SIGKILL and the node running again, the latest jit.revoked (its
+	// stored time less expires_at). In a cluster the other nodes' revokers
+	// must take that work over; alone, jitd does it once restarted.
+	TakeoverMS float64 `json:"takeover_ms,omitempty"`
 	// Slowest is the in-flight request whose outcome came last.
 	Slowest      string  `json:"slowest,omitempty"`
 	ResumeSentMS float64 `json:"resume_sent_ms"`
@@ -255,6 +266,10 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 			example("requests_never_accepted", r.id)
 		}
 		o := byReq[r.id]
+		if !r.accepted.IsZero() && (o == nil || o.requested.IsZero()) {
+			res.AuditEventsLost++
+			example("audit_events_lost", r.id)
+		}
 		if o == nil || o.first.IsZero() {
 			res.RequestsUnanswered++
 			example("requests_unanswered", r.id)
@@ -289,7 +304,9 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 		case outGranted:
 			if granted[r.grantID] == 0 {
 				res.GrantsLost++
+				res.AuditEventsLost++
 				example("grants_lost", r.grantID)
+				example("audit_events_lost", r.grantID)
 			}
 		}
 		if o != nil && !o.first.IsZero() {
@@ -357,6 +374,15 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 		fr.AtS, fr.ReadyAfterMS, fr.ResumeMS, fr.ResumeSentMS = round(fr.AtS), round(fr.ReadyAfterMS), round(fr.ResumeMS), round(fr.ResumeSentMS)
 		if f.kind == faultKill {
 			res.ResumeAfterRestartMSMax = max(res.ResumeAfterRestartMSMax, fr.ResumeMS)
+			// The grants that expired while the killed node was down: how
+			// late their jit.revoked was stored.
+			for _, e := range evs {
+				if e.typ == events.TypeRevoked && e.reason == events.RevokedExpired &&
+					!e.expiresAt.Before(f.at) && !e.expiresAt.After(f.ready) {
+					fr.TakeoverMS = max(fr.TakeoverMS, round(ms(e.at.Sub(e.expiresAt))))
+				}
+			}
+			res.TakeoverMSMax = max(res.TakeoverMSMax, fr.TakeoverMS)
 		}
 		res.Faults = append(res.Faults, fr)
 	}

@@ -84,7 +84,10 @@ func TestTallyCounts(t *testing.T) {
 		{"a grant the agent holds that the stream lost", func(r *fakeRound) {
 			r.evs = r.evs[1:] // the first jit.granted
 			r.keys = map[string]keySeen{}
-		}, map[string]int{"grants_lost": 1, "requests_unanswered": 1}},
+		}, map[string]int{"grants_lost": 1, "requests_unanswered": 1, "audit_events_lost": 1}},
+		{"an accepted request the stream lost", func(r *fakeRound) {
+			r.evs = r.evs[:len(r.evs)-1] // req_a-3's jit.requested; its denial is there
+		}, map[string]int{"audit_events_lost": 1}},
 		{"a grant announced twice", func(r *fakeRound) {
 			r.evs = append(r.evs, r.evs[0])
 		}, map[string]int{"duplicate_grants": 1}},
@@ -136,6 +139,8 @@ func TestTallyResume(t *testing.T) {
 	require.Equal(t, 1000.0, res.Faults[0].ResumeMS)
 	require.Equal(t, 1000.0, res.ResumeAfterRestartMSMax)
 	require.Equal(t, 3950.0, res.Faults[0].ReadyAfterMS)
+	require.Equal(t, 100.0, res.Faults[0].TakeoverMS, "both grants expired while down, revoked 100 ms late")
+	require.Equal(t, 100.0, res.TakeoverMSMax)
 
 	// A request sent but not yet stored at the kill is the agent's to send
 	// again: it counts only in the figures of what was sent.
