@@ -11,6 +11,7 @@ import (
 	"github.com/agentjit/jit/cmd/internal/jitdproc"
 	"github.com/agentjit/jit/pkg/auth"
 	"github.com/agentjit/jit/pkg/broker"
+	"github.com/agentjit/jit/pkg/checker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -116,8 +117,9 @@ const maxStarts = 5
 
 // clusterPlan orders a cluster round's faults: SIGKILL the meta leader,
 // SIGSTOP the audit stream's leader, SIGKILL the audit stream's leader;
-// then again from the start for more kills and stops.
-func clusterPlan(kills, stops int) []fault {
+// then again from the start for more kills and stops; last, with
+// partition, cut the audit stream's leader off from the others.
+func clusterPlan(kills, stops int, partition bool) []fault {
 	var out []fault
 	for k, s := 0, 0; k < kills || s < stops; {
 		if k < kills {
@@ -133,6 +135,9 @@ func clusterPlan(kills, stops int) []fault {
 			k++
 		}
 	}
+	if partition {
+		out = append(out, fault{kind: faultCut, role: roleAudit})
+	}
 	return out
 }
 
@@ -140,8 +145,8 @@ func clusterPlan(kills, stops int) []fault {
 // inject spreads them, each on the node that has the fault's role at that
 // moment. A killed node is started again after p.down on its data
 // directory; a stopped one continued after p.stopFor.
-func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time, quit <-chan struct{}, logf func(string, ...any)) ([]fault, error) {
-	planned := clusterPlan(p.kills, p.stops)
+func injectCluster(nodes []*jitdproc.Jitd, l *leaders, lab *netLab, creds string, p params, start time.Time, quit <-chan struct{}, logf func(string, ...any)) ([]fault, error) {
+	planned := clusterPlan(p.kills, p.stops, lab != nil)
 	var done []fault
 	var last time.Time
 	for i, f := range planned {
@@ -184,6 +189,10 @@ func injectCluster(nodes []*jitdproc.Jitd, l *leaders, p params, start time.Time
 			}
 			f.ready = d.SeenAt(jitdproc.MsgRunning)
 			logf("%s running again %s after the kill", f.node, f.ready.Sub(f.at).Round(time.Millisecond))
+		case faultCut:
+			if err := partition(lab, idx, d, creds, l, p.partitionFor, &f, logf); err != nil {
+				return done, err
+			}
 		case faultStop:
 			logf("SIGSTOP %s, the %s (%d of %d faults) for %s", f.node, f.role, i+1, len(planned), p.stopFor)
 			f.at = time.Now()
@@ -259,4 +268,76 @@ func (l *leaders) routesOf(url, name string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// partition cuts node idx (d) off from the other nodes for p, with a
+// checker that reaches only that node watching, then joins it again: the
+// fault's routesDropped (before the heal), minorityStaleMS and
+// minorityFresh say what the others and the checker saw.
+func partition(lab *netLab, idx int, d *jitdproc.Jitd, creds string, l *leaders, p time.Duration, f *fault, logf func(string, ...any)) error {
+	chk, stopChk, err := minorityChecker(d.NATSURL(), creds)
+	if err != nil {
+		return fmt.Errorf("minority checker on %s: %w", d.Name(), err)
+	}
+	defer stopChk()
+	logf("cut %s, the %s, off from the other nodes for %s", f.node, f.role, p)
+	f.at = time.Now()
+	if err := lab.cut(idx+1, true); err != nil {
+		_ = lab.cut(idx+1, false)
+		return err
+	}
+	stale := -1.0
+	for heal := f.at.Add(p); time.Now().Before(heal); time.Sleep(50 * time.Millisecond) {
+		if stale < 0 && chk.Stale() {
+			stale = ms(time.Since(f.at))
+			logf("the checker that reaches only %s refuses grants as stale %.0f ms after the cut", f.node, stale)
+		}
+	}
+	f.minorityStaleMS = &stale
+	if dropped, err := l.routesDroppedTo(f.node); err != nil {
+		logf("could not ask the other nodes for their routes: %v", err)
+	} else {
+		f.routesDropped = &dropped
+		logf("before the heal: the other nodes' routes to %s closed: %v", f.node, dropped)
+	}
+	if err := lab.cut(idx+1, false); err != nil {
+		return err
+	}
+	f.ready = time.Now()
+	fresh := false
+	for end := f.ready.Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !chk.Stale() {
+			fresh = true
+			break
+		}
+	}
+	f.minorityFresh = &fresh
+	logf("healed; the minority's checker fresh again: %v (%s after the heal)", fresh, time.Since(f.ready).Round(time.Millisecond))
+	return nil
+}
+
+// minorityChecker is a checker with the checker's credential connected to
+// url alone (it never moves to another node).
+func minorityChecker(url, creds string) (*checker.Checker, func(), error) {
+	opts, err := auth.ClientOptions{Creds: filepath.Join(creds, auth.DefaultChecker.CredsFile())}.NATSOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Name("jitchaos minority checker"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.IgnoreDiscoveredServers())...)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := auth.JetStream(nc, auth.DefaultChecker, true)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	chk := checker.New(js, nil)
+	// Start's context bounds the watches too: Stop ends them.
+	if err := chk.Start(context.Background()); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return chk, func() { chk.Stop(); nc.Close() }, nil
 }

@@ -12,6 +12,9 @@ import (
 const (
 	faultKill = "kill" // SIGKILL, then a restart on the same data directory
 	faultStop = "stop" // SIGSTOP, then SIGCONT
+	// faultCut cuts a cluster node off from the others (a minority
+	// partition, netns.go), then joins it again.
+	faultCut = "partition"
 )
 
 // fault is one fault as it happened.
@@ -31,6 +34,12 @@ type fault struct {
 	// no other node still had a route to the stopped one (it stayed
 	// stopped past the routes' ping time-out and had to rejoin).
 	routesDropped *bool
+	// minorityStaleMS, for a partition: from the cut to a checker that
+	// reaches only the cut node refusing grants as stale (-1: it never
+	// did before the heal); minorityFresh, whether it counted grants
+	// again after the heal.
+	minorityStaleMS *float64
+	minorityFresh   *bool
 }
 
 // plan orders the faults of a round: half the kills (rounded up), then the

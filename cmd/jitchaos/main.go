@@ -35,6 +35,7 @@ type params struct {
 	duration       time.Duration   // how long the load runs (at least until the last fault is over)
 	down           time.Duration   // from SIGKILL to the restart
 	stopFor        time.Duration   // from SIGSTOP to SIGCONT
+	partitionFor   time.Duration   // a cluster round's partition: from the cut to the heal (0: none)
 	grantDurations []time.Duration // what the agents ask for, in turn
 	outcomeTimeout time.Duration   // how long an agent waits for an outcome before it moves on
 }
@@ -103,6 +104,8 @@ func main() {
 	outcome := fs.Duration("outcome-timeout", 0, "how long an agent waits for its request's outcome before it gives up on it (default 40s; 10s with --quick)")
 	keep := fs.Bool("keep", false, "keep the temporary data directory (jitd.log, the JetStream store)")
 	cluster := fs.Bool("cluster", false, "the cluster round: three jitd nodes at R3 (jitdproc.ClusterArgs); SIGKILL the JetStream meta leader, SIGSTOP and then SIGKILL the audit stream's leader; results under \"cluster\"")
+	part := fs.Bool("partition", true, "in the cluster round, last cut the audit stream's leader off from the other nodes for --partition-for (each node in a network namespace of its own: needs root and ip; skipped, and said so, without them)")
+	partFor := fs.Duration("partition-for", 20*time.Second, "how long the cluster round's partition lasts")
 	_ = fs.Parse(os.Args[1:])
 
 	p := fullParams()
@@ -148,6 +151,13 @@ func main() {
 		// A request a killed node held is redelivered after the 30 s ack
 		// wait (cluster.go): the agents wait longer than that.
 		p.outcomeTimeout = max(p.outcomeTimeout, 40*time.Second)
+	}
+	if *cluster && *part {
+		if err := labUnavailable(); err != nil {
+			fmt.Fprintf(os.Stderr, "jitchaos: no partition in this round: %v\n", err)
+		} else {
+			p.partitionFor = *partFor
+		}
 	}
 	res, err := run(ctx, options{jitd: *jitdBin, params: p, quick: *quick, keep: *keep, cluster: *cluster, log: os.Stderr})
 	key := "single_node"

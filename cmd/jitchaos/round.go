@@ -68,10 +68,23 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	}
 	var nodes []*jitdproc.Jitd
 	home := dir
-	if o.cluster {
+	var lab *netLab
+	if o.cluster && p.partitionFor > 0 {
+		// Each node in a network namespace of its own, so that one can be
+		// cut off (netns.go).
+		if lab, err = newNetLab(3); err != nil {
+			return nil, fmt.Errorf("the round's network: %w", err)
+		}
+		defer lab.close()
+		if nodes, err = jitdproc.NewClusterOn(o.jitd, dir, cfgPath, "", false, lab.hosts(), lab.wraps()); err != nil {
+			return nil, err
+		}
+	} else if o.cluster {
 		if nodes, err = jitdproc.NewCluster(o.jitd, dir, cfgPath, "", false); err != nil {
 			return nil, err
 		}
+	}
+	if o.cluster {
 		home = clusterHome(dir)
 		logf("three jitd nodes: %s", strings.Join(nodes[0].Args, " "))
 		err = jitdproc.StartAll(nodes, time.Minute)
@@ -137,7 +150,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	faults := plan(p.kills, p.stops)
 	if o.cluster {
 		faults = nil
-		for _, f := range clusterPlan(p.kills, p.stops) {
+		for _, f := range clusterPlan(p.kills, p.stops, p.partitionFor > 0) {
 			faults = append(faults, f.kind+" "+f.role)
 		}
 	}
@@ -165,7 +178,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 		var fs []fault
 		var err error
 		if o.cluster {
-			fs, err = injectCluster(nodes, lead, p, loadStart, quitFaults, logf)
+			fs, err = injectCluster(nodes, lead, lab, creds, p, loadStart, quitFaults, logf)
 		} else {
 			fs, err = inject(nodes[0], p, loadStart, quitFaults, logf)
 		}
@@ -227,7 +240,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	res = tally(reqs, evs, keys, inj.faults, pr, loadStart)
 	res.Config = roundConfig{
 		Agents: p.agents, Kills: p.kills, Stops: p.stops, DurationS: p.duration.Seconds(),
-		DownS: p.down.Seconds(), StopForS: p.stopFor.Seconds(), OutcomeTimeoutS: p.outcomeTimeout.Seconds(), Quick: o.quick,
+		DownS: p.down.Seconds(), StopForS: p.stopFor.Seconds(), PartitionForS: p.partitionFor.Seconds(), OutcomeTimeoutS: p.outcomeTimeout.Seconds(), Quick: o.quick,
 	}
 	for _, g := range p.grantDurations {
 		res.Config.GrantDurations = append(res.Config.GrantDurations, g.String())

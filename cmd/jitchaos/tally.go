@@ -12,19 +12,19 @@ import (
 // ten fields are the figures issue 15 names; every count must be 0. The
 // rest explain them. See chaos/README.md.
 type singleNode struct {
-	RequestsSent             int            `json:"requests_sent"`
-	RequestsUnanswered       int            `json:"requests_unanswered"`
-	GrantsLost               int            `json:"grants_lost"`
-	DuplicateGrants          int            `json:"duplicate_grants"`
-	GrantsWithoutEvent       int            `json:"grants_without_event"`
-	RevocationsLost          int            `json:"revocations_lost"`
-	DuplicateRevocations     int            `json:"duplicate_revocations"`
-	UsableAfterEnd           int            `json:"usable_after_end"`
-	GrantedAfterEnd          int            `json:"granted_after_end"`
+	RequestsSent         int `json:"requests_sent"`
+	RequestsUnanswered   int `json:"requests_unanswered"`
+	GrantsLost           int `json:"grants_lost"`
+	DuplicateGrants      int `json:"duplicate_grants"`
+	GrantsWithoutEvent   int `json:"grants_without_event"`
+	RevocationsLost      int `json:"revocations_lost"`
+	DuplicateRevocations int `json:"duplicate_revocations"`
+	UsableAfterEnd       int `json:"usable_after_end"`
+	GrantedAfterEnd      int `json:"granted_after_end"`
 	// AuditEventsLost are events a client was told were stored that the
 	// stream does not hold: a request answered "accepted" with no
 	// jit.requested, a grant the agent saw with no jit.granted.
-	AuditEventsLost int `json:"audit_events_lost"`
+	AuditEventsLost          int            `json:"audit_events_lost"`
 	ResumeAfterRestartMSMax  float64        `json:"resume_after_restart_ms_max"`
 	RequestsUnansweredClient int            `json:"requests_unanswered_client"`
 	RequestsWithTwoOutcomes  int            `json:"requests_with_two_outcomes"`
@@ -53,15 +53,15 @@ type singleNode struct {
 	ClientOutcomeLagMSMax   float64 `json:"client_outcome_lag_ms_max"`
 	// ExpiryLagP99MS and ExpiryLagMaxMS: for every jit.revoked with reason
 	// expired, the broker's stored time less the grant's expires_at.
-	ExpiryLagP99MS float64             `json:"expiry_lag_p99_ms"`
-	ExpiryLagMaxMS float64             `json:"expiry_lag_max_ms"`
+	ExpiryLagP99MS float64 `json:"expiry_lag_p99_ms"`
+	ExpiryLagMaxMS float64 `json:"expiry_lag_max_ms"`
 	// TakeoverMSMax is the largest faults[].takeover_ms of a kill.
-	TakeoverMSMax float64 `json:"takeover_ms_max"`
-	Faults         []faultReport       `json:"faults"`
-	Examples       map[string][]string `json:"examples,omitempty"`
-	Config         roundConfig         `json:"config"`
-	JitdWarnings   map[string]int      `json:"jitd_warnings,omitempty"`
-	Run            map[string]any      `json:"run"`
+	TakeoverMSMax float64             `json:"takeover_ms_max"`
+	Faults        []faultReport       `json:"faults"`
+	Examples      map[string][]string `json:"examples,omitempty"`
+	Config        roundConfig         `json:"config"`
+	JitdWarnings  map[string]int      `json:"jitd_warnings,omitempty"`
+	Run           map[string]any      `json:"run"`
 }
 
 // faultReport is one fault of the round.
@@ -77,6 +77,12 @@ type faultReport struct {
 	// RoutesDropped, for a stop in a cluster round: whether, before the
 	// SIGCONT, every other node had closed its routes to the stopped one.
 	RoutesDropped *bool `json:"routes_dropped,omitempty"`
+	// MinorityCheckerStaleMS and MinorityCheckerFresh, for a partition: a
+	// checker connected only to the cut node went stale (refusing grants)
+	// this long after the cut (-1: never), and was fresh again after the
+	// heal.
+	MinorityCheckerStaleMS *float64 `json:"minority_checker_stale_ms,omitempty"`
+	MinorityCheckerFresh   *bool    `json:"minority_checker_fresh_after_heal,omitempty"`
 	// AtS is when the signal was sent, in seconds after the load started.
 	AtS float64 `json:"at_s"`
 	// ReadyAfterMS is from the signal to jitd serving again ("jitd
@@ -106,12 +112,15 @@ type faultReport struct {
 }
 
 type roundConfig struct {
-	Agents          int      `json:"agents"`
-	Kills           int      `json:"kills"`
-	Stops           int      `json:"stops"`
-	DurationS       float64  `json:"duration_s"`
-	DownS           float64  `json:"down_s"`
-	StopForS        float64  `json:"stop_for_s"`
+	Agents    int     `json:"agents"`
+	Kills     int     `json:"kills"`
+	Stops     int     `json:"stops"`
+	DurationS float64 `json:"duration_s"`
+	DownS     float64 `json:"down_s"`
+	StopForS  float64 `json:"stop_for_s"`
+	// PartitionForS is the cluster round's partition (0: none: no root or
+	// no ip on this machine, or --partition=false).
+	PartitionForS   float64  `json:"partition_for_s"`
 	GrantDurations  []string `json:"grant_durations"`
 	OutcomeTimeoutS float64  `json:"outcome_timeout_s"`
 	Quick           bool     `json:"quick"`
@@ -345,7 +354,7 @@ func tally(reqs []request, evs []stored, keys map[string]keySeen, faults []fault
 	// (sent before it, no outcome stored before it) and when the last of
 	// them got its outcome stored, counted from jitd serving again.
 	for _, f := range faults {
-		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, Starts: f.starts, RoutesDropped: f.routesDropped, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
+		fr := faultReport{Kind: f.kind, Node: f.node, Role: f.role, Starts: f.starts, RoutesDropped: f.routesDropped, MinorityCheckerStaleMS: f.minorityStaleMS, MinorityCheckerFresh: f.minorityFresh, AtS: f.at.Sub(loadStart).Seconds(), ReadyAfterMS: ms(f.ready.Sub(f.at))}
 		for id, r := range sent {
 			if !r.firstSent.Before(f.at) {
 				continue

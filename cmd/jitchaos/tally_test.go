@@ -188,8 +188,9 @@ func TestClusterPlan(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []string{"kill meta_leader", "stop audit_leader", "kill audit_leader"}, kinds(clusterPlan(2, 1)))
-	require.Equal(t, []string{"kill meta_leader", "stop audit_leader"}, kinds(clusterPlan(1, 1)))
-	require.Equal(t, []string{"kill meta_leader", "kill audit_leader", "kill meta_leader"}, kinds(clusterPlan(3, 0)))
-	require.Empty(t, clusterPlan(0, 0))
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader", "kill audit_leader"}, kinds(clusterPlan(2, 1, false)))
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader"}, kinds(clusterPlan(1, 1, false)))
+	require.Equal(t, []string{"kill meta_leader", "kill audit_leader", "kill meta_leader"}, kinds(clusterPlan(3, 0, false)))
+	require.Empty(t, clusterPlan(0, 0, false))
+	require.Equal(t, []string{"kill meta_leader", "stop audit_leader", "partition audit_leader"}, kinds(clusterPlan(1, 1, true)), "the partition last")
 }

@@ -255,6 +255,9 @@ func StreamState(ctx context.Context, nc *nats.Conn, prefix, stream string) (Str
 		return StreamPosition{}, err
 	}
 	var info struct {
+		Config struct {
+			Replicas int `json:"num_replicas"`
+		} `json:"config"`
 		State   StreamPosition `json:"state"`
 		Cluster *struct {
 			Leader   string `json:"leader"`
@@ -275,14 +278,19 @@ func StreamState(ctx context.Context, nc *nats.Conn, prefix, stream string) (Str
 	if info.Error != nil {
 		return StreamPosition{}, fmt.Errorf("stream info %s: %d %s", stream, info.Error.Code, info.Error.Description)
 	}
-	if c := info.Cluster; c != nil && len(c.Replicas) > 0 {
+	if c := info.Cluster; c != nil && (len(c.Replicas) > 0 || info.Config.Replicas > 1) {
+		if c.Leader == "" {
+			// A replica that finds its group leaderless (cut off, its
+			// election timed out) answers from its own copy.
+			return StreamPosition{}, fmt.Errorf("stream info %s: answered without a leader", stream)
+		}
 		seen := 1 // the leader
 		for _, r := range c.Replicas {
 			if !r.Offline && r.Active < quorumSeen {
 				seen++
 			}
 		}
-		if n := len(c.Replicas) + 1; seen <= n/2 {
+		if n := max(len(c.Replicas)+1, info.Config.Replicas); seen <= n/2 {
 			return StreamPosition{}, fmt.Errorf("stream info %s: its leader %s has heard from %d of %d replicas within %s",
 				stream, c.Leader, seen, n, quorumSeen)
 		}

@@ -26,7 +26,8 @@ const (
 type Cluster struct {
 	Servers []*server.Server
 	// links[i][j] carries the routes server i opens to server j
-	// (RunPartitionable); nowhere is an address that refuses connections.
+	// (RunPartitionable); nowhere is an address that closes every
+	// connection (refuser).
 	links   [][]*link
 	nowhere string
 	// Dirs are the servers' stores, by index, for a restart on the same
@@ -61,7 +62,7 @@ func runCluster(t testing.TB, n int, partitionable bool) *Cluster {
 		c.RouteURLs[i] = "nats-route://" + freeAddr(t)
 	}
 	if partitionable {
-		c.nowhere = freeAddr(t)
+		c.nowhere = refuser(t)
 		c.links = make([][]*link, n)
 		for i := range n {
 			c.links[i] = make([]*link, n)
@@ -329,4 +330,23 @@ func (l *link) set(cut bool) {
 			_ = c.Close()
 		}
 	}
+}
+
+// refuser listens on a loopback port for the test's life and closes every
+// connection it accepts: an address that is never anyone else's.
+func refuser(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }

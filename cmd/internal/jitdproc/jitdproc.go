@@ -40,6 +40,11 @@ type Jitd struct {
 	PProf              bool
 	MemLimit           string // --memory-limit, if set
 	NoAuth             bool   // --insecure-no-auth
+	// Wrap, if set, runs jitd under this command (its arguments follow):
+	// for example "ip netns exec jcn1", to run a node in a network
+	// namespace of its own. The command must exec jitd in its own process,
+	// so that signals reach jitd.
+	Wrap []string
 	// Args are further flags, after the others (a cluster node's
 	// --server-name, --cluster-listen, --routes, --replicas, --keys-dir,
 	// --auditor; --sync-always).
@@ -80,6 +85,32 @@ func NewCluster(bin, dir, config, memLimit string, noAuth bool) ([]*Jitd, error)
 		}
 		routes[i] = a
 	}
+	return newCluster(bin, dir, config, memLimit, noAuth, routes)
+}
+
+// NewClusterOn is NewCluster with node i on hosts[i] (its client port 4222,
+// its route port 6222) run under wraps[i] (see Jitd.Wrap): nodes in
+// network namespaces of their own. The addresses are beyond loopback, so
+// the nodes are started with --allow-plaintext.
+func NewClusterOn(bin, dir, config, memLimit string, noAuth bool, hosts []string, wraps [][]string) ([]*Jitd, error) {
+	routes := make([]string, len(hosts))
+	for i, h := range hosts {
+		routes[i] = net.JoinHostPort(h, "6222")
+	}
+	nodes, err := newCluster(bin, dir, config, memLimit, noAuth, routes)
+	if err != nil {
+		return nil, err
+	}
+	for i, n := range nodes {
+		n.NATSAddr = net.JoinHostPort(hosts[i], "4222")
+		n.HTTPAddr = "127.0.0.1:8080" // the namespace's own loopback
+		n.Wrap = wraps[i]
+		n.Args = append(n.Args, "--allow-plaintext")
+	}
+	return nodes, nil
+}
+
+func newCluster(bin, dir, config, memLimit string, noAuth bool, routes []string) ([]*Jitd, error) {
 	keys := filepath.Join(dir, "n1", "keys")
 	var nodes []*Jitd
 	for i := range 3 {
@@ -190,6 +221,9 @@ func (j *Jitd) Start(timeout time.Duration) error {
 	}
 	args = append(args, j.Args...)
 	cmd := exec.Command(j.Bin, args...)
+	if len(j.Wrap) > 0 {
+		cmd = exec.Command(j.Wrap[0], append(append(j.Wrap[1:len(j.Wrap):len(j.Wrap)], j.Bin), args...)...)
+	}
 	logf, err := os.OpenFile(filepath.Join(j.DataDir, "jitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
