@@ -38,8 +38,7 @@ func (p *Publisher) Emit(ctx context.Context, id, typ, agent string, data any, o
 	if err != nil {
 		return events.Event{}, 0, err
 	}
-	subject := events.Subject(typ, agent)
-	seq, err := p.Publish(ctx, subject, e)
+	seq, _, err := p.publish(ctx, events.Subject(typ, agent), e, data, nil)
 	return e, seq, err
 }
 
@@ -57,7 +56,7 @@ func (p *Publisher) EmitChecked(ctx context.Context, id, typ, agent string, data
 	if err != nil {
 		return events.Event{}, 0, err
 	}
-	seq, _, err := p.PublishChecked(ctx, events.Subject(typ, agent), e, same)
+	seq, _, err := p.publish(ctx, events.Subject(typ, agent), e, data, same)
 	return e, seq, err
 }
 
@@ -75,6 +74,12 @@ func (p *Publisher) Publish(ctx context.Context, subject string, e events.Event)
 // nil) whether the stored event stands for e; stored is returned for a
 // duplicate (nil otherwise).
 func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events.Event, same func(stored events.Event) error) (uint64, *events.Event, error) {
+	return p.publish(ctx, subject, e, nil, same)
+}
+
+// publish is PublishChecked for an event built from payload (nil if not
+// known), which the metrics read instead of decoding e's data.
+func (p *Publisher) publish(ctx context.Context, subject string, e events.Event, payload any, same func(stored events.Event) error) (uint64, *events.Event, error) {
 	end := tracing.StartPublish(ctx, p.source, subject, &e) // a span per write; traceparent on e
 	m, err := ToMsg(subject, e)
 	if err != nil {
@@ -88,7 +93,7 @@ func (p *Publisher) PublishChecked(ctx context.Context, subject string, e events
 		return 0, nil, fmt.Errorf("publish %s %s: %w", e.Type(), e.ID(), err)
 	}
 	if !ack.Duplicate {
-		metrics.Observe(e)
+		metrics.ObservePayload(e, payload)
 		return ack.Sequence, nil, nil
 	}
 	stored, err := p.stored(ctx, ack.Sequence, subject, e)

@@ -27,10 +27,16 @@ func BenchmarkObserve(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(c.name, func(b *testing.B) {
+		b.Run(c.name+"/decoded", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				metrics.Observe(e)
+			}
+		})
+		b.Run(c.name+"/payload", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				metrics.ObservePayload(e, c.data)
 			}
 		})
 	}

@@ -26,7 +26,14 @@ func Enabled() bool { return !off.Load() }
 // stream for the first time (a duplicate acknowledgement is not a new
 // event). It decodes the data only of the types it measures; an event
 // whose data does not decode is counted by type only. It never fails.
-func Observe(e events.Event) {
+func Observe(e events.Event) { ObservePayload(e, nil) }
+
+// ObservePayload is Observe for an event built from payload (the value
+// given to events.New): the fields a series needs are read from it, with no
+// decoding of the JSON just encoded, when it is one of the payload types
+// measured (value or pointer); any other payload, or nil, falls back to
+// decoding e's data.
+func ObservePayload(e events.Event, payload any) {
 	if off.Load() {
 		return
 	}
@@ -34,74 +41,125 @@ func Observe(e events.Event) {
 	Published.WithLabelValues(typ).Inc()
 	switch typ {
 	case events.TypeDecided:
-		var d struct {
-			Outcome   string    `json:"outcome"`
-			Mode      string    `json:"mode"`
-			DecidedAt time.Time `json:"decided_at"`
-			Request   struct {
-				RequestedAt time.Time `json:"requested_at"`
-			} `json:"request"`
-		}
-		if !decode(e, &d) {
-			return
-		}
-		Requests.WithLabelValues(d.Outcome, d.Mode).Inc()
-		switch d.Mode {
-		case events.ModeAutoApprove, events.ModePolicy, events.ModeRequireApproval, events.ModeDeny, events.ModeDefaultDeny:
-			// The policy service's own decisions; a human's or a
-			// time-out's latency is the wait for the human.
-			if s, ok := since(d.Request.RequestedAt, d.DecidedAt); ok {
-				DecisionLatency.Observe(s)
+		d, ok := as[events.Decision](payload)
+		if !ok {
+			var j struct {
+				Outcome   string    `json:"outcome"`
+				Mode      string    `json:"mode"`
+				DecidedAt time.Time `json:"decided_at"`
+				Request   struct {
+					RequestedAt time.Time `json:"requested_at"`
+				} `json:"request"`
 			}
+			if !decode(e, &j) {
+				return
+			}
+			d.Outcome, d.Mode, d.DecidedAt, d.Request.RequestedAt = j.Outcome, j.Mode, j.DecidedAt, j.Request.RequestedAt
 		}
+		decided(d.Outcome, d.Mode, d.Request.RequestedAt, d.DecidedAt)
 	case events.TypeGranted:
-		var g struct {
-			Mode string `json:"mode"`
+		mode := ""
+		if g, ok := as[events.Grant](payload); ok {
+			mode = g.Mode
+		} else {
+			var j struct {
+				Mode string `json:"mode"`
+			}
+			if !decode(e, &j) {
+				return
+			}
+			mode = j.Mode
 		}
-		if decode(e, &g) {
-			Grants.WithLabelValues(g.Mode).Inc()
-		}
+		Grants.WithLabelValues(mode).Inc()
 	case events.TypeRevoked:
-		var r struct {
-			Agent     string    `json:"agent"`
-			Reason    string    `json:"reason"`
-			RevokedAt time.Time `json:"revoked_at"`
-			ExpiresAt time.Time `json:"expires_at"`
-		}
-		if !decode(e, &r) {
-			return
-		}
-		Revocations.WithLabelValues(r.Reason).Inc()
-		switch r.Reason {
-		case events.RevokedExpired:
-			if s, ok := since(r.ExpiresAt, r.RevokedAt); ok {
-				RevocationLag.WithLabelValues(r.Reason).Observe(s)
+		r, ok := as[events.Revocation](payload)
+		if !ok {
+			var j struct {
+				Agent     string    `json:"agent"`
+				Reason    string    `json:"reason"`
+				RevokedAt time.Time `json:"revoked_at"`
+				ExpiresAt time.Time `json:"expires_at"`
 			}
-		case events.RevokedGuardrail:
-			if fired, ok := guardrails.get(r.Agent); ok {
-				if s, ok := since(fired, r.RevokedAt); ok {
-					RevocationLag.WithLabelValues(r.Reason).Observe(s)
-				}
+			if !decode(e, &j) {
+				return
 			}
+			r.Agent, r.Reason, r.RevokedAt, r.ExpiresAt = j.Agent, j.Reason, j.RevokedAt, j.ExpiresAt
 		}
+		revoked(r.Agent, r.Reason, r.ExpiresAt, r.RevokedAt)
 	case events.TypeGuardrailFired:
-		var g struct {
-			Rule string `json:"rule"`
+		rule := ""
+		if g, ok := as[events.GuardrailFired](payload); ok {
+			rule = g.Rule
+		} else {
+			var j struct {
+				Rule string `json:"rule"`
+			}
+			if !decode(e, &j) {
+				return
+			}
+			rule = j.Rule
 		}
-		if decode(e, &g) {
-			GuardrailsFired.WithLabelValues(g.Rule).Inc()
-		}
+		GuardrailsFired.WithLabelValues(rule).Inc()
 	case events.TypeSuspended:
 		Suspensions.Inc()
 	case events.TypeReinstated:
 		Reinstatements.Inc()
 	case events.TypeRejected:
-		var r struct {
-			Stage string `json:"stage"`
-			Code  string `json:"code"`
+		stage, code := "", ""
+		if r, ok := as[events.Rejection](payload); ok {
+			stage, code = r.Stage, r.Code
+		} else {
+			var j struct {
+				Stage string `json:"stage"`
+				Code  string `json:"code"`
+			}
+			if !decode(e, &j) {
+				return
+			}
+			stage, code = j.Stage, j.Code
 		}
-		if decode(e, &r) {
-			Rejected.WithLabelValues(r.Stage, r.Code).Inc()
+		Rejected.WithLabelValues(stage, code).Inc()
+	}
+}
+
+// as returns payload as a T, whether it holds a T or a non-nil *T.
+func as[T any](payload any) (T, bool) {
+	switch v := payload.(type) {
+	case T:
+		return v, true
+	case *T:
+		if v != nil {
+			return *v, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func decided(outcome, mode string, requested, decidedAt time.Time) {
+	Requests.WithLabelValues(outcome, mode).Inc()
+	switch mode {
+	case events.ModeAutoApprove, events.ModePolicy, events.ModeRequireApproval, events.ModeDeny, events.ModeDefaultDeny:
+		// The policy service's own decisions; a human's or a time-out's
+		// latency is the wait for the human.
+		if s, ok := since(requested, decidedAt); ok {
+			DecisionLatency.Observe(s)
+		}
+	}
+}
+
+func revoked(agent, reason string, expiresAt, revokedAt time.Time) {
+	Revocations.WithLabelValues(reason).Inc()
+	switch reason {
+	case events.RevokedExpired:
+		if s, ok := since(expiresAt, revokedAt); ok {
+			RevocationLag.WithLabelValues(reason).Observe(s)
+		}
+	case events.RevokedGuardrail:
+		if fired, ok := guardrails.get(agent); ok {
+			if s, ok := since(fired, revokedAt); ok {
+				RevocationLag.WithLabelValues(reason).Observe(s)
+			}
 		}
 	}
 }
