@@ -428,6 +428,14 @@ func TestAttacksImpersonation(t *testing.T) {
 		require.Equal(t, events.Actor{Kind: events.ActorAgent, ID: agentB}, r.Actor, "who tried is recorded")
 	}
 
+	// The subjects on which the agents' calls arrive in the services'
+	// account cannot be reached from an agent's account: its import maps
+	// only its own calls there.
+	for _, subject := range []string{broker.AgentSubject(agentA, broker.APIRequest), broker.AgentSubject(agentB, broker.APIRequest)} {
+		_, err := b.Request(subject, []byte(`{}`), time.Second)
+		require.ErrorIs(t, err, nats.ErrNoResponders, subject)
+	}
+
 	// Withdrawing another agent's request withdraws nothing of that agent's:
 	// the request stays pending.
 	var out broker.ActionResult

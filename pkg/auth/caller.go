@@ -72,3 +72,26 @@ func (c Caller) String() string {
 	}
 	return c.Principal.String()
 }
+
+// AgentCaller returns the caller of a call that arrived on a per-agent
+// subject (broker.AgentSubject) for agent: the agent itself, which the
+// subject names because the agent account's import maps its calls there.
+// The broker's request info must be present (the call crossed an import:
+// inside the services' account only the administrator could publish
+// there), but it needs no user details, which keeps the broker from
+// writing the caller's whole credential into every request.
+func AgentCaller(agent string, headers map[string][]string) (Caller, error) {
+	v := headers[HeaderRequestInfo]
+	if len(v) == 0 || v[0] == "" {
+		return Caller{}, fmt.Errorf("%w: a per-agent subject is only reached through an agent's import", ErrNoIdentity)
+	}
+	var ri requestInfo
+	if err := json.Unmarshal([]byte(v[0]), &ri); err != nil || ri.Account == "" {
+		return Caller{}, fmt.Errorf("%w: unreadable request info", ErrNoIdentity)
+	}
+	p := Principal{Kind: KindAgent, ID: agent}
+	if err := p.Validate(); err != nil {
+		return Caller{}, fmt.Errorf("%w: %v", ErrNoIdentity, err)
+	}
+	return Caller{Principal: p, Account: ri.Account, User: ri.User}, nil
+}

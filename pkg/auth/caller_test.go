@@ -59,3 +59,25 @@ func FuzzCallerOf(f *testing.F) {
 		require.NotEmpty(t, c.Account)
 	})
 }
+
+// TestAgentCaller: a per-agent subject's caller is the agent it names, and
+// only with the server's request info (the call crossed an import).
+func TestAgentCaller(t *testing.T) {
+	info := func(v string) map[string][]string { return map[string][]string{HeaderRequestInfo: {v}} }
+	c, err := AgentCaller("market-intel", info(`{"acc":"ACC","rtt":1000}`))
+	require.NoError(t, err)
+	require.Equal(t, Caller{Principal: Principal{Kind: KindAgent, ID: "market-intel"}, Account: "ACC"}, c)
+	require.False(t, c.Internal)
+
+	for name, h := range map[string]map[string][]string{
+		"no request info": nil,
+		"empty":           info(""),
+		"no account":      info(`{"rtt":1}`),
+		"not json":        info("x"),
+	} {
+		_, err := AgentCaller("market-intel", h)
+		require.ErrorIs(t, err, ErrNoIdentity, name)
+	}
+	_, err = AgentCaller("../x", info(`{"acc":"ACC"}`))
+	require.ErrorIs(t, err, ErrNoIdentity, "not an agent id")
+}

@@ -74,6 +74,10 @@ func JITExports() jwt.Exports {
 	return ex
 }
 
+// agentAPI is what an agent may call: each arrives on the agent's own
+// subject (broker.AgentSubject), which the services serve beside it.
+var agentAPI = []string{broker.APIRequest, broker.APIWithdraw, broker.APIDone, broker.APIEvents, broker.APIGrants, broker.APICheck}
+
 // Scope narrows a principal's rights where the configuration says so.
 type Scope struct {
 	// Agents, for a guardrail source, are the agents it may report on;
@@ -110,8 +114,11 @@ func ClientImports(p Principal, jit string, sc Scope) jwt.Imports {
 	}
 	switch p.Kind {
 	case KindAgent:
-		for _, s := range []string{broker.APIRequest, broker.APIWithdraw, broker.APIDone, broker.APIEvents, broker.APIGrants, broker.APICheck} {
-			service(s)
+		// The agent API, mapped to the agent's own subjects: the subject
+		// says who calls (broker.AgentSubject), so the broker need not
+		// share the caller's details with each call.
+		for _, s := range agentAPI {
+			mapped(s, broker.AgentSubject(p.ID, s))
 		}
 		// Its own grant keys, one at a time.
 		js("DIRECT.GET." + streamGrants + ".$KV." + broker.BucketGrants + "." + p.ID + ".>")
@@ -275,6 +282,11 @@ func ServicePermissions(name string) (jwt.Permissions, bool) {
 	p := Service(name)
 	sub = append(sub, p.InboxPrefix()+".>", "$SRV.>")
 	sub = append(sub, n.serves...)
+	for _, s := range n.serves {
+		if slices.Contains(agentAPI, s) {
+			sub = append(sub, broker.AgentSubject("*", s))
+		}
+	}
 	perms := jwt.Permissions{Resp: &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}}
 	perms.Pub.Allow.Add(dedupe(pub)...)
 	for _, d := range n.resets {

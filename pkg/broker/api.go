@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentjit/jit/pkg/events"
@@ -34,6 +35,34 @@ const (
 	// and the policy service applies it.
 	APIConfigApply = "jitapi.config.apply"
 )
+
+// AgentAPIPrefix starts the subjects on which an agent's own calls arrive
+// in the services' account: each agent account's imports map the agent
+// API (jitapi.request, …) it publishes to AgentSubject(agent, subject), so
+// the subject itself, which only the operator-signed account can choose,
+// says which agent calls. Services serve them beside the shared subjects.
+const AgentAPIPrefix = "jitapi.agent"
+
+// AgentSubject is where agent's call of API subject (an APIxxx under
+// "jitapi.") arrives: "jitapi.agent.<agent>.<verb>"; agent "*" gives the
+// wildcard a service subscribes to.
+func AgentSubject(agent, subject string) string {
+	return AgentAPIPrefix + "." + agent + "." + strings.TrimPrefix(subject, "jitapi.")
+}
+
+// AgentOfAPISubject returns the agent a per-agent subject names, if subject is
+// AgentSubject(agent, api).
+func AgentOfAPISubject(subject, api string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, AgentAPIPrefix+".")
+	if !ok {
+		return "", false
+	}
+	agent, verb, ok := strings.Cut(rest, ".")
+	if !ok || agent == "" || verb != strings.TrimPrefix(api, "jitapi.") {
+		return "", false
+	}
+	return agent, true
+}
 
 // Internal subjects: requests between services inside the services'
 // account, which only the approval service may publish. The approval

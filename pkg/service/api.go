@@ -171,14 +171,34 @@ func NewAPI(ctx context.Context, d Deps, c APIConfig) (*API, error) {
 // Version is the version the services announce on the services API.
 const Version = "0.2.0"
 
-// Serve adds ep to a's micro service.
+// Serve adds ep to a's micro service. An endpoint agents may call is also
+// served on broker.AgentSubject("*", ep.Subject), where each agent
+// account's import delivers that agent's calls; the caller of those is
+// the agent the subject names (auth.AgentCaller).
 func Serve[In any](a *API, ep Endpoint[In]) error {
-	var h micro.Handler = micro.HandlerFunc(func(req micro.Request) { serve(a, ep, req) })
-	if ep.Concurrency > 1 {
-		h = broker.Concurrent(a.d.NC, ep.Concurrency, h)
+	add := func(name, subject string, h micro.Handler) error {
+		if ep.Concurrency > 1 {
+			h = broker.Concurrent(a.d.NC, ep.Concurrency, h)
+		}
+		if err := a.svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject)); err != nil {
+			return fmt.Errorf("endpoint %s: %w", subject, err)
+		}
+		return nil
 	}
-	if err := a.svc.AddEndpoint(ep.Name, h, micro.WithEndpointSubject(ep.Subject)); err != nil {
-		return fmt.Errorf("endpoint %s: %w", ep.Subject, err)
+	if err := add(ep.Name, ep.Subject, micro.HandlerFunc(func(req micro.Request) { serve(a, ep, req, "") })); err != nil {
+		return err
+	}
+	if slices.Contains(ep.Kinds, auth.KindAgent) {
+		err := add(ep.Name+"-agent", broker.AgentSubject("*", ep.Subject), micro.HandlerFunc(func(req micro.Request) {
+			agent, ok := broker.AgentOfAPISubject(req.Subject(), ep.Subject)
+			if !ok {
+				agent = events.UnknownAgent
+			}
+			serve(a, ep, req, agent)
+		}))
+		if err != nil {
+			return err
+		}
 	}
 	a.flush(ep.Subject)
 	return nil
@@ -249,7 +269,7 @@ func (a *API) enter() bool {
 // serve is the one path of every call: gate → deadline → identity →
 // who may call → lockout → approver → body → handler → answer, with every
 // refusal answered and published once.
-func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
+func serve[In any](a *API, ep Endpoint[In], req micro.Request, agent string) {
 	if !a.enter() {
 		broker.Respond(req, nil, broker.Errorf(503, events.CodeUnavailable, "the service is stopping; retry"))
 		return
@@ -262,7 +282,7 @@ func serve[In any](a *API, ep Endpoint[In], req micro.Request) {
 
 	start := time.Now()
 	ctx, end := traceCall(ctx, a, ep.Subject, req.Data())
-	out, err := call(ctx, a, ep, req)
+	out, err := call(ctx, a, ep, req, agent)
 	end(err)
 	observeCall(ep.Subject, start, err)
 	var rf *Refused
@@ -294,7 +314,7 @@ func traceCall(ctx context.Context, a *API, subject string, body []byte) (contex
 	return tracing.StartCall(ctx, a.name, subject, v.RequestID)
 }
 
-func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Request) (any, error) {
+func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Request, agent string) (any, error) {
 	about := func(c Call) events.Rejection {
 		r := events.Rejection{Actor: c.Actor}
 		if ep.Describe != nil {
@@ -310,6 +330,10 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 		return r
 	}
 	caller, err := auth.CallerOf(req.Headers())
+	if agent != "" {
+		// Arrived on the agent's own subject (Serve).
+		caller, err = auth.AgentCaller(agent, req.Headers())
+	}
 	if err != nil {
 		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated, "%v", err), about(Call{}))
 	}
