@@ -189,14 +189,11 @@ func (h *history) follow(ctx context.Context) (jetstream.MessagesContext, func()
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	stop := func() {
-		it.Stop()
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if ci := cons.CachedInfo(); ci != nil {
-			_ = js.DeleteConsumer(dctx, broker.AuditStream, ci.Name)
-		}
-	}
+	// Stopping leaves the consumer to the server, which removes it
+	// InactiveThreshold after the last pull: the approval service may not
+	// delete a consumer of the audit stream (docs/security.md), and asking
+	// would only wait out a denied request and log a permissions violation.
+	stop := it.Stop
 	return it, stop, pending, nil
 }
 
