@@ -17,6 +17,7 @@ import (
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/agentjit/jit/pkg/natstest"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -92,18 +93,25 @@ func TestClusterOfThreeOverRouteTLS(t *testing.T) {
 	other := natstest.NewCA(t, "other ca")
 	otherCert, otherKey := other.Leaf(t, "x")
 	for _, c := range []struct {
-		name string
-		tls  [3]string
+		name  string
+		tls   [3]string
+		trust *natstest.CA // the CA it checks n1's certificate against, if not its own
 	}{
 		{name: "no TLS"},
 		{name: "a certificate of another CA", tls: [3]string{otherCert, otherKey, other.File}},
-		{name: "a certificate of another CA, trusting the cluster's", tls: [3]string{otherCert, otherKey, ca.File}},
+		{name: "a certificate of another CA, trusting the cluster's", tls: [3]string{otherCert, otherKey, other.File}, trust: ca},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			relay := natstest.NewRelay(t, routes[0])
 			s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ServerName: "intruder",
 				Cluster: &embedded.Cluster{Name: "jit", Listen: loopbackAddr(t), Routes: []string{relay.Addr()},
-					Username: auth.RouteUser, Password: password, TLSCert: c.tls[0], TLSKey: c.tls[1], TLSCA: c.tls[2]}})
+					Username: auth.RouteUser, Password: password, TLSCert: c.tls[0], TLSKey: c.tls[1], TLSCA: c.tls[2]},
+				Configure: func(o *server.Options) error {
+					if c.trust != nil {
+						o.Cluster.TLSConfig.RootCAs = c.trust.Pool()
+					}
+					return nil
+				}})
 			require.NoError(t, err)
 			defer s.Shutdown()
 			// A refused route is closed and tried again a second later: two

@@ -18,14 +18,25 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// routeTLS is a node's route TLS files.
-type routeTLS struct{ cert, key, ca string }
+// routeTLS is a node's route TLS files; trust, if set, replaces the CA
+// the node checks its peers against (Start refuses a certificate its own
+// CA does not sign).
+type routeTLS struct {
+	cert, key, ca string
+	trust         *natstest.CA
+}
 
 func startNode(t *testing.T, name, listen string, routes []string, tls routeTLS) (*server.Server, error) {
 	t.Helper()
 	return embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ServerName: name,
 		Cluster: &embedded.Cluster{Name: "c", Listen: listen, Routes: routes, Username: "r", Password: "right",
-			TLSCert: tls.cert, TLSKey: tls.key, TLSCA: tls.ca}})
+			TLSCert: tls.cert, TLSKey: tls.key, TLSCA: tls.ca},
+		Configure: func(o *server.Options) error {
+			if tls.trust != nil {
+				o.Cluster.TLSConfig.RootCAs = tls.trust.Pool()
+			}
+			return nil
+		}})
 }
 
 // TestClusterRoutesUseMutualTLS: three servers whose routes present
@@ -48,7 +59,7 @@ func TestClusterRoutesUseMutualTLS(t *testing.T) {
 		cert, key := ca.Leaf(t, name)
 		go func() {
 			var err error
-			servers[i], err = startNode(t, name, addrs[i], routes, routeTLS{cert, key, ca.File})
+			servers[i], err = startNode(t, name, addrs[i], routes, routeTLS{cert: cert, key: key, ca: ca.File})
 			errs <- err
 		}()
 	}
@@ -88,10 +99,11 @@ func TestClusterRoutesUseMutualTLS(t *testing.T) {
 		tls   routeTLS
 		joins bool
 	}{
-		{name: "a certificate of another CA", tls: routeTLS{otherCert, otherKey, other.File}},
-		{name: "a certificate of another CA, trusting the cluster's", tls: routeTLS{otherCert, otherKey, ca.File}},
+		{name: "a certificate of another CA", tls: routeTLS{cert: otherCert, key: otherKey, ca: other.File}},
+		// Only n1's check of the certificate it is shown refuses this one.
+		{name: "a certificate of another CA, trusting the cluster's", tls: routeTLS{cert: otherCert, key: otherKey, ca: other.File, trust: ca}},
 		{name: "no TLS", tls: routeTLS{}},
-		{name: "a certificate of the cluster's CA", tls: routeTLS{goodCert, goodKey, ca.File}, joins: true},
+		{name: "a certificate of the cluster's CA", tls: routeTLS{cert: goodCert, key: goodKey, ca: ca.File}, joins: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// The node reaches n1 only through the relay, which sees each
@@ -159,10 +171,10 @@ func TestRouteTLSMistakesFailTheStart(t *testing.T) {
 		{name: "no CA", tls: routeTLS{cert: cert, key: key}, is: embedded.ErrRouteTLSIncomplete},
 		{name: "no key", tls: routeTLS{cert: cert, ca: ca.File}, is: embedded.ErrRouteTLSIncomplete},
 		{name: "a CA alone", tls: routeTLS{ca: ca.File}, is: embedded.ErrRouteTLSIncomplete},
-		{name: "a CA file without a certificate", tls: routeTLS{cert, key, garbage}, err: "root ca"},
-		{name: "a missing certificate", tls: routeTLS{filepath.Join(t.TempDir(), "none.pem"), key, ca.File}, err: "no such file"},
-		{name: "a certificate another CA signed", tls: routeTLS{cert, key, other.File}, err: "does not verify against the CA in " + other.File},
-		{name: "a certificate for servers only", tls: routeTLS{serverOnly, serverOnlyKey, ca.File}, err: "for client authentication"},
+		{name: "a CA file without a certificate", tls: routeTLS{cert: cert, key: key, ca: garbage}, err: "root ca"},
+		{name: "a missing certificate", tls: routeTLS{cert: filepath.Join(t.TempDir(), "none.pem"), key: key, ca: ca.File}, err: "no such file"},
+		{name: "a certificate another CA signed", tls: routeTLS{cert: cert, key: key, ca: other.File}, err: "does not verify against the CA in " + other.File},
+		{name: "a certificate for servers only", tls: routeTLS{cert: serverOnly, key: serverOnlyKey, ca: ca.File}, err: "for client authentication"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := startNode(t, "n1", loopbackAddr(t), nil, c.tls)

@@ -77,6 +77,13 @@ func NewCA(t testing.TB, name string) *CA {
 	return c
 }
 
+// Pool is a pool of the CA's certificate alone.
+func (c *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.cert)
+	return p
+}
+
 // Leaf writes a certificate for 127.0.0.1 and localhost signed by the CA,
 // good for both ends of a connection (server and client authentication,
 // as a route's is), and its key; it returns their paths.
