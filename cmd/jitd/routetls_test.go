@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -65,8 +68,15 @@ func TestClusterOfThreeOverRouteTLS(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 
+	// The route ports speak TLS from the first byte: a route's INFO comes
+	// only after a handshake with a certificate of the CA, and a plaintext
+	// CONNECT is answered by closing the connection.
+	probeCert, probeKey := ca.Leaf(t, "probe")
+	probe, err := tls.LoadX509KeyPair(probeCert, probeKey)
+	require.NoError(t, err)
 	for _, r := range routes {
-		require.True(t, routeInfo(t, r).TLSRequired, "the route port at %s asks for TLS", r)
+		require.True(t, routeInfoOverTLS(t, r, probe, ca).TLSRequired, "the route port at %s", r)
+		require.Empty(t, plaintextRoute(t, r), "the route port at %s answered in plaintext", r)
 	}
 	store, err := auth.OpenStore(keys)
 	require.NoError(t, err)
@@ -114,21 +124,26 @@ func TestClusterOfThreeOverRouteTLS(t *testing.T) {
 				}})
 			require.NoError(t, err)
 			defer s.Shutdown()
-			// A refused route is closed and tried again a second later: two
-			// ended attempts are two refusals.
-			require.Eventually(t, func() bool { return relay.Ended() >= 2 }, 20*time.Second, 20*time.Millisecond,
+			// A server opens two routes to a peer at first (the system
+			// account has one of its own); each refused one is closed and
+			// tried again a second later: four ended connections are two
+			// rounds of refusals.
+			require.Eventually(t, func() bool { return relay.Ended() >= 4 }, 20*time.Second, 20*time.Millisecond,
 				"the intruder's attempts were not closed")
 			require.Zero(t, s.NumRoutes(), "the intruder has a route")
 		})
 	}
 }
 
-// routeInfo reads the INFO a route port sends first.
-func routeInfo(t *testing.T, addr string) (info struct {
+// routeInfoOverTLS reads the INFO a route port sends after a TLS
+// handshake in which the probe presents cert and checks the port's
+// certificate against ca.
+func routeInfoOverTLS(t *testing.T, addr string, cert tls.Certificate, ca *natstest.CA) (info struct {
 	TLSRequired bool `json:"tls_required"`
 }) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
@@ -138,6 +153,23 @@ func routeInfo(t *testing.T, addr string) (info struct {
 	require.True(t, ok, "not an INFO: %q", line)
 	require.NoError(t, json.Unmarshal([]byte(js), &info))
 	return info
+}
+
+// plaintextRoute sends a route's CONNECT in plaintext and returns what the
+// port answered before it closed the connection.
+func plaintextRoute(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Write([]byte("CONNECT {}\r\nPING\r\n"))
+	require.NoError(t, err)
+	// Closed, by a FIN or a reset (the server leaves what it did not read).
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the port kept the connection open")
+	return string(b)
 }
 
 func loopbackAddr(t *testing.T) string {
