@@ -15,6 +15,7 @@ func TestClusterOptions(t *testing.T) {
 		replicas     int
 		auditor      bool
 		auditorGiven bool
+		tls          [3]string // --cluster-tls-cert, -key, -ca
 		err          string
 		want         allinone.Options
 	}{
@@ -31,9 +32,20 @@ func TestClusterOptions(t *testing.T) {
 		{name: "a node that does not say", listen: "127.0.0.1:6222", auditor: true, err: "say where the auditor runs"},
 		{name: "routes without a listener", routes: "a:1", auditor: true, err: "--routes needs --cluster-listen"},
 		{name: "too many replicas", replicas: 7, auditor: true, err: "--replicas 7"},
+		{name: "routes under mutual TLS", listen: "10.0.0.1:6222", routes: "a:1", auditorGiven: true, tls: [3]string{"n1.pem", "n1.key", "ca.pem"},
+			want: allinone.Options{ClusterListen: "10.0.0.1:6222", Routes: []string{"a:1"}, Replicas: 3, NoAuditor: true,
+				ClusterTLSCert: "n1.pem", ClusterTLSKey: "n1.key", ClusterTLSCA: "ca.pem"}},
+		{name: "a route certificate without its key", listen: "127.0.0.1:6222", auditorGiven: true, tls: [3]string{"n1.pem", "", "ca.pem"},
+			err: "--cluster-tls-cert and --cluster-tls-ca without --cluster-tls-key"},
+		{name: "route TLS without its CA", listen: "127.0.0.1:6222", auditorGiven: true, tls: [3]string{"n1.pem", "n1.key", ""},
+			err: "--cluster-tls-cert and --cluster-tls-key without --cluster-tls-ca"},
+		{name: "a route CA alone", listen: "127.0.0.1:6222", auditorGiven: true, tls: [3]string{"", "", "ca.pem"},
+			err: "--cluster-tls-ca without --cluster-tls-cert and --cluster-tls-key"},
+		{name: "route TLS on a single node", auditor: true, tls: [3]string{"n1.pem", "n1.key", "ca.pem"},
+			err: "--cluster-tls-cert needs --cluster-listen"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			o := allinone.Options{ClusterListen: c.listen}
+			o := allinone.Options{ClusterListen: c.listen, ClusterTLSCert: c.tls[0], ClusterTLSKey: c.tls[1], ClusterTLSCA: c.tls[2]}
 			err := clusterOptions(&o, c.routes, c.replicas, c.auditor, c.auditorGiven)
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)
@@ -43,4 +55,25 @@ func TestClusterOptions(t *testing.T) {
 			require.Equal(t, c.want, o)
 		})
 	}
+}
+
+// TestParseFlagsRouteTLS: the route TLS flags and their environment
+// variables reach the App's options; a flag wins over its variable; and a
+// partial route TLS is refused before anything starts.
+func TestParseFlagsRouteTLS(t *testing.T) {
+	t.Setenv("JIT_CLUSTER_TLS_CERT", "env.pem")
+	t.Setenv("JIT_CLUSTER_TLS_KEY", "env.key")
+	t.Setenv("JIT_CLUSTER_TLS_CA", "env-ca.pem")
+	node := []string{"--cluster-listen", "127.0.0.1:6222", "--auditor=false"}
+	f, err := parseFlags(node)
+	require.NoError(t, err)
+	require.Equal(t, [3]string{"env.pem", "env.key", "env-ca.pem"}, [3]string{f.opts.ClusterTLSCert, f.opts.ClusterTLSKey, f.opts.ClusterTLSCA})
+
+	f, err = parseFlags(append(node, "--cluster-tls-cert", "n1.pem", "--cluster-tls-key", "n1.key", "--cluster-tls-ca", "ca.pem"))
+	require.NoError(t, err)
+	require.Equal(t, [3]string{"n1.pem", "n1.key", "ca.pem"}, [3]string{f.opts.ClusterTLSCert, f.opts.ClusterTLSKey, f.opts.ClusterTLSCA})
+
+	t.Setenv("JIT_CLUSTER_TLS_CA", "")
+	_, err = parseFlags(node)
+	require.EqualError(t, err, "--cluster-tls-cert and --cluster-tls-key without --cluster-tls-ca: routes use mutual TLS, which needs this node's certificate, its key and the CA that signs every node's certificate")
 }

@@ -120,17 +120,37 @@ func CheckListen(addr string, withTLS, allowPlaintext bool) error {
 	if withTLS || allowPlaintext {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("nats listen address %q: %w", addr, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
+	if lo, err := loopback(addr); err != nil || lo {
+		return err
 	}
 	return fmt.Errorf("refusing to listen for NATS on %s without TLS: credentials and approver tokens would cross the network in clear; give --tls-cert and --tls-key (or --allow-plaintext)", addr)
+}
+
+// CheckRouteListen is CheckListen for a cluster node's route listener:
+// without route TLS, the replication of the audit stream and every bucket
+// (grants, configuration with the approvers' token hashes) would cross
+// the network in clear.
+func CheckRouteListen(addr string, withTLS, allowPlaintext bool) error {
+	if withTLS || allowPlaintext {
+		return nil
+	}
+	if lo, err := loopback(addr); err != nil || lo {
+		return err
+	}
+	return fmt.Errorf("refusing to accept routes on %s without TLS: the replicated grants, configuration and audit events would cross the network in clear; give --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca (or --allow-plaintext)", addr)
+}
+
+// loopback says whether addr's host is the loopback interface.
+func loopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("nats listen address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
 }
 
 // RouteUser is the user name every route of a jitd cluster presents.

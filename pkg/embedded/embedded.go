@@ -3,6 +3,8 @@
 package embedded
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -56,6 +58,15 @@ type Cluster struct {
 	// Username and Password, if set, are required of every route and sent
 	// on every route this node opens: a server without them cannot join.
 	Username, Password string
+	// TLSCert, TLSKey and TLSCA, if set (all three or none), put every
+	// route under mutual TLS: this node presents TLSCert on the routes it
+	// accepts and on those it opens, and requires of its peer a
+	// certificate that TLSCA signed; a route without TLS, or whose
+	// certificate another CA signed, is closed before it carries anything.
+	// TLSCert must allow both server and client authentication (a node is
+	// the one and the other), and name (DNS or IP SAN) the host the other
+	// nodes reach it at, as given in their Routes.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // ErrAddrInUse is returned by Start when another process already listens
@@ -174,6 +185,11 @@ func clusterOptions(opts *server.Options, c Cluster) error {
 	}
 	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port,
 		Username: c.Username, Password: c.Password}
+	if c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != "" {
+		if opts.Cluster.TLSConfig, err = routeTLS(c.TLSCert, c.TLSKey, c.TLSCA); err != nil {
+			return fmt.Errorf("cluster tls: %w", err)
+		}
+	}
 	// A node that stops answering (SIGSTOP, a hung machine, a partition
 	// that drops packets) loses its routes after RouteStaleAfter, not
 	// after NATS's default of two pings two minutes apart.
@@ -199,6 +215,53 @@ func clusterOptions(opts *server.Options, c Cluster) error {
 		opts.Routes = append(opts.Routes, u)
 	}
 	return nil
+}
+
+// ErrRouteTLSIncomplete is returned by Start for a Cluster with some of
+// TLSCert, TLSKey and TLSCA but not all three.
+var ErrRouteTLSIncomplete = errors.New("a certificate, its key and the CA that signs the nodes' certificates are all needed")
+
+// routeTLS is the TLS configuration of a cluster's routes: nats-server's
+// own for a cluster block with a tls block (strict verification both
+// ways, the CA trusted as server and as client), from the files given.
+// The certificate is checked against the CA at once, for both uses, so
+// that a mistake fails the start rather than every route.
+func routeTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, ErrRouteTLSIncomplete
+	}
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: certFile, KeyFile: keyFile, CaFile: caFile, Verify: true})
+	if err != nil {
+		return nil, err
+	}
+	if tc == nil || tc.ClientCAs == nil {
+		// GenTLSConfig returns no error for a CA file it read as nil.
+		return nil, fmt.Errorf("no CA in %s", caFile)
+	}
+	// A node opens routes as a client, too: it verifies its peer against
+	// the same CA, never the system's roots.
+	tc.RootCAs = tc.ClientCAs
+	leaf := tc.Certificates[0].Leaf
+	inter := x509.NewCertPool()
+	for _, der := range tc.Certificates[0].Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	for _, use := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: tc.RootCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{use}}); err != nil {
+			return nil, fmt.Errorf("certificate %s (%s) does not verify against the CA in %s for %s: %w",
+				certFile, leaf.Subject, caFile, usageName(use), err)
+		}
+	}
+	return tc, nil
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageClientAuth {
+		return "client authentication"
+	}
+	return "server authentication"
 }
 
 // Stop shuts s down. A cluster node first hands the leaderships of the

@@ -262,6 +262,30 @@ type link struct {
 	mu    sync.Mutex
 	cut   bool
 	conns map[net.Conn]struct{}
+	ended int // connections carried that have ended
+}
+
+// Relay carries TCP connections to a target address and counts those that
+// ended: a test points a server's route at it to see that the server
+// reached its peer and that the peer closed the connection (a route the
+// peer refused), without reading either server's log.
+type Relay struct{ l *link }
+
+// NewRelay listens on a free loopback port, for the test's life, and
+// relays every connection to target.
+func NewRelay(t testing.TB, target string) *Relay {
+	t.Helper()
+	return &Relay{l: newLink(t, target)}
+}
+
+// Addr is the address to connect to, host:port.
+func (r *Relay) Addr() string { return r.l.addr() }
+
+// Ended is how many relayed connections have ended, from either side.
+func (r *Relay) Ended() int {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	return r.l.ended
 }
 
 func newLink(t testing.TB, target string) *link {
@@ -318,6 +342,7 @@ func (l *link) relay(in net.Conn) {
 	l.mu.Lock()
 	delete(l.conns, in)
 	delete(l.conns, out)
+	l.ended++
 	l.mu.Unlock()
 }
 

@@ -93,6 +93,12 @@ type Options struct {
 	// Routes are the other nodes' route addresses (host:port or
 	// nats-route://host:port); this node's own may be among them.
 	Routes []string
+	// ClusterTLSCert, ClusterTLSKey and ClusterTLSCA, all three or none,
+	// put the routes under mutual TLS (embedded.Cluster's TLSCert, TLSKey
+	// and TLSCA): every node presents its certificate and requires one
+	// the CA signed. With them, ClusterListen may be beyond loopback
+	// without AllowPlaintext.
+	ClusterTLSCert, ClusterTLSKey, ClusterTLSCA string
 	// Replicas for the stream and buckets when they are created, and what
 	// Run moves existing ones to (broker.Options.Replicas); zero keeps
 	// what exists (one replica when created).
@@ -171,12 +177,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		TLSKey:     a.opts.TLSKey,
 	}
 	if a.opts.ClusterListen != "" {
-		// Routes have no TLS of their own here: off loopback they need the
-		// same explicit consent as a plaintext client listener.
-		if err := auth.CheckListen(a.opts.ClusterListen, false, a.opts.AllowPlaintext); err != nil {
+		// Routes without TLS of their own need, off loopback, the same
+		// explicit consent as a plaintext client listener.
+		routeTLS := a.opts.ClusterTLSCert != "" || a.opts.ClusterTLSKey != "" || a.opts.ClusterTLSCA != ""
+		if err := auth.CheckRouteListen(a.opts.ClusterListen, routeTLS, a.opts.AllowPlaintext); err != nil {
 			return fmt.Errorf("--cluster-listen: %w", err)
 		}
-		eo.Cluster = &embedded.Cluster{Name: a.opts.ClusterName, Listen: a.opts.ClusterListen, Routes: a.opts.Routes}
+		eo.Cluster = &embedded.Cluster{Name: a.opts.ClusterName, Listen: a.opts.ClusterListen, Routes: a.opts.Routes,
+			TLSCert: a.opts.ClusterTLSCert, TLSKey: a.opts.ClusterTLSKey, TLSCA: a.opts.ClusterTLSCA}
 	}
 	if !a.opts.NoAuth {
 		if a.store, err = auth.OpenStore(a.keysDir()); err != nil {

@@ -57,3 +57,21 @@ func TestPlaintextBeyondLoopbackRefused(t *testing.T) {
 		require.NoError(t, auth.CheckListen(bad, false, true), bad)
 	}
 }
+
+// TestRoutesBeyondLoopbackNeedRouteTLS: a cluster node will not accept
+// routes beyond the loopback interface without route TLS unless told to,
+// and says which flags give it; route TLS (or --allow-plaintext) lets it.
+func TestRoutesBeyondLoopbackNeedRouteTLS(t *testing.T) {
+	app := New(Options{ConfigFile: exampleConfig(t), DataDir: t.TempDir(), NATSListen: "127.0.0.1:-1", ClusterListen: "0.0.0.0:-1"},
+		zerolog.New(zerolog.NewTestWriter(t)))
+	err := app.Run(context.Background())
+	require.EqualError(t, err, "--cluster-listen: refusing to accept routes on 0.0.0.0:-1 without TLS: the replicated grants, configuration and audit events would cross the network in clear; give --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca (or --allow-plaintext)")
+	for _, ok := range []string{"127.0.0.1:6222", "localhost:6222", "[::1]:6222"} {
+		require.NoError(t, auth.CheckRouteListen(ok, false, false), ok)
+	}
+	for _, bad := range []string{"0.0.0.0:6222", ":6222", "10.1.2.3:6222", "jitd1:6222"} {
+		require.ErrorContains(t, auth.CheckRouteListen(bad, false, false), "without TLS", bad)
+		require.NoError(t, auth.CheckRouteListen(bad, true, false), bad)
+		require.NoError(t, auth.CheckRouteListen(bad, false, true), bad)
+	}
+}

@@ -66,7 +66,10 @@ type Jitd struct {
 // address, every node's route address, the keys directory every node
 // shares, --replicas 3, and whether it runs the auditor (one node does).
 // jitbench and jitchaos start their clusters with them, and a test checks
-// that deploy/docker-compose.yml gives its nodes the same.
+// that deploy/docker-compose.yml gives its nodes the same. They give no
+// route TLS (--cluster-tls-*): every run, and the compose file, keeps its
+// routes on one machine, and the measurements stay comparable with the
+// earlier ones; a cluster across machines adds it.
 func ClusterArgs(name, listen string, routes []string, keysDir string, auditor bool) []string {
 	return []string{"--server-name", name, "--cluster-listen", listen, "--routes", strings.Join(routes, ","),
 		"--replicas", "3", "--keys-dir", keysDir, "--auditor=" + strconv.FormatBool(auditor)}
