@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
 )
 
 // Options for an embedded server.
@@ -41,6 +42,10 @@ type Options struct {
 	// auth.Store.ConfigureServer, which turns on operator-mode
 	// authentication).
 	Configure func(*server.Options) error
+	// Log, if set, receives the server's warnings and errors (a route or a
+	// client refused, a TLS handshake that failed, a slow consumer), each
+	// with component=nats-server. Nil: they are dropped.
+	Log *zerolog.Logger
 }
 
 // Cluster is how a server joins a NATS cluster.
@@ -140,6 +145,10 @@ func Start(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	fatal := &fatalLog{failed: make(chan struct{})}
+	if o.Log != nil {
+		l := o.Log.With().Str("component", "nats-server").Logger()
+		fatal.log = &l
+	}
 	s.SetLogger(fatal, false, false)
 	go s.Start()
 	// Poll readiness in short slices, so that a fatal error ends the wait
@@ -285,6 +294,7 @@ type fatalLog struct {
 	once   sync.Once
 	msg    string
 	failed chan struct{}
+	log    *zerolog.Logger // warnings and errors, if set
 }
 
 func (l *fatalLog) Fatalf(format string, v ...any) {
@@ -294,7 +304,17 @@ func (l *fatalLog) Fatalf(format string, v ...any) {
 	})
 }
 func (*fatalLog) Noticef(string, ...any) {}
-func (*fatalLog) Warnf(string, ...any)   {}
-func (*fatalLog) Errorf(string, ...any)  {}
-func (*fatalLog) Debugf(string, ...any)  {}
-func (*fatalLog) Tracef(string, ...any)  {}
+func (l *fatalLog) Warnf(format string, v ...any) {
+	// The route password is derived from the operator's key, not a
+	// password anyone chose: the server's advice to hash it does not apply.
+	if l.log != nil && !strings.HasPrefix(format, "Plaintext passwords detected") {
+		l.log.Warn().Msgf(format, v...)
+	}
+}
+func (l *fatalLog) Errorf(format string, v ...any) {
+	if l.log != nil {
+		l.log.Error().Msgf(format, v...)
+	}
+}
+func (*fatalLog) Debugf(string, ...any) {}
+func (*fatalLog) Tracef(string, ...any) {}

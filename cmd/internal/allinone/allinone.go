@@ -175,6 +175,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		SyncAlways: a.opts.SyncAlways,
 		TLSCert:    a.opts.TLSCert,
 		TLSKey:     a.opts.TLSKey,
+		Log:        &a.log,
 	}
 	if a.opts.ClusterListen != "" {
 		// Routes without TLS of their own need, off loopback, the same
