@@ -148,14 +148,18 @@ func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOp
 	if err != nil {
 		return Deps{}, err
 	}
-	// The broker may still be coming up: retry topology creation for a while.
+	// The broker may still be coming up, or the services' account being
+	// updated (an account pushed while the services start makes its
+	// JetStream answer "not enabled" for a moment): retry every step that
+	// talks to JetStream for a while.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var b broker.Buckets
+	err = retryJetStream(ctx, log, deadline, func() error {
 		// A short deadline per attempt: on a cluster whose nodes all start
 		// at once, a stream another node is creating does not answer until
 		// its group has a leader, and the next attempt finds it made.
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err = broker.Ensure(actx, js, topo)
+		err := broker.Ensure(actx, js, topo)
 		cancel()
 		if errors.Is(err, broker.ErrTopologyDiffers) {
 			// What exists works; only jitd and the administrator may
@@ -163,19 +167,12 @@ func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOp
 			log.Warn().Err(err).Msg("the stream and buckets are not this version's")
 			err = nil
 		}
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			break
+		if err != nil {
+			return err
 		}
-		log.Warn().Err(err).Msg("waiting for JetStream")
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	if err != nil {
-		return Deps{}, err
-	}
-	b, err := broker.OpenBuckets(ctx, js)
+		b, err = broker.OpenBuckets(ctx, js)
+		return err
+	})
 	if err != nil {
 		return Deps{}, err
 	}
@@ -188,11 +185,19 @@ func Prepare(ctx context.Context, nc *nats.Conn, log zerolog.Logger, o PrepareOp
 	if o.Secrets {
 		followed = b.Secrets
 	}
-	src, err := config.Watch(ctx, followed, log)
+	var src *config.Source
+	err = retryJetStream(ctx, log, deadline, func() (err error) {
+		src, err = config.Watch(ctx, followed, log)
+		return err
+	})
 	if err != nil {
 		return Deps{}, err
 	}
-	susp, err := broker.WatchSuspensions(ctx, b.Suspensions, log)
+	var susp *broker.SuspensionView
+	err = retryJetStream(ctx, log, deadline, func() (err error) {
+		susp, err = broker.WatchSuspensions(ctx, b.Suspensions, log)
+		return err
+	})
 	if err != nil {
 		return Deps{}, err
 	}
@@ -244,3 +249,21 @@ func BaseLogger(level string) zerolog.Logger {
 
 // Log is the logger type services use.
 type Log = zerolog.Logger
+
+// retryJetStream runs step until it succeeds, ctx ends or deadline passes,
+// every half second, logging each failure: for the steps of a start that
+// may meet a JetStream still coming up.
+func retryJetStream(ctx context.Context, log zerolog.Logger, deadline time.Time, step func() error) error {
+	for {
+		err := step()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn().Err(err).Msg("waiting for JetStream")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
