@@ -185,6 +185,7 @@ func runCluster(ctx context.Context, o options, rep *report) error {
 		return err
 	}
 	setExpiry(rep, "cluster_", ex)
+	logLate(logf, "cluster expiry", ex)
 
 	victim, role := 2, "not a leader of the audit stream"
 	if st, err := c.js.Stream(ctx, broker.AuditStream); err == nil && st.CachedInfo().Cluster != nil {
@@ -201,6 +202,7 @@ func runCluster(ctx context.Context, o options, rep *report) error {
 		return err
 	}
 	setExpiry(rep, "cluster_node_killed_", ex)
+	logLate(logf, "cluster node loss", ex)
 	rep.notes["cluster_node_killed_expiry_event_lag_p99_ms"] = fmt.Sprintf("n%d, %s, SIGKILLed after the grants were made, before they ended", victim+1, role)
 	return nil
 }

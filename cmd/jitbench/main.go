@@ -278,6 +278,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	rep.expiry("", ex)
+	logLate(logf, "expiry", ex)
 
 	logf("expiry storm: %d grants ending in the same second", p.stormN)
 	st, err := storm(ctx, c, p.stormN, 256, rep.val("grants_per_second"))
@@ -328,6 +329,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep.set("expiry_event_lag_p50_at_100k_ms", ex.lag.pct(50), "ms", "")
 	rep.set("expiry_event_lag_p99_at_100k_ms", ex.lag.pct(99), "ms", "")
 	rep.set("expiry_lost_at_100k", float64(ex.lost), "", "")
+	logLate(logf, "scale expiry", ex)
 	rep.set("enforcement_late_max_at_100k_ms", math.Max(0, ms(ex.late)), "ms", "")
 	runtime.GC()
 	time.Sleep(time.Second)
@@ -396,6 +398,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	}
 	rep.set("expiry_event_lag_p99_after_restart_ms", ex.lag.pct(99), "ms", "")
 	rep.set("expiry_lost_after_restart", float64(ex.lost), "", "")
+	logLate(logf, "expiry after restart", ex)
 	rss, _ = d.RSSMB()
 	rep.set("rss_mb_after_restart", rss, "MiB", "")
 	return rep, nil

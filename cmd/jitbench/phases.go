@@ -80,7 +80,26 @@ type expiryResult struct {
 	createdPerSec  float64
 	lastAfterFinal time.Duration // last revocation − the latest expires_at
 	lastExpiry     time.Time     // the latest expires_at
+	// slow are the grants whose jit.revoked came lateAfter or more after
+	// their expires_at, latest first (at most maxSlow), and lost those
+	// that never had one: logged, so that an outlier can be looked up in
+	// jitd.log (--keep).
+	slow       []lateGrant
+	lostGrants []string
 }
+
+// lateGrant is a grant whose revocation came late, or never.
+type lateGrant struct {
+	id, agent string
+	expiresAt time.Time
+	lag       time.Duration
+}
+
+// lateAfter is how late a revocation must be for its grant to be named.
+const lateAfter = time.Second
+
+// maxSlow bounds the grants named per phase.
+const maxSlow = 5
 
 // expiry creates n grants through the pipeline with durations spread evenly
 // over [minD, maxD], each on its own (agent, permission) pair so that a
@@ -158,18 +177,40 @@ func (res *expiryResult) tally(ids []string, revs map[string]revocation, last ti
 		r, ok := revs[id]
 		if !ok {
 			res.lost++
+			if len(res.lostGrants) < maxSlow {
+				res.lostGrants = append(res.lostGrants, id)
+			}
 			continue
 		}
 		if r.reason != events.RevokedExpired {
 			res.wrongReason++
 		}
-		res.lag = append(res.lag, r.at.Sub(r.expiresAt))
+		lag := r.at.Sub(r.expiresAt)
+		res.lag = append(res.lag, lag)
+		if lag >= lateAfter {
+			res.slow = append(res.slow, lateGrant{id: id, agent: r.agent, expiresAt: r.expiresAt, lag: lag})
+		}
 		if r.at.After(lastRev) {
 			lastRev = r.at
 		}
 	}
+	sort.Slice(res.slow, func(i, j int) bool { return res.slow[i].lag > res.slow[j].lag })
+	if len(res.slow) > maxSlow {
+		res.slow = res.slow[:maxSlow]
+	}
 	res.lastAfterFinal = lastRev.Sub(last)
 	res.lastExpiry = last
+}
+
+// logLate names the grants of ex whose revocation came late or never.
+func logLate(logf func(string, ...any), phase string, ex expiryResult) {
+	for _, g := range ex.slow {
+		logf("%s: jit.revoked of %s (agent %s) came %s after its expires_at %s", phase, g.id, g.agent,
+			g.lag.Round(time.Millisecond), g.expiresAt.UTC().Format(time.RFC3339Nano))
+	}
+	for _, id := range ex.lostGrants {
+		logf("%s: no jit.revoked of %s", phase, id)
+	}
 }
 
 // prober asks a checker, around each grant's expires_at, whether the grant

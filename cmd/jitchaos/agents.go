@@ -40,6 +40,14 @@ type request struct {
 	grantID   string
 	expiresAt time.Time
 	outcomeAt time.Time
+	// acceptedOn is the node the agent's connection was on when the
+	// request was accepted; gaveUp and gaveUpOn when, and on which node,
+	// the agent stopped waiting for its outcome (zero if it saw one): what
+	// tells a request the system answered late from one whose answer did
+	// not reach its agent (see logUnanswered).
+	acceptedOn string
+	gaveUp     time.Time
+	gaveUpOn   string
 }
 
 // agent is one agent of the round: its own connection with its own
@@ -155,7 +163,7 @@ func (a *agent) send(ctx context.Context, r *request) (uint64, bool) {
 		switch {
 		case err == nil:
 			a.mu.Lock()
-			r.accepted = time.Now()
+			r.accepted, r.acceptedOn = time.Now(), a.nc.ConnectedServerName()
 			a.mu.Unlock()
 			return acc.Seq, true
 		case errors.As(err, &ae) && ae.Status < 500:
@@ -190,7 +198,11 @@ func (a *agent) await(ctx context.Context, feed *broker.AgentFeed, r *request) e
 		fe, err := feed.Next(wctx)
 		if err != nil {
 			if wctx.Err() != nil {
-				return nil // given up on; counted as unanswered by the client
+				// Given up on; counted as unanswered by the client.
+				a.mu.Lock()
+				r.gaveUp, r.gaveUpOn = time.Now(), a.nc.ConnectedServerName()
+				a.mu.Unlock()
+				return nil
 			}
 			return err
 		}

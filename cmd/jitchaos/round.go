@@ -238,6 +238,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 	watching = false
 
 	res = tally(reqs, evs, keys, inj.faults, pr, loadStart)
+	logUnanswered(logf, reqs, evs, loadStart)
 	res.Config = roundConfig{
 		Agents: p.agents, Kills: p.kills, Stops: p.stops, DurationS: p.duration.Seconds(),
 		DownS: p.down.Seconds(), StopForS: p.stopFor.Seconds(), PartitionForS: p.partitionFor.Seconds(), OutcomeTimeoutS: p.outcomeTimeout.Seconds(), Quick: o.quick,
@@ -262,6 +263,38 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 		res.Run["agent_errors"] = fmt.Sprint(agentErrs)
 	}
 	return res, nil
+}
+
+// logUnanswered names, for every request whose agent gave up waiting for
+// its outcome, when it was accepted and on which node, when the agent gave
+// up and on which node, and when the stream stored its outcome: late on
+// the stream is the system's delay, stored in time but not seen is the
+// agent's feed's.
+func logUnanswered(logf func(string, ...any), reqs []request, evs []stored, loadStart time.Time) {
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%.3f s", t.Sub(loadStart).Seconds())
+	}
+	for _, r := range reqs {
+		if r.outcome != "" || r.gaveUp.IsZero() {
+			continue
+		}
+		var stored time.Time
+		what := "no outcome"
+		for _, e := range evs {
+			if e.requestID != r.id {
+				continue
+			}
+			if e.typ == events.TypeGranted || e.typ == events.TypeRejected || e.typ == events.TypeDecided && e.outcome == events.OutcomeDenied {
+				stored, what = e.at, e.typ
+				break
+			}
+		}
+		logf("unanswered by the client: %s sent at %s, accepted at %s on %s, given up at %s on %s; %s stored at %s",
+			r.id, at(r.firstSent), at(r.accepted), r.acceptedOn, at(r.gaveUp), r.gaveUpOn, what, at(stored))
+	}
 }
 
 // clusterAckWait is the services' durable consumers' ack wait
