@@ -148,8 +148,10 @@ func main() {
 		p.stopFor = embedded.RouteStaleAfter + 4*time.Second
 	}
 	if *cluster && *outcome == 0 {
-		// A request a killed node held is redelivered after the 30 s ack
-		// wait (cluster.go): the agents wait longer than that.
+		// A request a killed node held is redelivered after the ack wait
+		// (broker.DefaultAckWait), and an agent on a node cut off sees an
+		// outcome stored meanwhile only after the heal (--partition-for):
+		// the agents wait longer than both.
 		p.outcomeTimeout = max(p.outcomeTimeout, 40*time.Second)
 	}
 	if *cluster && *part {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentjit/jit/cmd/internal/jitdproc"
+	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/config"
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/nats-io/nats.go"
@@ -226,7 +227,7 @@ func run(ctx context.Context, o options) (res *singleNode, err error) {
 		// only after the consumer's ack wait: the other replicas keep
 		// pulling, so nobody resets the durable as a lone restarted
 		// jitd does (architecture.md, "Failure behaviour").
-		lastEnd = latest(lastEnd, inj.faults[len(inj.faults)-1].ready.Add(clusterAckWait+2*time.Second))
+		lastEnd = latest(lastEnd, inj.faults[len(inj.faults)-1].ready.Add(broker.DefaultAckWait+2*time.Second))
 	}
 	evs, err := drain(ctx, obs, w, lastEnd, logf)
 	if err != nil {
@@ -296,10 +297,6 @@ func logUnanswered(logf func(string, ...any), reqs []request, evs []stored, load
 			r.id, at(r.firstSent), at(r.accepted), r.acceptedOn, at(r.gaveUp), r.gaveUpOn, what, at(stored))
 	}
 }
-
-// clusterAckWait is the services' durable consumers' ack wait
-// (broker.ConsumerConfig's default).
-const clusterAckWait = 30 * time.Second
 
 func latest(a, b time.Time) time.Time {
 	if b.After(a) {

@@ -50,7 +50,9 @@ type ConsumerConfig struct {
 	// after a restart.
 	Durable        string
 	FilterSubjects []string
-	// AckWait defaults to 30s.
+	// AckWait defaults to DefaultAckWait. It bounds how long a message an
+	// instance was given waits after that instance died; a live instance
+	// keeps what it holds however long it takes (Consumer).
 	AckWait time.Duration
 	// HandlerTimeout bounds each handler call (default 10s).
 	HandlerTimeout time.Duration
@@ -66,6 +68,23 @@ type ConsumerConfig struct {
 	// bucket's stream).
 	OrderKey func(subject string) string
 }
+
+// DefaultAckWait is the ack wait of the services' durable consumers: how
+// long a message an instance was given and never answered (it died: killed,
+// its node lost or cut off) waits before the broker hands it to another
+// instance. It is short because a live instance never lets it run out: it
+// tells the broker that it still holds each message it has fetched and not
+// yet acknowledged (progress, every fifth of the ack wait), whether its
+// handler runs or it waits for a worker, so a slow handler is not given to
+// a second instance. On a cluster the other replicas keep pulling, so no
+// start's reclaim takes a dead replica's messages back: before, they waited
+// out a 30 s ack wait, and with them a grant announced but not yet leased
+// (its revocation 26 s late in jitbench's node-loss phase) or a request not
+// yet decided.
+const DefaultAckWait = 5 * time.Second
+
+// progressParts is how many progress intervals fit in an ack wait.
+const progressParts = 5
 
 // DefaultWorkers is the default parallelism of a consume loop: enough to
 // overlap the broker round trips of handlers (which mostly wait on KV reads
@@ -99,6 +118,14 @@ type Consumer struct {
 	queues []chan jetstream.Msg
 	wg     sync.WaitGroup
 
+	// held are the messages fetched and not yet answered (ack, nak or
+	// term), with when the broker was last told they are held: hold keeps
+	// them from being redelivered while this instance lives.
+	heldMu sync.Mutex
+	held   map[jetstream.Msg]time.Time
+	quit   chan struct{} // ends hold
+	holder sync.WaitGroup
+
 	unwatch func() // ends the consumer's series (observe.go)
 }
 
@@ -124,6 +151,7 @@ func (c *Consumer) Stop() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.stopHold()
 	// Acknowledgements are published without waiting: see them reach the
 	// server before Stop returns.
 	if c.nc != nil {
@@ -138,9 +166,67 @@ func (c *Consumer) dispatch(m jetstream.Msg, key string) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {
+		c.release(m)
 		return
 	}
 	c.queues[fnv32a(key)%uint32(len(c.queues))] <- m
+}
+
+// track records m as held from now on, until release.
+func (c *Consumer) track(m jetstream.Msg) {
+	c.heldMu.Lock()
+	c.held[m] = time.Now()
+	c.heldMu.Unlock()
+}
+
+// release forgets m: it was answered, or dropped at Stop.
+func (c *Consumer) release(m jetstream.Msg) {
+	c.heldMu.Lock()
+	delete(c.held, m)
+	c.heldMu.Unlock()
+}
+
+// hold tells the broker, every interval, that each message held for an
+// interval or more since it was fetched or last told is still being
+// worked on (progress: its ack wait starts again), until stopHold. A
+// message whose instance died is told of no more and comes again after the
+// ack wait.
+func (c *Consumer) hold(interval time.Duration) {
+	c.holder.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var due []jetstream.Msg
+		for {
+			select {
+			case <-c.quit:
+				return
+			case now := <-t.C:
+				due = due[:0]
+				c.heldMu.Lock()
+				for m, last := range c.held {
+					if now.Sub(last) >= interval {
+						due = append(due, m)
+						c.held[m] = now
+					}
+				}
+				c.heldMu.Unlock()
+				for _, m := range due {
+					// Fire and forget, as acks are; one lost is made up
+					// for at the next tick, well within the ack wait.
+					_ = m.InProgress()
+				}
+			}
+		}
+	})
+}
+
+func (c *Consumer) stopHold() {
+	select {
+	case <-c.quit:
+	default:
+		close(c.quit)
+	}
+	c.holder.Wait()
 }
 
 // fnv32a hashes s without allocating.
@@ -184,7 +270,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		cfg.Stream = AuditStream
 	}
 	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
+		cfg.AckWait = DefaultAckWait
 	}
 	if cfg.HandlerTimeout == 0 {
 		cfg.HandlerTimeout = 10 * time.Second
@@ -210,12 +296,15 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 	}
 	base := log
 	log = log.With().Str("consumer", cfg.Durable).Logger()
-	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers), unwatch: watch(js, cons, cfg)}
+	c := &Consumer{nc: js.Conn(), log: log, queues: make([]chan jetstream.Msg, cfg.Workers), unwatch: watch(js, cons, cfg),
+		held: map[jetstream.Msg]time.Time{}, quit: make(chan struct{})}
 	for i := range c.queues {
 		c.queues[i] = make(chan jetstream.Msg, workerQueue)
 	}
-	// Messages wait in the queues until the workers below start.
+	c.hold(cfg.AckWait / progressParts)
+	// Messages wait in the queues until the workers below start, held.
 	c.d, err = keepConsuming(ctx, js, cons, jcfg, func(m jetstream.Msg) {
+		c.track(m)
 		key := m.Subject()
 		if cfg.OrderKey != nil {
 			key = cfg.OrderKey(key)
@@ -226,6 +315,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		c.stopHold()
 		c.unwatch()
 		return nil, err
 	}
@@ -233,6 +323,7 @@ func ConsumeRaw(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig,
 		c.wg.Go(func() {
 			for m := range q {
 				handle(ctx, m, cfg, h, c.d, log)
+				c.release(m)
 			}
 		})
 	}
@@ -261,7 +352,7 @@ func ensureDurable(ctx context.Context, js jetstream.JetStream, stream string, c
 }
 
 // reclaim makes the messages a dead instance had been given, and never
-// acknowledged, come again now rather than after the ack wait (30 s): a
+// acknowledged, come again now rather than after the ack wait: a
 // consumer nobody pulls from (no waiting pull request: this is the only
 // instance, or the first of several to start) with messages pending is
 // reset to its ack floor. Everything after the floor is delivered again,

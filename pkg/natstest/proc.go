@@ -89,6 +89,9 @@ func (p *Proc) WaitKilled(timeout time.Duration) {
 	require.True(p.t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "%s ended with %v, not by SIGKILL", p.cmd.Path, p.err)
 }
 
+// Done is closed once the process has exited, however it ended.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Stop sends SIGTERM, waits for the process to exit and requires exit
 // status 0.
 func (p *Proc) Stop() {

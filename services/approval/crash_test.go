@@ -116,3 +116,52 @@ func TestKillBetweenAnswerAndDecision(t *testing.T) {
 	h.requireOneGranted(reqID)
 	p.Stop()
 }
+
+// A replica killed between a grant's announcement and its lease while
+// another replica runs (a node lost in a cluster): the live replica records
+// the announced grant's lease and key within seconds, not after a 30 s ack
+// wait. The revoker arms its timers from leases, so until then nothing
+// would end the grant: jitbench's node-loss phase saw such a grant's
+// jit.revoked 26 s after its expires_at.
+func TestAnnouncedGrantOfAKilledReplicaIsLeasedByAnother(t *testing.T) {
+	h := newHarness(t)
+	bin := natstest.BuildFailpoint(t, approvalMain)
+	p := natstest.StartProc(t, bin, h.childEnv(natstest.Failpoint(failpoint.ApprovalAfterGranted))...)
+	h.start() // the replica that lives, pulling all along
+
+	// Both replicas pull; the broker picks which one takes a decision. One
+	// decision at a time, until the child takes one and dies after its
+	// jit.granted.
+	var reqID string
+	for killed := false; !killed; {
+		require.Less(t, len(h.audit("jit.granted.>")), 100, "the child never took a decision")
+		reqID = events.NewID("req")
+		h.emitPolicy(approved(agentIntel, reqID, time.Minute))
+		require.Eventually(t, func() bool {
+			select {
+			case <-p.Done():
+				killed = true
+				return true
+			default:
+			}
+			_, leased := h.lease(agentIntel, reqID)
+			return leased
+		}, killWait, tick, "neither replica finished %s", reqID)
+	}
+	p.WaitKilled(killWait)
+	killedAt := time.Now()
+	g := h.requireOneGranted(reqID)
+	_, ok := h.lease(agentIntel, reqID)
+	require.False(t, ok, "the kill left the announcement without its lease")
+
+	const bound = 12 * time.Second // the consumers' ack wait (5 s) and slack
+	require.Eventually(t, func() bool {
+		l, ok := h.lease(agentIntel, reqID)
+		return ok && l.State == events.LeaseActive
+	}, bound, tick, "the live replica leased the dead one's announced grant within %s", bound)
+	t.Logf("leased %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	l, _ := h.lease(agentIntel, reqID)
+	require.Equal(t, g, l.Grant, "the lease records the announced grant")
+	require.Equal(t, g, h.waitGranted(reqID), "its key follows")
+	h.requireOneGranted(reqID)
+}

@@ -161,7 +161,7 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 
 	// The dead instance: the service's durable, both decisions delivered,
-	// neither acknowledged (AckWait is 30 s).
+	// neither acknowledged.
 	cons, err := h.env.JS.CreateOrUpdateConsumer(ctx, broker.AuditStream, jetstream.ConsumerConfig{
 		Durable: DurableDecisions, FilterSubjects: []string{"jit.decided.>"}, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 30 * time.Second, MaxAckPending: 10_000, DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -176,10 +176,12 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 	require.Equal(t, 2, n)
 
 	h.suspend(agentOptimizer)
+	started := time.Now()
 	h.start()
-	// waitFor (10 s) is well inside the dead instance's ack wait (30 s):
-	// only reclaiming brings the decisions back in time.
+	// Within the consumers' ack wait (which the start sets, 5 s): only
+	// reclaiming brings the decisions back this soon.
 	got := h.waitGranted(announced.RequestID)
+	require.Less(t, time.Since(started), broker.DefaultAckWait, "reclaimed at the start, not after the ack wait")
 	require.True(t, g.GrantedAt.Equal(got.GrantedAt))
 	l, ok := h.lease(agentOptimizer, announced.RequestID)
 	require.True(t, ok)

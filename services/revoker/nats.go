@@ -69,9 +69,10 @@ func (s *Service) startParts(ctx context.Context) error {
 	guard, err := broker.Consume(s.ctx, s.d.JS, broker.ConsumerConfig{
 		Durable:        DurableGuardrail,
 		FilterSubjects: []string{events.TypeGuardrailFired + ".>"},
-		// Revoking all of an agent's grants may take a while.
+		// Revoking all of an agent's grants may take a while: the
+		// consume loop holds the event meanwhile, and the default ack
+		// wait brings it back soon if this replica dies.
 		HandlerTimeout: 30 * time.Second,
-		AckWait:        60 * time.Second,
 	}, s.onGuardrail, s.pub.RejectMalformed(DurableGuardrail), s.log)
 	if err != nil {
 		return err
