@@ -1,42 +1,23 @@
 package embedded_test
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentjit/jit/pkg/embedded"
+	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServerErrorsAreLogged: what the server refuses (here a client with
 // a wrong password) reaches the log given, marked as the server's, instead
 // of vanishing.
 func TestServerErrorsAreLogged(t *testing.T) {
-	var buf syncBuffer
+	var buf natstest.LockedBuffer
 	log := zerolog.New(&buf)
 	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Log: &log,
 		Configure: func(o *server.Options) error { o.Username, o.Password = "u", "right"; return nil }})

@@ -44,7 +44,7 @@ type Proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // cmd.Wait's, once done is closed
-	out  *lockedBuffer
+	out  *LockedBuffer
 }
 
 // StartProc runs bin with env (KEY=value) added to the test's own
@@ -53,7 +53,7 @@ type Proc struct {
 // is killed.
 func StartProc(t testing.TB, bin string, env ...string) *Proc {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &LockedBuffer{}
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -117,18 +117,20 @@ func Failpoint(points ...string) string {
 	return v
 }
 
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer that many goroutines (a process's output,
+// loggers) may write at once.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

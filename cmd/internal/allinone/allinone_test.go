@@ -9,31 +9,13 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/agentjit/jit/pkg/embedded"
+	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
-
-// lockedBuffer is an io.Writer that many goroutines' loggers share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func exampleConfig(t *testing.T) string {
 	p, err := filepath.Abs("../../../examples/jit.yaml")
@@ -62,7 +44,7 @@ func TestRunFailsAtOnceOnBusyNATSPort(t *testing.T) {
 // TestLogLinesNameTheirServiceOnce: every line jitd logs carries the
 // "service" key exactly once, naming jitd or one of the four services.
 func TestLogLinesNameTheirServiceOnce(t *testing.T) {
-	var out lockedBuffer
+	var out natstest.LockedBuffer
 	app := New(Options{ConfigFile: exampleConfig(t), DataDir: t.TempDir(), NATSListen: "127.0.0.1:-1", HTTPListen: "127.0.0.1:0"},
 		zerolog.New(&out).Level(zerolog.DebugLevel).With().Timestamp().Logger())
 	require.NoError(t, app.Run(context.Background()))
