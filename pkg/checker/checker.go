@@ -178,6 +178,10 @@ func (c *Checker) resync(ctx context.Context) bool {
 	ok := true
 	for _, f := range c.followers {
 		if err := f.Check(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopping: not a failure to report.
+				return false
+			}
 			c.log.Warn().Err(err).Msg("checker could not catch up with a bucket")
 			ok = false
 		}
