@@ -121,6 +121,7 @@ type App struct {
 	base     zerolog.Logger // without a service key
 	log      zerolog.Logger // base naming jitd
 	server   *server.Server
+	lock     *embedded.StoreLock
 	nc       *nats.Conn
 	sys      *nats.Conn
 	store    *auth.Store
@@ -162,9 +163,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err := auth.CheckListen(a.opts.NATSListen, a.opts.TLSCert != "", a.opts.AllowPlaintext); err != nil {
 		return err
 	}
+	storeDir := filepath.Join(a.opts.DataDir, "jetstream")
+	// NATS servers do not lock their store; two on one store corrupt it,
+	// and jitctl topology migrate must know that none runs on it.
+	if a.lock, err = embedded.LockStore(storeDir); err != nil {
+		return err
+	}
 	eo := embedded.Options{
 		Listen:     a.opts.NATSListen,
-		StoreDir:   filepath.Join(a.opts.DataDir, "jetstream"),
+		StoreDir:   storeDir,
 		ServerName: a.opts.ServerName,
 		SyncAlways: a.opts.SyncAlways,
 		TLSCert:    a.opts.TLSCert,
@@ -478,6 +485,9 @@ func (a *App) Close() {
 		embedded.Stop(a.server)
 		a.server = nil
 	}
+	// Only once the server is down: it no longer writes to the store.
+	a.lock.Unlock()
+	a.lock = nil
 }
 
 func (a *App) routes(d service.Deps, console http.Handler) http.Handler {
