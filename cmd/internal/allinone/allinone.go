@@ -100,6 +100,12 @@ type Options struct {
 	// NoAuditor leaves the auditor out: in a cluster it runs on one node
 	// (its chain is one sequence over the whole stream).
 	NoAuditor bool
+	// BrokerOnly runs the embedded server alone (its authentication and
+	// cluster as configured): no service, no configuration applied, no
+	// credential written, no HTTP, so the stream and buckets are neither
+	// created nor written. A new cluster runs so while jitctl topology
+	// migrate moves a standalone deployment's data into it.
+	BrokerOnly bool
 }
 
 // DefaultAuditKeyFile is where jitd keeps the audit signing key in dataDir.
@@ -204,6 +210,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.server, err = embedded.Start(eo)
 	if err != nil {
 		return err
+	}
+	if a.opts.BrokerOnly {
+		ev := a.log.Info().Str("nats", a.server.ClientURL()).Str("data_dir", a.opts.DataDir).Bool("broker_only", true)
+		if a.opts.ClusterListen != "" {
+			ev = ev.Str("server_name", a.server.Name()).Str("cluster", a.server.ClusterAddr().String())
+		}
+		ev.Msg("jitd running: the broker only, no services")
+		return nil
 	}
 	if a.nc, err = a.connect(auth.Service(auth.ServiceJitd)); err != nil {
 		return err
