@@ -69,8 +69,8 @@ var commands = []command{
 	{"hash-token", "TOKEN", "print the SHA-256 of a token for the configuration's token_sha256", (*app).hashToken},
 	{"creds", "issue KIND ID [--out FILE] [--agents A,B] | revoke KIND ID | list | init --dir D --config FILE | provision [--audit-max-age D] [--data-dir D | --keys DIR]",
 		"make or revoke a principal's NATS credential with the keys of a data directory (kinds: agent, guardrail, checker, siem, operator, admin, service)", (*app).credsCmd},
-	{"topology", "replicas N [--data-dir D | --keys DIR] [--wait D]",
-		"move the audit stream and every bucket to N replicas, waiting for each to catch up (the administrator's credential: from the keys, or --creds)", (*app).topologyCmd},
+	{"topology", "replicas N [--data-dir D | --keys DIR] [--wait D] | migrate --data-dir D [--keys DIR] [--replicas N] [--wait D]",
+		"move the audit stream and every bucket to N replicas, waiting for each to catch up; or move a stopped standalone jitd's (D) into the new cluster at NATS_URL, started with its keys and --broker-only (exit 1: refused, nothing changed) (the administrator's credential: from the keys, or --creds)", (*app).topologyCmd},
 	{"help", "", "show this help", nil},
 }
 

@@ -20,13 +20,15 @@ import (
 // them.
 func (a *app) topologyCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("missing subcommand (replicas)")
+		return usagef("missing subcommand (replicas, migrate)")
 	}
 	switch args[0] {
 	case "replicas":
 		return a.topologyReplicas(ctx, args[1:])
+	case "migrate":
+		return a.topologyMigrate(ctx, args[1:]) // migrate.go
 	}
-	return usagef("unknown subcommand %q (want replicas)", args[0])
+	return usagef("unknown subcommand %q (want replicas or migrate)", args[0])
 }
 
 // topologyReplicas moves the audit stream and every bucket to N replicas

@@ -16,6 +16,7 @@ func TestClusterOptions(t *testing.T) {
 		auditor      bool
 		auditorGiven bool
 		tls          [3]string // --cluster-tls-cert, -key, -ca
+		brokerOnly   bool
 		err          string
 		want         allinone.Options
 	}{
@@ -30,6 +31,8 @@ func TestClusterOptions(t *testing.T) {
 		{name: "one replica on a cluster when asked", listen: "127.0.0.1:6222", replicas: 1, auditorGiven: true,
 			want: allinone.Options{ClusterListen: "127.0.0.1:6222", Replicas: 1, NoAuditor: true}},
 		{name: "a node that does not say", listen: "127.0.0.1:6222", auditor: true, err: "say where the auditor runs"},
+		{name: "a broker-only node runs no auditor to place", listen: "127.0.0.1:6222", routes: "a:1", auditor: true, brokerOnly: true,
+			want: allinone.Options{ClusterListen: "127.0.0.1:6222", Routes: []string{"a:1"}, Replicas: 3, BrokerOnly: true}},
 		{name: "routes without a listener", routes: "a:1", auditor: true, err: "--routes needs --cluster-listen"},
 		{name: "too many replicas", replicas: 7, auditor: true, err: "--replicas 7"},
 		{name: "routes under mutual TLS", listen: "10.0.0.1:6222", routes: "a:1", auditorGiven: true, tls: [3]string{"n1.pem", "n1.key", "ca.pem"},
@@ -45,7 +48,8 @@ func TestClusterOptions(t *testing.T) {
 			err: "--cluster-tls-cert needs --cluster-listen"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			o := allinone.Options{ClusterListen: c.listen, ClusterTLSCert: c.tls[0], ClusterTLSKey: c.tls[1], ClusterTLSCA: c.tls[2]}
+			o := allinone.Options{ClusterListen: c.listen, BrokerOnly: c.brokerOnly,
+				ClusterTLSCert: c.tls[0], ClusterTLSKey: c.tls[1], ClusterTLSCA: c.tls[2]}
 			err := clusterOptions(&o, c.routes, c.replicas, c.auditor, c.auditorGiven)
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)

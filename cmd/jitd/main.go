@@ -116,6 +116,7 @@ func parseFlags(args []string) (cmdline, error) {
 	routes := fs.String("routes", os.Getenv("JIT_ROUTES"), "the cluster's route addresses, comma separated (host:port or nats-route://host:port; env JIT_ROUTES)")
 	replicas := fs.Int("replicas", envInt("JIT_REPLICAS", 0), "replicas of the audit stream and buckets (env JIT_REPLICAS; default: 3 with --cluster-listen; on a single node 0, which keeps what exists and creates with 1)")
 	auditorOn := fs.Bool("auditor", true, "run the auditor here; in a cluster give it to exactly one node (--auditor) and --auditor=false to the others")
+	fs.BoolVar(&o.BrokerOnly, "broker-only", false, "run the embedded NATS server alone, without the services, writing nothing to the stream and buckets (a new cluster while jitctl topology migrate moves a standalone deployment into it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, err
@@ -138,7 +139,7 @@ func parseFlags(args []string) (cmdline, error) {
 // separated), replicas, and whether the auditor runs (auditorGiven: the
 // flag was on the command line, which a cluster node must say).
 func clusterOptions(o *allinone.Options, routes string, replicas int, auditor, auditorGiven bool) error {
-	if o.ClusterListen != "" && !auditorGiven {
+	if o.ClusterListen != "" && !auditorGiven && !o.BrokerOnly {
 		return errors.New("--cluster-listen: say where the auditor runs: --auditor on exactly one node, --auditor=false on the others")
 	}
 	if replicas < 0 || replicas > 5 {

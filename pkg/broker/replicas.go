@@ -38,11 +38,16 @@ var ErrNotCurrent = errors.New("the stream's replicas are not current")
 // administrator's, jitd's). The changes made so far are returned with any
 // error; calling it again continues.
 func SetReplicas(ctx context.Context, js jetstream.JetStream, n int) ([]ReplicaChange, error) {
+	return SetStreamReplicas(ctx, js, n, Streams())
+}
+
+// SetStreamReplicas is SetReplicas for the streams named, in that order.
+func SetStreamReplicas(ctx context.Context, js jetstream.JetStream, n int, streams []string) ([]ReplicaChange, error) {
 	if n < 1 || n > 5 {
 		return nil, fmt.Errorf("replicas %d: JetStream allows 1 to 5", n)
 	}
 	var out []ReplicaChange
-	for _, name := range Streams() {
+	for _, name := range streams {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			return out, fmt.Errorf("stream %s: %w", name, err)

@@ -106,6 +106,12 @@ type Options struct {
 	// NoAuditor leaves the auditor out: in a cluster it runs on one node
 	// (its chain is one sequence over the whole stream).
 	NoAuditor bool
+	// BrokerOnly runs the embedded server alone (its authentication and
+	// cluster as configured): no service, no configuration applied, no
+	// credential written, no HTTP, so the stream and buckets are neither
+	// created nor written. A new cluster runs so while jitctl topology
+	// migrate moves a standalone deployment's data into it.
+	BrokerOnly bool
 }
 
 // DefaultAuditKeyFile is where jitd keeps the audit signing key in dataDir.
@@ -127,6 +133,7 @@ type App struct {
 	base     zerolog.Logger // without a service key
 	log      zerolog.Logger // base naming jitd
 	server   *server.Server
+	lock     *embedded.StoreLock
 	nc       *nats.Conn
 	sys      *nats.Conn
 	store    *auth.Store
@@ -168,9 +175,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err := auth.CheckListen(a.opts.NATSListen, a.opts.TLSCert != "", a.opts.AllowPlaintext); err != nil {
 		return err
 	}
+	storeDir := filepath.Join(a.opts.DataDir, "jetstream")
+	// NATS servers do not lock their store; two on one store corrupt it,
+	// and jitctl topology migrate must know that none runs on it.
+	if a.lock, err = embedded.LockStore(storeDir); err != nil {
+		return err
+	}
 	eo := embedded.Options{
 		Listen:     a.opts.NATSListen,
-		StoreDir:   filepath.Join(a.opts.DataDir, "jetstream"),
+		StoreDir:   storeDir,
 		ServerName: a.opts.ServerName,
 		SyncAlways: a.opts.SyncAlways,
 		TLSCert:    a.opts.TLSCert,
@@ -206,6 +219,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.server, err = embedded.Start(eo)
 	if err != nil {
 		return err
+	}
+	if a.opts.BrokerOnly {
+		ev := a.log.Info().Str("nats", a.server.ClientURL()).Str("data_dir", a.opts.DataDir).Bool("broker_only", true)
+		if a.opts.ClusterListen != "" {
+			ev = ev.Str("server_name", a.server.Name()).Str("cluster", a.server.ClusterAddr().String())
+		}
+		ev.Msg("jitd running: the broker only, no services")
+		return nil
 	}
 	if a.nc, err = a.connect(auth.Service(auth.ServiceJitd)); err != nil {
 		return err
@@ -487,6 +508,9 @@ func (a *App) Close() {
 		embedded.Stop(a.server)
 		a.server = nil
 	}
+	// Only once the server is down: it no longer writes to the store.
+	a.lock.Unlock()
+	a.lock = nil
 }
 
 func (a *App) routes(d service.Deps, console http.Handler) http.Handler {
