@@ -12,40 +12,8 @@ import (
 	"github.com/agentjit/jit/pkg/events"
 	"github.com/agentjit/jit/pkg/natstest"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
-
-// partitionable starts a three-node cluster whose routes the test can cut,
-// with the topology at three replicas, and a connection to the first two
-// nodes (the majority when the third is cut off).
-func partitionable(t *testing.T) (*natstest.Cluster, *nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	o := broker.DefaultOptions()
-	o.Replicas = 3
-	var err error
-	for range 3 {
-		c := natstest.RunPartitionable(t, 3)
-		nc, cerr := nats.Connect(c.Servers[0].ClientURL()+","+c.Servers[1].ClientURL(), nats.MaxReconnects(-1),
-			nats.ReconnectWait(50*time.Millisecond), nats.IgnoreDiscoveredServers())
-		require.NoError(t, cerr)
-		t.Cleanup(nc.Close)
-		js, jerr := jetstream.New(nc)
-		require.NoError(t, jerr)
-		for start := time.Now(); time.Since(start) < 15*time.Second; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			err = broker.Ensure(ctx, js, o)
-			cancel()
-			if err == nil {
-				natstest.WaitStreamCurrent(t, js, broker.AuditStream, 3)
-				return c, nc, js
-			}
-		}
-		t.Logf("the topology could not be placed on this cluster (%v); starting another", err)
-	}
-	require.NoError(t, err, "three replicas placed")
-	return nil, nil, nil
-}
 
 // eventsOn answers an agent's catch-up as the requester's jitapi.events
 // does (two filters read from one sequence by direct get, merged in order),
@@ -89,7 +57,7 @@ func TestAgentFeedOnACutOffNodeCatchesUpAfterTheHeal(t *testing.T) {
 		t.Skip("a three-node cluster, a partition and a leader election (about 25 s)")
 	}
 	const minority, agent = 2, "a1"
-	c, _, js := partitionable(t)
+	c, _, js := natstest.PartitionableTopology(t)
 	pub := broker.NewPublisher(js, "test")
 	emitFor := func(ctx context.Context, id, who string) (uint64, error) {
 		_, seq, err := pub.Emit(ctx, id, events.TypeGuardrailFired, who, events.GuardrailFired{Agent: who, Rule: "r", FiredAt: time.Now()})

@@ -28,7 +28,7 @@ func TestMinorityCheckerFailsClosed(t *testing.T) {
 	const minority = 2
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	c, nc, js := partitionableTopology(t)
+	c, nc, js := natstest.PartitionableTopology(t)
 	b, err := broker.OpenBuckets(ctx, js)
 	require.NoError(t, err)
 	for _, s := range []string{"KV_" + broker.BucketGrants, "KV_" + broker.BucketSuspensions} {
@@ -95,37 +95,4 @@ func TestMinorityCheckerFailsClosed(t *testing.T) {
 
 	put("grt_after")
 	eventually(t, func() bool { return chk.Allowed(agent, "data:write") }, "a grant made after the heal counts")
-}
-
-// partitionableTopology starts a three-node cluster whose routes the test
-// can cut (natstest.RunPartitionable), with the topology at three
-// replicas, and a connection to the two nodes that stay together.
-// Placing three replicas needs every peer known to the meta group; a
-// cluster whose meta leader still lacks a peer's report after 15 s (seen
-// now and then here) is replaced by a new one, up to three times.
-func partitionableTopology(t *testing.T) (*natstest.Cluster, *nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	o := broker.DefaultOptions()
-	o.Replicas = 3
-	var err error
-	for range 3 {
-		c := natstest.RunPartitionable(t, 3)
-		nc, cerr := nats.Connect(c.Servers[0].ClientURL()+","+c.Servers[1].ClientURL(), nats.MaxReconnects(-1),
-			nats.ReconnectWait(50*time.Millisecond), nats.IgnoreDiscoveredServers())
-		require.NoError(t, cerr)
-		t.Cleanup(nc.Close)
-		js, jerr := jetstream.New(nc)
-		require.NoError(t, jerr)
-		for start := time.Now(); time.Since(start) < 15*time.Second; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			err = broker.Ensure(ctx, js, o)
-			cancel()
-			if err == nil {
-				return c, nc, js
-			}
-		}
-		t.Logf("the topology could not be placed on this cluster (%v); starting another", err)
-	}
-	require.NoError(t, err, "three replicas placed")
-	return nil, nil, nil
 }

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/embedded"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -374,4 +376,43 @@ func refuser(t testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// PartitionableTopology starts a three-node cluster whose routes the test
+// can cut (RunPartitionable), with the topology at three replicas and the
+// audit stream current on all three, and a connection to the first two
+// nodes (the majority when the third is cut off). Placing three replicas
+// needs every peer known to the meta group; a cluster whose meta leader
+// still lacks a peer's report after 15 s (seen now and then here) is
+// replaced by a new one, up to three times.
+func PartitionableTopology(t testing.TB) (*Cluster, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	o := broker.DefaultOptions()
+	o.Replicas = 3
+	var err error
+	for range 3 {
+		c := RunPartitionable(t, 3)
+		nc, cerr := nats.Connect(c.Servers[0].ClientURL()+","+c.Servers[1].ClientURL(), nats.MaxReconnects(-1),
+			nats.ReconnectWait(50*time.Millisecond), nats.IgnoreDiscoveredServers())
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		t.Cleanup(nc.Close)
+		js, jerr := jetstream.New(nc)
+		if jerr != nil {
+			t.Fatal(jerr)
+		}
+		for start := time.Now(); time.Since(start) < 15*time.Second; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = broker.Ensure(ctx, js, o)
+			cancel()
+			if err == nil {
+				WaitStreamCurrent(t, js, broker.AuditStream, 3)
+				return c, nc, js
+			}
+		}
+		t.Logf("the topology could not be placed on this cluster (%v); starting another", err)
+	}
+	t.Fatalf("three replicas placed: %v", err)
+	return nil, nil, nil
 }
