@@ -329,10 +329,13 @@ func call[In any](ctx context.Context, a *API, ep Endpoint[In], req micro.Reques
 		}
 		return r
 	}
-	caller, err := auth.CallerOf(req.Headers())
+	var caller auth.Caller
+	var err error
 	if agent != "" {
 		// Arrived on the agent's own subject (Serve).
 		caller, err = auth.AgentCaller(agent, req.Headers())
+	} else {
+		caller, err = auth.CallerOf(req.Headers())
 	}
 	if err != nil {
 		return nil, Refuse(broker.Errorf(401, events.CodeUnauthenticated, "%v", err), about(Call{}))
