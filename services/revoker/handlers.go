@@ -137,7 +137,7 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 	s.index.set(agent, key, l.State == events.LeaseActive)
 	switch l.State {
 	case events.LeaseActive:
-		s.sched.schedule(l.Grant.ExpiresAt, s.revokeJob(key))
+		s.sched.schedule(l.Grant.ExpiresAt, s.expireJob(key))
 		if initial {
 			agents[agent] = struct{}{}
 		} else {
@@ -169,6 +169,20 @@ func (s *Service) onLease(e jetstream.KeyValueEntry, initial bool, agents map[st
 func (s *Service) revokeJob(key string) job {
 	return job{key: key, run: func(ctx context.Context) error {
 		_, err := s.revoke(ctx, key, events.RevokedExpired, systemActor, "")
+		return err
+	}}
+}
+
+// expireJob revokes key as expired at its expiry, the moment every
+// replica's timer fires: a revocation another replica has just decided is
+// left to it, and finished by this one only if it is still not revoked
+// takeoverGrace after it was decided (revokeOrYield).
+func (s *Service) expireJob(key string) job {
+	return job{key: key, run: func(ctx context.Context) error {
+		res, err := s.revokeOrYield(ctx, key, events.RevokedExpired, systemActor, "", true)
+		if err == nil && !res.YieldUntil.IsZero() {
+			s.sched.schedule(res.YieldUntil, s.revokeJob(key))
+		}
 		return err
 	}}
 }

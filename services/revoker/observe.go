@@ -53,6 +53,15 @@ func (f *failingSet) observe(key, agent, grantID, reason string, now func() time
 	e.LastTry = t
 }
 
+// has reports whether an attempt to revoke key failed and was not yet
+// followed by a success.
+func (f *failingSet) has(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[key]
+	return ok
+}
+
 func (f *failingSet) list() []metrics.FailingRevocation {
 	f.mu.Lock()
 	defer f.mu.Unlock()

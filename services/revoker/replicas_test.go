@@ -67,6 +67,40 @@ func TestReplicas(t *testing.T) {
 		}
 	})
 
+	t.Run("both alive: the replica that loses an expiry's race does not publish it again", func(t *testing.T) {
+		t.Parallel()
+		f := setup(t)
+		// Every jit.revoked published, as published: the stream stores a
+		// repeat once, so only a core subscription sees one.
+		sub, err := f.env.NC.SubscribeSync("jit.revoked.>")
+		require.NoError(t, err)
+		a, b := f.startReplica(t), f.startReplica(t)
+		var keys []string
+		for range 20 {
+			k, _ := f.grant(t, agentB, 1500*time.Millisecond)
+			keys = append(keys, k)
+		}
+		for _, k := range keys {
+			require.Eventually(t, func() bool { return f.lease(t, k).State == events.LeaseRevoked }, waitFor, tick)
+		}
+		// Stop waits for the jobs in flight: whatever either replica was
+		// going to publish for these expiries is published by then, except
+		// a yielded job's check, due takeoverGrace later, which finds the
+		// lease revoked and publishes nothing.
+		a.svc.Stop()
+		b.svc.Stop()
+		require.NoError(t, f.env.NC.Flush())
+		published := 0
+		for {
+			if _, err := sub.NextMsg(0); err != nil {
+				break
+			}
+			published++
+		}
+		assert.Equal(t, len(keys), published, "one publish per expiry, not one per replica")
+		assert.Len(t, revocations(t, f), len(keys))
+	})
+
 	t.Run("one killed: expiry, done and guardrail by the other", func(t *testing.T) {
 		t.Parallel()
 		f := setup(t)

@@ -117,6 +117,11 @@ type revokeResult struct {
 	// Decided is true if this call chose the revocation's reason (it moved
 	// the lease from active to revoking).
 	Decided bool
+	// YieldUntil, when set, means the call found the revocation decided by
+	// another replica moments ago and left it to that replica to finish
+	// (only revokeOrYield does): the caller finishes it then if it is
+	// still not revoked.
+	YieldUntil time.Time
 }
 
 // Revoke ends the grant with key "<agent>.<grant_id>" for reason, by by,
@@ -133,7 +138,19 @@ func (s *Service) Revoke(ctx context.Context, key, reason string, by events.Acto
 
 // revoke is docs/architecture.md's "Exactly one revocation per grant",
 // steps 1-5, under a per-grant lock.
-func (s *Service) revoke(ctx context.Context, key, reason string, by events.Actor, detail string) (_ revokeResult, err error) {
+func (s *Service) revoke(ctx context.Context, key, reason string, by events.Actor, detail string) (revokeResult, error) {
+	return s.revokeOrYield(ctx, key, reason, by, detail, false)
+}
+
+// revokeOrYield is revoke that, with yield set, does not finish a revocation
+// another replica decided less than takeoverGrace ago: it returns with
+// YieldUntil set. Every replica's timer fires at a grant's expiry; without
+// this, the ones that lose the compare-and-set of step 2 would each publish
+// the same event again (stored once, but each a round trip to the stream's
+// leader) and race the winner's step 5, tripling the revocation's writes
+// on a cluster just when the expiry lag counts. A revocation this replica
+// decided itself and failed to finish is never yielded.
+func (s *Service) revokeOrYield(ctx context.Context, key, reason string, by events.Actor, detail string, yield bool) (_ revokeResult, err error) {
 	agent, grantID, ok := broker.SplitKey(key)
 	if !ok || !events.ValidID(agent) || !events.ValidID(grantID) {
 		return revokeResult{}, fmt.Errorf("%w: %q", ErrBadKey, key)
@@ -197,6 +214,17 @@ func (s *Service) revoke(ctx context.Context, key, reason string, by events.Acto
 			failpoint.Hit(failpoint.RevokerAfterRevoking)
 			return s.finish(ctx, key, lease, rev, true, tomb != nil)
 		case lease.State == events.LeaseRevoking:
+			if yield && !s.failing.has(key) {
+				// Bounded by this clock as well, should the decider's run ahead.
+				now := s.now()
+				until := lease.Revocation.RevokedAt.Add(takeoverGrace)
+				if until.After(now.Add(takeoverGrace)) {
+					until = now.Add(takeoverGrace)
+				}
+				if now.Before(until) {
+					return revokeResult{Lease: lease, YieldUntil: until}, nil
+				}
+			}
 			return s.finish(ctx, key, lease, rev, false, false)
 		default:
 			return revokeResult{}, fmt.Errorf("lease %s has unknown state %q", key, lease.State)
