@@ -39,6 +39,16 @@ type WatchHandler struct {
 // growing backoff (reset by each Ready) until Stop or the context ends.
 // A watch is never given up: what it feeds goes on failing closed, not
 // stale.
+//
+// A watch also ends when it stalls: its consumer lives on one server (the
+// stream's leader when it was made), and when that server dies, or the
+// consumer is deleted, the subscription is told nothing. The client library
+// notices only after two missed 5-second heartbeats, 10-20 s, during which
+// every change is missed: for the revoker's leases, grants without a timer.
+// So a watch that has delivered nothing for a whole stallCheck while the
+// bucket held a change it has not delivered, already a stallCheck before,
+// is ended and watched again (stallCheck to 3 stallChecks after the
+// bucket could be read again).
 type BucketWatch struct {
 	kv   jetstream.KeyValue
 	keys []string
@@ -52,6 +62,10 @@ type BucketWatch struct {
 	live bool
 }
 
+// stallCheck is how often a watch that delivered nothing asks the bucket
+// whether it moved on without it.
+var stallCheck = time.Second
+
 // WatchBucket follows keys of kv (all keys if none) and calls h as
 // WatchHandler says until Stop or ctx ends. It returns once the first
 // watch is Ready, or an error if that watch could not start or ctx ended
@@ -59,13 +73,14 @@ type BucketWatch struct {
 func WatchBucket(ctx context.Context, kv jetstream.KeyValue, keys []string, h WatchHandler, log zerolog.Logger) (*BucketWatch, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	b := &BucketWatch{kv: kv, keys: keys, h: h, log: log.With().Str("bucket", kv.Bucket()).Logger(), cancel: cancel, done: make(chan struct{})}
+	floor := b.head(ctx)
 	w, err := b.watch(ctx)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("watch %s: %w", kv.Bucket(), err)
 	}
 	ready := make(chan struct{})
-	go b.run(ctx, w, ready)
+	go b.run(ctx, w, ready, floor)
 	select {
 	case <-ready:
 		return b, nil
@@ -89,11 +104,11 @@ func (b *BucketWatch) watch(ctx context.Context) (jetstream.KeyWatcher, error) {
 	return w, err
 }
 
-func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
+func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, floor uint64) {
 	defer close(b.done)
 	for attempt := uint64(0); ; attempt++ {
 		_, failed := w.(ClosedWatcher)
-		if !failed && b.feed(ctx, w, ready) {
+		if !failed && b.feed(ctx, w, ready, floor) {
 			attempt = 0
 		}
 		_ = w.Stop()
@@ -111,6 +126,7 @@ func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready cha
 			return
 		case <-time.After(delay):
 		}
+		floor = b.head(ctx)
 		nw, err := b.watch(ctx)
 		if err != nil {
 			b.log.Error().Err(err).Msg("watch bucket")
@@ -121,13 +137,50 @@ func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready cha
 	}
 }
 
-// feed delivers one watch's entries until it ends; it reports whether the
-// watch became Ready.
-func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) bool {
+// head returns the revision of the newest change of the watched keys the
+// bucket holds, 0 if it cannot tell (no stream leader, say). Read before a
+// watch starts, everything up to it is in the watch's initial values.
+func (b *BucketWatch) head(ctx context.Context) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, stallCheck)
+	defer cancel()
+	if len(b.keys) == 0 {
+		st, err := b.kv.Status(ctx)
+		if err != nil {
+			return 0
+		}
+		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			return s.StreamInfo().State.LastSeq
+		}
+		return 0
+	}
+	var rev uint64
+	for _, k := range b.keys {
+		// A deleted key is not found, and its marker was delivered with
+		// it; a key with wildcards cannot be read this way.
+		if e, err := b.kv.Get(ctx, k); err == nil {
+			rev = max(rev, e.Revision())
+		}
+	}
+	return rev
+}
+
+// feed delivers one watch's entries until it ends or stalls; it reports
+// whether the watch became Ready. floor is the bucket's head read just
+// before the watch started.
+func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, floor uint64) bool {
 	if b.h.Begin != nil {
 		b.h.Begin()
 	}
 	initial := true
+	tick := time.NewTicker(stallCheck)
+	defer tick.Stop()
+	// delivered is the newest revision delivered; progressed, whether any
+	// entry came since the last tick; owed, a head that was beyond what
+	// was delivered at the last tick.
+	var (
+		delivered, owed uint64
+		progressed      bool
+	)
 	for {
 		var e jetstream.KeyValueEntry
 		select {
@@ -138,6 +191,26 @@ func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready ch
 				return !initial
 			}
 			e = u
+		case <-tick.C:
+			if initial || progressed {
+				// Still catching up, or moving: not stalled.
+				progressed, owed = false, 0
+				continue
+			}
+			if owed > delivered {
+				b.log.Warn().Uint64("delivered", delivered).Uint64("bucket_head", owed).Dur("silent_for", 2*stallCheck).
+					Msg("bucket watch stalled: its consumer is gone; watching again")
+				return true
+			}
+			owed = 0
+			if h := b.head(ctx); h > max(delivered, floor) {
+				owed = h
+			}
+			continue
+		}
+		progressed = true
+		if e != nil {
+			delivered = max(delivered, e.Revision())
 		}
 		if e == nil {
 			if initial {

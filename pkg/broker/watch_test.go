@@ -170,3 +170,40 @@ func TestSuspensionViewFailsClosedWhileItsWatchIsDown(t *testing.T) {
 	require.NotNil(t, s)
 	require.Equal(t, "price-floor", s.Rule)
 }
+
+// A watch whose consumer is gone without a word (its server died, or it
+// was deleted: a push subscription is told nothing) stops delivering. The
+// client library notices only after two missed 5 s heartbeats, 10-20 s;
+// WatchBucket sees the bucket move on without it within stallCheck and
+// watches again. Here the consumer is deleted, which is what the death of
+// the server that hosts it looks like to the watcher, without the election.
+func TestWatchBucketWatchesAgainWhenItsConsumerVanishes(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := t.Context()
+	var r recorder
+	w, err := broker.WatchBucket(ctx, env.Buckets.Suspensions, nil, r.handler(), env.Log)
+	require.NoError(t, err)
+	t.Cleanup(w.Stop)
+
+	st, err := env.JS.Stream(ctx, "KV_"+broker.BucketSuspensions)
+	require.NoError(t, err)
+	names := st.ConsumerNames(ctx)
+	var consumers []string
+	for n := range names.Name() {
+		consumers = append(consumers, n)
+	}
+	require.NoError(t, names.Err())
+	require.Len(t, consumers, 1, "the watch's ordered consumer")
+	require.NoError(t, st.DeleteConsumer(ctx, consumers[0]))
+
+	put := time.Now()
+	_, err = env.Buckets.Suspensions.Put(ctx, "after", []byte("{}"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return r.has("after") }, 30*time.Second, time.Millisecond)
+	took := time.Since(put)
+	t.Logf("delivered %s after the put", took)
+	require.Less(t, took, 5*time.Second, "not the client library's 10-20 s")
+	_, ready, lost := r.counts()
+	require.Equal(t, 2, ready, "watched again")
+	require.Equal(t, 1, lost, "reported lost while it was not current")
+}
