@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -60,4 +61,51 @@ func TestPublishSameIDAtOnceOnACluster(t *testing.T) {
 	st, err := js.Stream(ctx, broker.AuditStream)
 	require.NoError(t, err)
 	require.Equal(t, uint64(ids), st.CachedInfo().State.Msgs)
+}
+
+// TestPublishOutlastsTheLossOfTheStreamLeader: the audit stream's leader
+// is cut off from the others (as a killed node is: a plain shutdown hands
+// its leaderships over first); a publish made at once gets no answer until JetStream elects
+// another leader (4-9 s). Each attempt is bounded and asked again under
+// the same id, so the event is stored soon after the election, once,
+// instead of the whole deadline passing on the first, unanswered attempt.
+func TestPublishOutlastsTheLossOfTheStreamLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node cluster and an election, 5-10 s")
+	}
+	c := natstest.RunPartitionable(t, 3)
+	ctx := t.Context()
+	admin, err := nats.Connect(c.Servers[0].ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	ajs, err := jetstream.New(admin)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return broker.Ensure(ctx, ajs, broker.Options{Update: true, Replicas: 3}) == nil
+	}, 20*time.Second, 100*time.Millisecond)
+	natstest.WaitStreamCurrent(t, ajs, broker.AuditStream, 3)
+
+	leader := c.StreamLeader("$G", broker.AuditStream)
+	require.GreaterOrEqual(t, leader, 0)
+	other := (leader + 1) % 3
+	nc, err := nats.Connect(c.Servers[other].ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	pub := broker.NewPublisher(js, "test")
+	_, _, err = pub.Emit(ctx, "before/x", events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
+	require.NoError(t, err)
+
+	c.Isolate(t, leader)
+	pctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	began := time.Now()
+	_, _, err = pub.Emit(pctx, "after/x", events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
+	require.NoError(t, err, "stored once a leader is elected, within the deadline")
+	t.Logf("stored %s after the leader's loss", time.Since(began).Round(time.Millisecond))
+
+	st, err := js.Stream(ctx, broker.AuditStream)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), st.CachedInfo().State.Msgs, "each event once")
 }

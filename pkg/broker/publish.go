@@ -115,14 +115,24 @@ func (p *Publisher) publish(ctx context.Context, subject string, e events.Event,
 // service publishing one derived id at once, on a clustered stream).
 const errCodeDupInProcess jetstream.ErrorCode = 10158
 
+// publishAttempt bounds one attempt of a publish. A publish the stream's
+// leader took with it when it died is never answered, and a clustered
+// stream without a leader answers none until JetStream elects another
+// (4-9 s): asked again after this, under the same id (stored once), the
+// event is stored soon after the election instead of when the caller's
+// whole deadline (a handler's 10 s) runs out.
+const publishAttempt = 2 * time.Second
+
 // publishMsg publishes m to the audit stream. While another publish of the
 // same id is in process it asks again shortly, so that the answer is the
-// stream's: stored, or a duplicate of what the other stored.
+// stream's: stored, or a duplicate of what the other stored. An attempt
+// that gets no answer within publishAttempt is asked again until ctx ends.
 func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
-		ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(AuditStream))
-		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeDupInProcess {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := p.js.PublishMsg(actx, m, jetstream.WithExpectStream(AuditStream))
+		cancel()
+		if err == nil || ctx.Err() != nil || !retryPublish(err) {
 			return ack, err
 		}
 		select {
@@ -131,6 +141,18 @@ func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.Pub
 		case <-time.After(wait):
 		}
 	}
+}
+
+// retryPublish tells the publish errors that are asked again under the
+// same id: another publish of the id in process, no answer in time, and
+// no stream to answer (no responders while a leader is elected).
+func retryPublish(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errCodeDupInProcess
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 func (p *Publisher) stored(ctx context.Context, seq uint64, subject string, e events.Event) (events.Event, error) {
