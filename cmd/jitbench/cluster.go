@@ -59,6 +59,9 @@ func setExpiry(rep *report, prefix string, ex expiryResult) {
 	rep.set(prefix+"expiry_event_lag_p99_ms", ex.lag.pct(99), "ms", "")
 	rep.set(prefix+"expiry_event_lag_max_ms", ex.lag.max(), "ms", "")
 	rep.set(prefix+"expiry_lost", float64(ex.lost), "", "")
+	if ex.notStored > 0 {
+		rep.set(prefix+"expiry_granted_not_stored", float64(ex.notStored), "", "jit.granted seen published, never stored: not a grant, not counted as lost")
+	}
 	rep.set(prefix+"enforcement_late_max_ms", math.Max(0, ms(ex.late)), "ms", "checker allowed after expires_at (0 = never)")
 }
 

@@ -534,6 +534,9 @@ func (r *report) expiry(suffix string, ex expiryResult) {
 	r.set("expiry_event_lag_p99_ms"+suffix, ex.lag.pct(99), "ms", "")
 	r.set("expiry_event_lag_max_ms"+suffix, ex.lag.max(), "ms", "")
 	r.set("expiry_lost"+suffix, float64(ex.lost), "", "")
+	if ex.notStored > 0 {
+		r.set("expiry_granted_not_stored"+suffix, float64(ex.notStored), "", "jit.granted seen published, never stored: not a grant, not counted as lost")
+	}
 	r.set("enforcement_late_max_ms"+suffix, math.Max(0, ms(ex.late)), "ms", "checker allowed after expires_at (0 = never)")
 	r.set("enforcement_first_refusal_p99_ms"+suffix, ex.firstRefusal.pct(99), "ms", "probe granularity, 200 µs polls")
 	r.set("enforcement_probed_grants"+suffix, float64(ex.probed), "", "")

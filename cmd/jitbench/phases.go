@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,12 @@ func throughput(ctx context.Context, c *client, conc int, d time.Duration) (floa
 
 // expiryResult is how precisely grants ended.
 type expiryResult struct {
-	n, lost        int
+	n, lost int
+	// notStored are grants whose jit.granted the observer saw published
+	// but the stream never stored (its leader died with it in flight; the
+	// decision's redelivery then denied the request): not grants, so not
+	// counted as lost.
+	notStored      int
 	lag            dist // jit.revoked arrival − expires_at
 	late           time.Duration
 	firstRefusal   dist // first refused probe − expires_at
@@ -152,8 +158,69 @@ func expiryWith(ctx context.Context, c *client, chk *checker.Checker, n int, min
 	revs := c.waitRevoked(ids, last.Add(30*time.Second))
 	pr.wait(last.Add(time.Second))
 	res.late, res.firstRefusal, res.probed = pr.results()
+	ids, res.notStored = c.dropNotStored(ctx, grants, ids, revs)
 	res.tally(ids, revs, last)
 	return res, nil
+}
+
+// dropNotStored returns ids without the grants that had no jit.revoked
+// because they never were grants: their jit.granted is not on the audit
+// stream (the observer listens to events as published, not as stored), and
+// how many those were. A grant it cannot check stays in.
+func (c *client) dropNotStored(ctx context.Context, grants []grant, ids []string, revs map[string]revocation) ([]string, int) {
+	missing := map[string]string{} // grant id -> agent
+	for _, g := range grants {
+		if _, ok := revs[g.id]; !ok {
+			missing[g.id] = g.agent
+		}
+	}
+	if len(missing) == 0 {
+		return ids, 0
+	}
+	onStream := map[string]map[string]bool{} // agent -> its stored grant ids; nil: unreadable
+	for _, agent := range missing {
+		if _, read := onStream[agent]; !read {
+			onStream[agent] = c.grantedOnStream(ctx, agent)
+		}
+	}
+	kept, dropped := ids[:0:0], 0
+	for _, id := range ids {
+		if agent, m := missing[id]; m && onStream[agent] != nil && !onStream[agent][id] {
+			dropped++
+			continue
+		}
+		kept = append(kept, id)
+	}
+	return kept, dropped
+}
+
+// grantedOnStream returns the grant ids whose jit.granted the audit stream
+// holds for agent, nil if it cannot read them all.
+func (c *client) grantedOnStream(ctx context.Context, agent string) map[string]bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out := map[string]bool{}
+	cons, err := c.js.OrderedConsumer(ctx, broker.AuditStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.TypeGranted + "." + agent}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil
+	}
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+		return out // none stored
+	}
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil
+		}
+		if id, ok := strings.CutSuffix(m.Headers().Get(jetstream.MsgIDHeader), "/granted"); ok {
+			out[id] = true
+		}
+		if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+			return out
+		}
+	}
 }
 
 // idsAndLastExpiry returns the grants' ids and their latest expires_at.
