@@ -419,10 +419,37 @@ func handle(ctx context.Context, m jetstream.Msg, cfg ConsumerConfig, h RawHandl
 	default:
 		observeFailure(cfg.Durable)
 		delay := Backoff(d.NumDelivered)
+		if Unavailable(err) {
+			// The broker, not the message: a stream or bucket without a
+			// leader refuses writes until JetStream elects one (4-9 s on
+			// a cluster). Asked again at least every unavailableRetry, the
+			// message is handled soon after the election, not after a
+			// backoff grown to 6 s by then.
+			delay = min(delay, unavailableRetry)
+		}
 		l := l()
 		l.Error().Err(err).Dur("retry_in", delay).Msg("handler failed; will retry")
 		_ = m.NakWithDelay(delay)
 	}
+}
+
+// unavailableRetry is the longest redelivery delay of a message whose
+// handler failed because the broker was unavailable (Unavailable).
+const unavailableRetry = time.Second
+
+// Unavailable reports whether err means that JetStream did not take or
+// answer a request, rather than that the request was wrong: no answer in
+// time, no responders (a stream without a leader), JetStream temporarily
+// unavailable. Such a failure is worth asking again soon, under the same
+// ids.
+func Unavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.ErrorCode == errCodeDupInProcess
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoStreamResponse)
 }
 
 // Backoff is the redelivery delay after the n-th failed delivery: 100 ms

@@ -132,7 +132,7 @@ func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.Pub
 		actx, cancel := context.WithTimeout(ctx, publishAttempt)
 		ack, err := p.js.PublishMsg(actx, m, jetstream.WithExpectStream(AuditStream))
 		cancel()
-		if err == nil || ctx.Err() != nil || !retryPublish(err) {
+		if err == nil || ctx.Err() != nil || !Unavailable(err) {
 			return ack, err
 		}
 		select {
@@ -143,17 +143,6 @@ func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.Pub
 	}
 }
 
-// retryPublish tells the publish errors that are asked again under the
-// same id: another publish of the id in process, no answer in time, and
-// no stream to answer (no responders while a leader is elected).
-func retryPublish(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == errCodeDupInProcess
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
-}
 
 func (p *Publisher) stored(ctx context.Context, seq uint64, subject string, e events.Event) (events.Event, error) {
 	st, err := p.js.Stream(ctx, AuditStream)
