@@ -15,8 +15,9 @@ import (
 
 // pipeline measures auto-approve round trips (sequential) and grants per
 // second (each concurrency) and sets them under prefix, as the single-node
-// run's figures of the same names.
-func pipeline(ctx context.Context, c *client, p params, prefix string, rep *report, logf func(string, ...any)) error {
+// run's figures of the same names, with the CPU time per grant that the
+// jitd processes pids spent together (jitd_cpu_ms_per_grant_c<N>).
+func pipeline(ctx context.Context, c *client, p params, prefix string, rep *report, logf func(string, ...any), pids ...int) error {
 	logf("%sauto-approve: %d sequential requests", prefix, p.seqN)
 	if _, err := sequential(ctx, c, 50); err != nil {
 		return err
@@ -28,9 +29,14 @@ func pipeline(ctx context.Context, c *client, p params, prefix string, rep *repo
 	rep.lat(prefix+"auto_approve", lat)
 	for _, conc := range p.concurrency {
 		logf("%sthroughput: %d agents for %s", prefix, conc, p.tputDur)
+		cpu0, cpuErr := cpuOf(pids)
 		rate, lat, err := throughput(ctx, c, conc, p.tputDur)
 		if err != nil {
 			return err
+		}
+		if cpu1, err := cpuOf(pids); err == nil && cpuErr == nil && len(pids) > 0 && len(lat) > 0 {
+			rep.set(fmt.Sprintf("%sjitd_cpu_ms_per_grant_c%d", prefix, conc), ms(cpu1-cpu0)/float64(len(lat)), "ms",
+				fmt.Sprintf("the user+system CPU time of the %d jitd processes over the run, per grant", len(pids)))
 		}
 		rep.set(fmt.Sprintf("%sgrants_per_second_c%d", prefix, conc), rate, "/s", "")
 		rep.set(fmt.Sprintf("%sauto_approve_c%d_p50_ms", prefix, conc), lat.pct(50), "ms", "")
@@ -40,6 +46,19 @@ func pipeline(ctx context.Context, c *client, p params, prefix string, rep *repo
 		}
 	}
 	return nil
+}
+
+// cpuOf sums the CPU time the processes pids have used.
+func cpuOf(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := jitdproc.ProcCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
 }
 
 // setLimit sets the broker's own figures under prefix.
@@ -97,7 +116,7 @@ func runSyncAlways(ctx context.Context, o options, rep *report) error {
 		return err
 	}
 	setLimit(rep, "sync_always_", lim)
-	return pipeline(ctx, c, p, "sync_always_", rep, logf)
+	return pipeline(ctx, c, p, "sync_always_", rep, logf, d.Cmd.Process.Pid)
 }
 
 // benchDir makes a run's temporary directory with the generated
@@ -179,7 +198,11 @@ func runCluster(ctx context.Context, o options, rep *report) error {
 		return err
 	}
 	defer chk.Stop()
-	if err := pipeline(ctx, c, p, "cluster_", rep, logf); err != nil {
+	var pids []int
+	for _, n := range nodes {
+		pids = append(pids, n.Cmd.Process.Pid)
+	}
+	if err := pipeline(ctx, c, p, "cluster_", rep, logf, pids...); err != nil {
 		return err
 	}
 	logf("cluster expiry: %d grants ending %s-%s after they are granted", p.expiryN, p.expiryMin, p.expiryMax)
