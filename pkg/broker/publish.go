@@ -108,8 +108,6 @@ func (p *Publisher) publish(ctx context.Context, subject string, e events.Event,
 	return ack.Sequence, &stored, nil
 }
 
-// stored reads the event at seq and checks it is e's publisher's, of e's
-// type, id and subject.
 // errCodeDupInProcess is the stream's answer to a message whose id another
 // publish of the same id is storing at this instant (several replicas of a
 // service publishing one derived id at once, on a clustered stream).
@@ -143,7 +141,8 @@ func (p *Publisher) publishMsg(ctx context.Context, m *nats.Msg) (*jetstream.Pub
 	}
 }
 
-
+// stored reads the event at seq and checks it is e's publisher's, of e's
+// type, id and subject.
 func (p *Publisher) stored(ctx context.Context, seq uint64, subject string, e events.Event) (events.Event, error) {
 	st, err := p.js.Stream(ctx, AuditStream)
 	if err != nil {
