@@ -207,3 +207,30 @@ func TestWatchBucketWatchesAgainWhenItsConsumerVanishes(t *testing.T) {
 	require.Equal(t, 2, ready, "watched again")
 	require.Equal(t, 1, lost, "reported lost while it was not current")
 }
+
+// An idle watch is not mistaken for a stalled one when the bucket's last
+// messages are gone without a marker (aged out): the head read before the
+// watch started covers them, so nothing is owed.
+func TestWatchBucketIdleOverAnAgedOutTailIsNotStalled(t *testing.T) {
+	env := natstest.Setup(t)
+	ctx := t.Context()
+	kv, err := env.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "aging", TTL: time.Second})
+	require.NoError(t, err)
+	for _, k := range []string{"a", "b"} {
+		_, err = kv.Put(ctx, k, []byte("{}"))
+		require.NoError(t, err)
+	}
+	st, err := env.JS.Stream(ctx, "KV_aging")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 0 && info.State.LastSeq == 2
+	}, 10*time.Second, 20*time.Millisecond, "both aged out, no marker")
+
+	var r recorder
+	w, err := broker.WatchBucket(ctx, kv, nil, r.handler(), env.Log)
+	require.NoError(t, err)
+	t.Cleanup(w.Stop)
+	require.Never(t, func() bool { _, ready, lost := r.counts(); return ready != 1 || lost != 0 }, 3500*time.Millisecond, 50*time.Millisecond,
+		"watched again though nothing was missed")
+}
