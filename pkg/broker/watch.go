@@ -108,10 +108,21 @@ func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready cha
 	defer close(b.done)
 	for attempt := uint64(0); ; attempt++ {
 		_, failed := w.(ClosedWatcher)
-		if !failed && b.feed(ctx, w, ready, floor) {
-			attempt = 0
+		stalled := false
+		if !failed {
+			var wasReady bool
+			if wasReady, stalled = b.feed(ctx, w, ready, floor); wasReady {
+				attempt = 0
+			}
 		}
-		_ = w.Stop()
+		if stalled {
+			// Stop asks the server to delete the watch's consumer and waits
+			// for the answer, up to the client's 5 s: for a consumer that
+			// died with its server, nobody answers. Watch again at once.
+			go func(w jetstream.KeyWatcher) { _ = w.Stop() }(w)
+		} else {
+			_ = w.Stop()
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -165,9 +176,9 @@ func (b *BucketWatch) head(ctx context.Context) uint64 {
 }
 
 // feed delivers one watch's entries until it ends or stalls; it reports
-// whether the watch became Ready. floor is the bucket's head read just
-// before the watch started.
-func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, floor uint64) bool {
+// whether the watch became Ready, and whether it stalled. floor is the
+// bucket's head read just before the watch started.
+func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}, floor uint64) (wasReady, stalled bool) {
 	if b.h.Begin != nil {
 		b.h.Begin()
 	}
@@ -185,10 +196,10 @@ func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready ch
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
-			return !initial
+			return !initial, false
 		case u, ok := <-w.Updates():
 			if !ok {
-				return !initial
+				return !initial, false
 			}
 			e = u
 		case <-tick.C:
@@ -200,7 +211,7 @@ func (b *BucketWatch) feed(ctx context.Context, w jetstream.KeyWatcher, ready ch
 			if owed > delivered {
 				b.log.Warn().Uint64("delivered", delivered).Uint64("bucket_head", owed).Dur("silent_for", 2*stallCheck).
 					Msg("bucket watch stalled: its consumer is gone; watching again")
-				return true
+				return true, true
 			}
 			owed = 0
 			if h := b.head(ctx); h > max(delivered, floor) {
