@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -138,7 +139,7 @@ func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready cha
 		case <-time.After(delay):
 		}
 		floor = b.head(ctx)
-		nw, err := b.watch(ctx)
+		nw, err := b.watchWithin(ctx, rewatchCreate)
 		if err != nil {
 			b.log.Error().Err(err).Msg("watch bucket")
 			w = ClosedWatcher{}
@@ -146,6 +147,57 @@ func (b *BucketWatch) run(ctx context.Context, w jetstream.KeyWatcher, ready cha
 		}
 		w = nw
 	}
+}
+
+// rewatchCreate bounds the making of a new watch after one ended. A watch's
+// consumer is placed on a server the meta leader picks at random among the
+// stream's peers, and a server that was killed or cut off stays among them
+// (nothing marks it offline): a watch placed there is never made, and the
+// client would wait its whole 5 s for the answer before trying again.
+var rewatchCreate = 2 * time.Second
+
+// errWatchSlow is a watch that was not made within rewatchCreate.
+var errWatchSlow = errors.New("watch not made in time (its consumer's server may be gone)")
+
+// watchWithin is watch bounded by d. The watch lives as long as the context
+// it is made with, so it is made with one of its own: a watch given up on
+// is cancelled, and one made after all ends at once.
+func (b *BucketWatch) watchWithin(ctx context.Context, d time.Duration) (jetstream.KeyWatcher, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	type made struct {
+		w   jetstream.KeyWatcher
+		err error
+	}
+	ch := make(chan made, 1)
+	go func() {
+		w, err := b.watch(wctx)
+		ch <- made{w, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case m := <-ch:
+		if m.err != nil {
+			cancel()
+			return nil, m.err
+		}
+		return cancelOnStop{KeyWatcher: m.w, cancel: cancel}, nil
+	case <-t.C:
+		cancel()
+		return nil, errWatchSlow
+	}
+}
+
+// cancelOnStop releases a watch's own context when it is stopped.
+type cancelOnStop struct {
+	jetstream.KeyWatcher
+	cancel context.CancelFunc
+}
+
+func (w cancelOnStop) Stop() error {
+	err := w.KeyWatcher.Stop()
+	w.cancel()
+	return err
 }
 
 // head returns the revision of the newest change of the watched keys the

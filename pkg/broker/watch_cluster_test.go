@@ -15,8 +15,9 @@ import (
 // A watch whose consumer lives on a server that is cut off (as a killed
 // node is, to the others) goes on delivering soon after the bucket can be
 // written again: within a few seconds of the first change it missed, not
-// after the client library's 10-20 s, and without waiting on the dead
-// consumer's deletion (the client waits up to 5 s for an answer nobody
+// after the client library's 10-20 s, without waiting on the dead
+// consumer's deletion, and without waiting 5 s for a new consumer placed on
+// the cut server again (the client waits that long for answers nobody
 // sends).
 func TestWatchBucketOutlivesTheServerOfItsConsumer(t *testing.T) {
 	if testing.Short() {
@@ -42,7 +43,8 @@ func TestWatchBucketOutlivesTheServerOfItsConsumer(t *testing.T) {
 		host   = -1
 		client int
 	)
-	for client = range c.Servers {
+	for attempt := range 12 { // each consumer's server is drawn at random
+		client = attempt % 3
 		cjs, ckv := conn(client)
 		r = &recorder{}
 		var err error
@@ -70,7 +72,7 @@ func TestWatchBucketOutlivesTheServerOfItsConsumer(t *testing.T) {
 	require.Eventually(t, func() bool { return r.has("before") }, 5*time.Second, time.Millisecond)
 
 	c.Isolate(t, host)
-	// Once the majority has elected a leader, write.
+	// Once the majority has elected the bucket's leader, write.
 	var put time.Time
 	require.Eventually(t, func() bool {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -82,5 +84,9 @@ func TestWatchBucketOutlivesTheServerOfItsConsumer(t *testing.T) {
 	require.Eventually(t, func() bool { return r.has("after") }, 30*time.Second, time.Millisecond)
 	took := time.Since(put)
 	t.Logf("delivered %s after the first write the old consumer missed", took.Round(time.Millisecond))
-	require.Less(t, took, 4500*time.Millisecond, "stall noticed within 2-3 s, watched again at once")
+	// Noticed within 2-3 s and watched again at once; each new watch whose
+	// consumer is drawn onto the cut server again (a third of them: it is
+	// not counted offline) costs rewatchCreate more. The client library
+	// alone would take 10-20 s.
+	require.Less(t, took, 9*time.Second)
 }
