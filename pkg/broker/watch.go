@@ -41,9 +41,9 @@ type WatchHandler struct {
 // A watch is never given up: what it feeds goes on failing closed, not
 // stale.
 //
-// A watch also ends when it stalls: its consumer lives on one server (the
-// stream's leader when it was made), and when that server dies, or the
-// consumer is deleted, the subscription is told nothing. The client library
+// A watch also ends when it stalls: its consumer lives on one server (one
+// of the stream's, drawn at random when it was made), and when that server
+// dies, or the consumer is deleted, the subscription is told nothing. The client library
 // notices only after two missed 5-second heartbeats, 10-20 s, during which
 // every change is missed: for the revoker's leases, grants without a timer.
 // So a watch that has delivered nothing for a whole stallCheck while the
