@@ -39,7 +39,7 @@ func TestClusterOfThreeOverRouteTLS(t *testing.T) {
 	keys := filepath.Join(t.TempDir(), "keys")
 	config, err := filepath.Abs("../../examples/jit.yaml")
 	require.NoError(t, err)
-	routes := []string{loopbackAddr(t), loopbackAddr(t), loopbackAddr(t)}
+	routes := []string{natstest.FreeAddr(t), natstest.FreeAddr(t), natstest.FreeAddr(t)}
 	var apps []*allinone.App
 	// The auditor's node first, while the others still make a quorum for
 	// its last checkpoint.
@@ -114,7 +114,7 @@ func TestClusterOfThreeOverRouteTLS(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			relay := natstest.NewRelay(t, routes[0])
 			s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ServerName: "intruder",
-				Cluster: &embedded.Cluster{Name: "jit", Listen: loopbackAddr(t), Routes: []string{relay.Addr()},
+				Cluster: &embedded.Cluster{Name: "jit", Listen: natstest.FreeAddr(t), Routes: []string{relay.Addr()},
 					Username: auth.RouteUser, Password: password, TLSCert: c.tls[0], TLSKey: c.tls[1], TLSCA: c.tls[2]},
 				Configure: func(o *server.Options) error {
 					if c.trust != nil {
@@ -170,12 +170,4 @@ func plaintextRoute(t *testing.T, addr string) string {
 	var ne net.Error
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the port kept the connection open")
 	return string(b)
-}
-
-func loopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -75,11 +75,7 @@ func TestPublishOutlastsTheLossOfTheStreamLeader(t *testing.T) {
 	}
 	c := natstest.RunPartitionable(t, 3)
 	ctx := t.Context()
-	admin, err := nats.Connect(c.Servers[0].ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(admin.Close)
-	ajs, err := jetstream.New(admin)
-	require.NoError(t, err)
+	_, ajs := natstest.Connect(t, c.Servers[0])
 	require.Eventually(t, func() bool {
 		return broker.Ensure(ctx, ajs, broker.Options{Update: true, Replicas: 3}) == nil
 	}, 20*time.Second, 100*time.Millisecond)
@@ -88,13 +84,9 @@ func TestPublishOutlastsTheLossOfTheStreamLeader(t *testing.T) {
 	leader := c.StreamLeader("$G", broker.AuditStream)
 	require.GreaterOrEqual(t, leader, 0)
 	other := (leader + 1) % 3
-	nc, err := nats.Connect(c.Servers[other].ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := natstest.Connect(t, c.Servers[other])
 	pub := broker.NewPublisher(js, "test")
-	_, _, err = pub.Emit(ctx, "before/x", events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
+	_, _, err := pub.Emit(ctx, "before/x", events.TypeGuardrailFired, "a1", events.GuardrailFired{Agent: "a1", Rule: "r"})
 	require.NoError(t, err)
 
 	c.Isolate(t, leader)

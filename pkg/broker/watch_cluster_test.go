@@ -7,7 +7,6 @@ import (
 
 	"github.com/agentjit/jit/pkg/broker"
 	"github.com/agentjit/jit/pkg/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -27,11 +26,7 @@ func TestWatchBucketOutlivesTheServerOfItsConsumer(t *testing.T) {
 	ctx := t.Context()
 	natstest.WaitStreamCurrent(t, js, "KV_"+broker.BucketLeases, 3)
 	conn := func(i int) (jetstream.JetStream, jetstream.KeyValue) {
-		nc, err := nats.Connect(c.Servers[i].ClientURL())
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(t, err)
+		_, js := natstest.Connect(t, c.Servers[i])
 		kv, err := js.KeyValue(ctx, broker.BucketLeases)
 		require.NoError(t, err)
 		return js, kv

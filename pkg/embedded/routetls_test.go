@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -47,7 +46,7 @@ func startNode(t *testing.T, name, listen string, routes []string, tls routeTLS)
 // certificate of the cluster's CA, routed the same way, joins.
 func TestClusterRoutesUseMutualTLS(t *testing.T) {
 	ca := natstest.NewCA(t, "cluster ca")
-	addrs := []string{loopbackAddr(t), loopbackAddr(t), loopbackAddr(t)}
+	addrs := []string{natstest.FreeAddr(t), natstest.FreeAddr(t), natstest.FreeAddr(t)}
 	var routes []string
 	for _, a := range addrs {
 		routes = append(routes, "nats-route://"+a)
@@ -109,7 +108,7 @@ func TestClusterRoutesUseMutualTLS(t *testing.T) {
 			// The node reaches n1 only through the relay, which sees each
 			// of its attempts end.
 			relay := natstest.NewRelay(t, addrs[0])
-			node, err := startNode(t, "intruder", loopbackAddr(t), []string{"nats-route://" + relay.Addr()}, c.tls)
+			node, err := startNode(t, "intruder", natstest.FreeAddr(t), []string{"nats-route://" + relay.Addr()}, c.tls)
 			require.NoError(t, err)
 			defer node.Shutdown()
 			if c.joins {
@@ -129,14 +128,6 @@ func TestClusterRoutesUseMutualTLS(t *testing.T) {
 			}
 		})
 	}
-}
-
-func loopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // routedTo says whether s has a route to the server named name.
@@ -179,7 +170,7 @@ func TestRouteTLSMistakesFailTheStart(t *testing.T) {
 		{name: "a certificate for servers only", tls: routeTLS{cert: serverOnly, key: serverOnlyKey, ca: ca.File}, err: "for client authentication"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := startNode(t, "n1", loopbackAddr(t), nil, c.tls)
+			s, err := startNode(t, "n1", natstest.FreeAddr(t), nil, c.tls)
 			require.Nil(t, s)
 			require.ErrorContains(t, err, "cluster tls: ")
 			if c.is != nil {

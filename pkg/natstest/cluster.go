@@ -61,7 +61,7 @@ func runCluster(t testing.TB, n int, partitionable bool) *Cluster {
 	c := &Cluster{Servers: make([]*server.Server, n), Dirs: make([]string, n), RouteURLs: make([]string, n)}
 	for i := range n {
 		c.Dirs[i] = t.TempDir()
-		c.RouteURLs[i] = "nats-route://" + freeAddr(t)
+		c.RouteURLs[i] = "nats-route://" + FreeAddr(t)
 	}
 	if partitionable {
 		c.nowhere = refuser(t)
@@ -221,7 +221,8 @@ func WaitStreamCurrent(t testing.TB, js jetstream.JetStream, stream string, repl
 	}, 30*time.Second, 50*time.Millisecond, "stream %s not current at R%d", stream, replicas)
 }
 
-func freeAddr(t testing.TB) string {
+// FreeAddr returns a loopback address whose port was free a moment ago.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
