@@ -89,6 +89,9 @@ func (p *Proc) WaitKilled(timeout time.Duration) {
 	require.True(p.t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "%s ended with %v, not by SIGKILL", p.cmd.Path, p.err)
 }
 
+// Output is what the process has written so far, stdout and stderr.
+func (p *Proc) Output() string { return p.out.String() }
+
 // Done is closed once the process has exited, however it ended.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
